@@ -1,0 +1,155 @@
+//! `cargo xtask`: the project's task runner.
+//!
+//! - `cargo xtask demo [--nodes N] [--kernel 6.1]`: set up what is missing,
+//!   bring up a virtual cluster and show MXFS working in it.
+//! - `cargo xtask test`: set up what is missing and run every test the
+//!   project has (format, lints, unit tests, cluster scenarios).
+//! - `cargo xtask setup [--kernel 6.1]`: only the set-up.
+
+use anyhow::{bail, Context, Result};
+use mxfs_testbed::checks;
+use mxfs_testbed::cluster::{self, Cluster, Options};
+use mxfs_testbed::host::{self, say, step, workspace_root};
+use mxfs_testbed::kernel::Series;
+use std::process::Command;
+use std::time::Instant;
+
+const USAGE: &str = "usage: cargo xtask <demo|test|setup> [--nodes N] [--kernel 5.10|6.1|6.12]";
+
+struct Args {
+    cmd: String,
+    nodes: usize,
+    series: Series,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut it = std::env::args().skip(1);
+    let cmd = it.next().context(USAGE)?;
+    let mut args = Args {
+        cmd,
+        nodes: 2,
+        series: Series::V6_1,
+    };
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--nodes" => {
+                args.nodes = it
+                    .next()
+                    .context("--nodes needs a number")?
+                    .parse()
+                    .context("--nodes")?
+            }
+            "--kernel" => {
+                args.series = Series::parse(&it.next().context("--kernel needs a series")?)?
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    Ok(args)
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    say(format!("cargo {}", args.join(" ")));
+    let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .current_dir(workspace_root())
+        .status()?;
+    if !st.success() {
+        bail!("cargo {} failed ({st})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn build_artifacts() -> Result<()> {
+    step("building the project's binaries", || {
+        cargo(&["build", "--release", "--workspace", "--bins"])
+    })
+}
+
+fn demo(args: &Args) -> Result<()> {
+    let assets = cluster::prepare(args.series)?;
+    build_artifacts()?;
+    let opts = Options {
+        nodes: args.nodes,
+        artifacts: host::project_artifacts(),
+        ..Options::default()
+    };
+    let mut c = Cluster::start(&assets, &opts)?;
+    say("MXFS itself (the kernel module and daemon) is not built yet: this demo shows the cluster it will run in.");
+    checks::all_booted(&mut c)?;
+    if c.len() >= 2 {
+        checks::same_lun(&mut c)?;
+        checks::pr_fencing(&mut c)?;
+        checks::network(&mut c)?;
+    }
+    say("demo done; tearing the cluster down");
+    Ok(())
+}
+
+fn test(args: &Args) -> Result<()> {
+    let t = Instant::now();
+    let assets = cluster::prepare(args.series)?;
+    // The scenario tests run in a child process: hand them the probe's
+    // answer rather than probing again.
+    let accel = match assets.accel {
+        mxfs_testbed::accel::Accel::Kvm => "kvm",
+        mxfs_testbed::accel::Accel::Tcg => "tcg",
+    };
+    std::env::set_var("MXFS_TB_ACCEL", accel);
+    step("checking formatting", || {
+        cargo(&["fmt", "--all", "--", "--check"])
+    })?;
+    step("running clippy", || {
+        cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
+    })?;
+    // Release throughout, so the unit tests, the binaries the nodes get and
+    // the scenario runner share one build of the dependencies.
+    step("running unit tests", || {
+        cargo(&["test", "--release", "--workspace"])
+    })?;
+    build_artifacts()?;
+    step("running cluster scenarios", || {
+        cargo(&[
+            "test",
+            "--release",
+            "-p",
+            "mxfs-testbed",
+            "--test",
+            "scenarios",
+        ])
+    })?;
+    say(format!(
+        "all tests passed in {:.0} s",
+        t.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+fn main() {
+    let r = parse_args().and_then(|args| match args.cmd.as_str() {
+        "setup" => cluster::prepare(args.series).map(|a| {
+            say(format!(
+                "ready: kernel {}, accelerator {:?}",
+                a.kernel.release, a.accel
+            ));
+        }),
+        "demo" => demo(&args),
+        "test" => test(&args),
+        other => Err(anyhow::anyhow!("unknown command {other:?}\n{USAGE}")),
+    });
+    if let Err(e) = r {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,33 @@
+//! The MXFS virtual cluster testbed.
+//!
+//! Every MXFS promise is about several kernels sharing one disk, so the
+//! tests run in a cluster of QEMU VMs booting Debian's own kernel with
+//! systemd as init, sharing one iSCSI LUN with real SCSI-3 Persistent
+//! Reservations, on a private network inside a network namespace of the
+//! testbed's own. Modules, one per concern:
+//!
+//! - [`host`]: paths under `target/testbed`, host commands, host packages.
+//! - [`kernel`]: Debian kernels and headers, fetched with a private apt.
+//! - [`rootfs`]: the guest root filesystem image (debootstrap + mkfs.ext4 -d).
+//! - [`initramfs`]: the small initramfs that mounts the root.
+//! - [`accel`]: KVM when it works, TCG otherwise.
+//! - [`net`]: the network namespace, bridge and taps.
+//! - [`target`]: the iSCSI target (`tgtd`) serving the shared LUN.
+//! - [`qga`]: the guest agent and QMP clients.
+//! - [`node`]: one VM.
+//! - [`cluster`]: N nodes, their LUN and network, faults on demand.
+//! - [`checks`]: checks of the testbed itself (boot, LUN, PR, network).
+//! - [`scenario`]: a tiny runner for the scenario tests.
+
+pub mod accel;
+pub mod checks;
+pub mod cluster;
+pub mod host;
+pub mod initramfs;
+pub mod kernel;
+pub mod net;
+pub mod node;
+pub mod qga;
+pub mod rootfs;
+pub mod scenario;
+pub mod target;
