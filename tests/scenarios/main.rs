@@ -16,6 +16,8 @@ const TESTBED_STEPS: &[&str] = &[
     "testbed_nodes_share_one_lun",
     "testbed_scsi3_pr_fencing",
     "testbed_multicast_and_tcp",
+    "testbed_network_cut_and_restore",
+    "testbed_pause_and_resume",
     "testbed_power_off_and_restart",
 ];
 
@@ -34,7 +36,9 @@ fn main() {
                 r.step(TESTBED_STEPS[1], || checks::same_lun(&mut c));
                 r.step(TESTBED_STEPS[2], || checks::pr_fencing(&mut c));
                 r.step(TESTBED_STEPS[3], || checks::network(&mut c));
-                r.step(TESTBED_STEPS[4], || checks::power_cycle(&mut c));
+                r.step(TESTBED_STEPS[4], || checks::network_cut(&mut c));
+                r.step(TESTBED_STEPS[5], || checks::pause_resume(&mut c));
+                r.step(TESTBED_STEPS[6], || checks::power_cycle(&mut c));
             }
         }
     }

@@ -301,3 +301,43 @@ pub fn power_cycle(c: &mut Cluster) -> Result<()> {
     );
     Ok(())
 }
+
+/// Cutting node 2's network stops TCP between the nodes while node 2 stays
+/// up (its disk path is separate); restoring it brings TCP back.
+pub fn network_cut(c: &mut Cluster) -> Result<()> {
+    listen(c.node(2), "TCP4-LISTEN:7600,reuseaddr", "/tmp/cut.out")?;
+    c.cut_network(2)?;
+    let send = format!(
+        "echo cut | socat -u STDIN TCP4:{}:7600,connect-timeout=3",
+        node_ip(2)
+    );
+    let out = c.node(1).sh(&send, Duration::from_secs(30))?;
+    ensure!(
+        !out.ok(),
+        "node1 reached node2 although node2's network was cut"
+    );
+    say(format!("node1 -> node2 while cut: {}", out.stderr.trim()));
+    let dev2 = lun_device(c.node(2))?;
+    read_block(c.node(2), &dev2, 0).context("node2 should still reach the LUN while cut off")?;
+    c.restore_network(2)?;
+    let got = deliver(c, 1, &send, 2, "/tmp/cut.out")?;
+    ensure!(
+        got.trim() == "cut",
+        "node2 received {got:?} after the network came back"
+    );
+    say("node1 -> node2 after restore: ok");
+    Ok(())
+}
+
+/// A paused node stops answering; resumed, it carries on where it was.
+pub fn pause_resume(c: &mut Cluster) -> Result<()> {
+    let before = c.node(2).must("cat /proc/sys/kernel/random/boot_id")?;
+    c.node(2).pause()?;
+    ensure!(!c.node(2).responds(), "node2 still answers while paused");
+    say("node2 paused: its agent is silent");
+    c.node(2).resume()?;
+    let after = c.node(2).must("cat /proc/sys/kernel/random/boot_id")?;
+    ensure!(before == after, "node2 rebooted instead of resuming");
+    say("node2 resumed without a reboot");
+    Ok(())
+}

@@ -216,6 +216,11 @@ impl Node {
         }
     }
 
+    /// True when the guest agent answers within a couple of seconds.
+    pub fn responds(&mut self) -> bool {
+        self.agent.ping()
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.check_alive().is_ok()
     }

@@ -113,6 +113,9 @@ fn ensure_tree() -> Result<PathBuf> {
     if Stamp::new(&dir).done() {
         return Ok(tree);
     }
+    // Trees and images of earlier package lists are dead weight.
+    remove_all_but(&testbed_dir().join("rootfs"), &cache_key());
+    remove_all_but(&testbed_dir().join("images"), &format!("root-{}-", cache_key()));
     step(
         "building the guest root filesystem with debootstrap (about a minute)",
         || {
@@ -189,6 +192,23 @@ pub fn ensure_image(kernel: &Kernel) -> Result<PathBuf> {
         },
     )?;
     Ok(image)
+}
+
+/// Removes the entries of `dir` whose names do not start with `keep`.
+fn remove_all_but(dir: &Path, keep: &str) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(keep) {
+            let p = e.path();
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+        }
+    }
 }
 
 /// `mkfs.ext4 -d`: an ext4 image holding a directory, without mounting.
