@@ -115,7 +115,10 @@ fn ensure_tree() -> Result<PathBuf> {
     }
     // Trees and images of earlier package lists are dead weight.
     remove_all_but(&testbed_dir().join("rootfs"), &cache_key());
-    remove_all_but(&testbed_dir().join("images"), &format!("root-{}-", cache_key()));
+    remove_all_but(
+        &testbed_dir().join("images"),
+        &format!("root-{}-", cache_key()),
+    );
     step(
         "building the guest root filesystem with debootstrap (about a minute)",
         || {
