@@ -20,6 +20,9 @@ pub const HOST_PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
     "kmod",
+    "make",
+    "gcc",
+    "dwarves",
 ];
 
 /// Makes sure the sbin directories are on PATH: the testbed runs tools that

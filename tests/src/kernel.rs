@@ -24,6 +24,8 @@ pub enum Series {
 }
 
 impl Series {
+    pub const ALL: [Series; 3] = [Series::V5_10, Series::V6_1, Series::V6_12];
+
     pub fn parse(s: &str) -> Result<Series> {
         match s {
             "5.10" => Ok(Series::V5_10),

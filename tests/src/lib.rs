@@ -8,6 +8,7 @@
 //!
 //! - [`host`]: paths under `target/testbed`, host commands, host packages.
 //! - [`kernel`]: Debian kernels and headers, fetched with a private apt.
+//! - [`kmod`]: builds mxfs.ko against a kernel's headers (W=1, -Werror).
 //! - [`rootfs`]: the guest root filesystem image (debootstrap + mkfs.ext4 -d).
 //! - [`initramfs`]: the small initramfs that mounts the root.
 //! - [`accel`]: KVM when it works, TCG otherwise.
@@ -25,6 +26,7 @@ pub mod cluster;
 pub mod host;
 pub mod initramfs;
 pub mod kernel;
+pub mod kmod;
 pub mod net;
 pub mod node;
 pub mod qga;

@@ -5,6 +5,8 @@
 //! - `cargo xtask test`: set up what is missing and run every test the
 //!   project has (format, lints, unit tests, cluster scenarios).
 //! - `cargo xtask setup [--kernel 6.1]`: only the set-up.
+//! - `cargo xtask kmod [--kernel 6.1]`: build mxfs.ko against that kernel's
+//!   headers (W=1, -Werror); `--kernel all` builds for 5.10, 6.1 and 6.12.
 
 use anyhow::{bail, Context, Result};
 use mxfs_testbed::checks;
@@ -14,12 +16,14 @@ use mxfs_testbed::kernel::Series;
 use std::process::Command;
 use std::time::Instant;
 
-const USAGE: &str = "usage: cargo xtask <demo|test|setup> [--nodes N] [--kernel 5.10|6.1|6.12]";
+const USAGE: &str =
+    "usage: cargo xtask <demo|test|setup|kmod> [--nodes N] [--kernel 5.10|6.1|6.12|all]";
 
 struct Args {
     cmd: String,
     nodes: usize,
     series: Series,
+    all_kernels: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -29,6 +33,7 @@ fn parse_args() -> Result<Args> {
         cmd,
         nodes: 2,
         series: Series::V6_1,
+        all_kernels: false,
     };
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -136,6 +141,24 @@ fn test(args: &Args) -> Result<()> {
     Ok(())
 }
 
+fn build_kmod(args: &Args) -> Result<()> {
+    host::ensure_sbin_path();
+    host::ensure_host_packages()?;
+    let series = if args.all_kernels {
+        Series::ALL.to_vec()
+    } else {
+        vec![args.series]
+    };
+    for s in series {
+        let k = mxfs_testbed::kernel::ensure(s)?;
+        let ko = step(&format!("building mxfs.ko for {}", k.release), || {
+            mxfs_testbed::kmod::build(&k)
+        })?;
+        say(format!("{}: {}", k.release, ko.display()));
+    }
+    Ok(())
+}
+
 fn main() {
     let r = parse_args().and_then(|args| match args.cmd.as_str() {
         "setup" => cluster::prepare(args.series).map(|a| {
@@ -145,6 +168,7 @@ fn main() {
             ));
         }),
         "demo" => demo(&args),
+        "kmod" => build_kmod(&args),
         "test" => test(&args),
         other => Err(anyhow::anyhow!("unknown command {other:?}\n{USAGE}")),
     });
