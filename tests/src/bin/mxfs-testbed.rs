@@ -44,9 +44,10 @@ fn parse_args() -> Result<Args> {
                     .parse()
                     .context("--nodes")?
             }
-            "--kernel" => {
-                args.series = Series::parse(&it.next().context("--kernel needs a series")?)?
-            }
+            "--kernel" => match it.next().context("--kernel needs a series")?.as_str() {
+                "all" => args.all_kernels = true,
+                s => args.series = Series::parse(s)?,
+            },
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
