@@ -251,9 +251,9 @@ impl Stamp {
 /// (host path, name on the guests' artifacts disk).
 pub fn project_artifacts() -> Vec<(PathBuf, String)> {
     let release = workspace_root().join("target").join("release");
-    ["mxfsd", "mount.mxfs"]
+    [("mxfsd", "mxfsd"), ("mount-mxfs", "mount.mxfs")]
         .iter()
-        .map(|name| (release.join(name), name.to_string()))
+        .map(|(built, name)| (release.join(built), name.to_string()))
         .filter(|(p, _)| p.exists())
         .collect()
 }
