@@ -1,8 +1,240 @@
 //! mxfsd: the MXFS volume daemon (one per mounted volume).
 //!
-//! Not implemented yet: the kernel-module issue builds its lifecycle.
+//! The mxfs kernel module spawns it at mount time with
+//! `--device DEV --mountpoint DIR --uuid HEX --token T`.  This version
+//! runs one node: it loads (or makes) the node identity, takes the owner
+//! role at once, answers DAEMON_READY over generic netlink, and exits when
+//! the module sends SHUTDOWN at unmount.  Membership, fencing, the DLM and
+//! the client path come with the multi-node work.
 
-fn main() {
-    eprintln!("mxfsd: not implemented yet (see the kernel-module issue)");
-    std::process::exit(1);
+mod identity;
+mod logging;
+mod netlink;
+mod uapi;
+
+use std::fs::OpenOptions;
+use std::os::fd::IntoRawFd;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing::{error, info, warn};
+use uuid::Uuid;
+
+use crate::netlink::{check_shutdown, Channel, Session};
+use crate::uapi::{cmd_name, Role, MXFS_CMD_SHUTDOWN};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mxfsd",
+    version,
+    about = "MXFS volume daemon (started by the mxfs kernel module)"
+)]
+struct Args {
+    /// Block device of the volume.
+    #[arg(long)]
+    device: PathBuf,
+    /// Mount point (empty when the kernel was not told).
+    #[arg(long, default_value = "")]
+    mountpoint: String,
+    /// Volume UUID (the XFS sb_uuid), 32 hex digits, dashes allowed.
+    #[arg(long, value_parser = parse_volume_uuid)]
+    uuid: Uuid,
+    /// One-time token to echo in DAEMON_READY (hex).
+    #[arg(long, value_parser = parse_token)]
+    token: u64,
+    /// Node identity file.
+    #[arg(long, default_value = identity::NODE_UUID_PATH)]
+    node_uuid_file: PathBuf,
+}
+
+fn parse_volume_uuid(s: &str) -> Result<Uuid, String> {
+    let u = Uuid::parse_str(s).map_err(|e| e.to_string())?;
+    if u.is_nil() {
+        return Err("the nil UUID is not a volume".to_string());
+    }
+    Ok(u)
+}
+
+fn parse_token(s: &str) -> Result<u64, String> {
+    let hex = s.strip_prefix("0x").unwrap_or(s);
+    if hex.is_empty() || hex.len() > 16 {
+        return Err("expected 1 to 16 hex digits".to_string());
+    }
+    match u64::from_str_radix(hex, 16) {
+        Ok(0) => Err("the token is never 0".to_string()),
+        Ok(t) => Ok(t),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The kernel's usermode helper starts us with no fds 0-2.  Fill the gaps
+/// with /dev/null so that no socket or file of ours lands on them.
+/// Returns whether stderr was open.
+fn ensure_std_fds() -> bool {
+    let mut stderr_open = true;
+    loop {
+        let Ok(f) = OpenOptions::new().read(true).write(true).open("/dev/null") else {
+            return stderr_open;
+        };
+        let fd = f.into_raw_fd();
+        if fd > 2 {
+            // SAFETY: we own `fd`, just opened above; closing it via File.
+            drop(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+            return stderr_open;
+        }
+        if fd == 2 {
+            stderr_open = false;
+        }
+        // fds 0..=2 stay open on /dev/null for the life of the process
+    }
+}
+
+fn serve(args: &Args, node_id: u64) -> anyhow::Result<()> {
+    let session = Session {
+        token: args.token,
+        uuid: *args.uuid.as_bytes(),
+    };
+    let mut ch = Channel::open().context("opening the netlink channel")?;
+    // One node: the owner at once.  The epoch comes from the lockstate
+    // file in the multi-node work; until then it is 1.
+    let epoch = 1;
+    ch.daemon_ready(&session, Role::Owner, epoch, node_id)
+        .context("DAEMON_READY")?;
+    info!(role = "owner", epoch, "ready; the module now mounts XFS");
+
+    loop {
+        let (cmd, attrs) = ch.next_command().context("waiting for the kernel")?;
+        if cmd != MXFS_CMD_SHUTDOWN {
+            warn!(
+                cmd = cmd_name(cmd),
+                "ignoring a command this version does not handle"
+            );
+            continue;
+        }
+        match check_shutdown(&attrs, session.token, &session.uuid) {
+            Ok(reason) => {
+                let reason = reason.unwrap_or_default();
+                info!(reason = %reason, "SHUTDOWN from the kernel; exiting");
+                if let Err(e) = ch.daemon_exited(&session, 0, "shutdown requested") {
+                    // the module also notices our socket closing
+                    warn!("DAEMON_EXITED not delivered: {e}");
+                }
+                return Ok(());
+            }
+            Err(e) => warn!("ignoring a SHUTDOWN: {e}"),
+        }
+    }
+}
+
+async fn run(args: Args, node_id: u64) -> anyhow::Result<()> {
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let worker = tokio::task::spawn_blocking(move || serve(&args, node_id));
+    tokio::select! {
+        r = worker => r.context("netlink worker")?,
+        _ = sigterm.recv() => {
+            warn!("SIGTERM: exiting while mounted; the module marks the mount dead (EIO)");
+            Ok(())
+        }
+        _ = tokio::signal::ctrl_c() => {
+            warn!("SIGINT: exiting while mounted; the module marks the mount dead (EIO)");
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let stderr_open = ensure_std_fds();
+    let args = Args::parse();
+    let volume = args.uuid.hyphenated().to_string();
+
+    let ident = identity::load_or_create(&args.node_uuid_file);
+    let node = ident.as_ref().ok().map(|i| format!("{:016x}", i.id));
+    let sink = logging::init(&volume, node.as_deref(), stderr_open);
+
+    let span =
+        tracing::info_span!("mxfsd", volume = %volume, node = node.as_deref().unwrap_or("?"));
+    let _guard = span.enter();
+
+    let ident = match ident {
+        Ok(i) => i,
+        Err(e) => {
+            error!("node identity: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    info!(
+        device = %args.device.display(),
+        mountpoint = %args.mountpoint,
+        node_uuid = %ident.uuid,
+        log = ?sink,
+        "mxfsd {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(run(args, ident.id));
+    // Do not wait for a worker still blocked in recv().
+    rt.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens() {
+        assert_eq!(parse_token("00000000000000ff"), Ok(255));
+        assert_eq!(parse_token("0xdeadbeef"), Ok(0xdead_beef));
+        assert!(parse_token("0").is_err());
+        assert!(parse_token("").is_err());
+        assert!(parse_token("12345678901234567").is_err());
+        assert!(parse_token("xyz").is_err());
+    }
+
+    #[test]
+    fn volume_uuids() {
+        let plain = parse_volume_uuid("00112233445566778899aabbccddeeff").unwrap();
+        let dashed = parse_volume_uuid("00112233-4455-6677-8899-aabbccddeeff").unwrap();
+        assert_eq!(plain, dashed);
+        assert!(parse_volume_uuid("00000000000000000000000000000000").is_err());
+        assert!(parse_volume_uuid("nope").is_err());
+    }
+
+    #[test]
+    fn arguments_as_the_kernel_passes_them() {
+        let a = Args::try_parse_from([
+            "/usr/sbin/mxfsd",
+            "--device",
+            "/dev/sdb",
+            "--mountpoint",
+            "",
+            "--uuid",
+            "00112233445566778899aabbccddeeff",
+            "--token",
+            "0123456789abcdef",
+        ])
+        .unwrap();
+        assert_eq!(a.device, PathBuf::from("/dev/sdb"));
+        assert_eq!(a.token, 0x0123_4567_89ab_cdef);
+        assert_eq!(a.node_uuid_file, PathBuf::from(identity::NODE_UUID_PATH));
+    }
 }

@@ -1,0 +1,241 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * MXFS open files.  Each open mxfs file holds an open lower file (a
+ * backing file, so /proc/PID/maps shows the mxfs path) and passes reads,
+ * writes (buffered and O_DIRECT), splice, mmap, fsync, fallocate, fadvise
+ * and llseek (SEEK_DATA/SEEK_HOLE included) to it.  All data pages live
+ * in the lower inode's page cache, so read/write/mmap stay coherent.
+ * flock() and fcntl() locks are local: the VFS keeps them on our inode.
+ */
+#include "mxfs_internal.h"	/* first: it defines pr_fmt */
+#include <linux/uio.h>
+#include <linux/fadvise.h>
+#include <linux/falloc.h>
+
+/* Flags that fcntl(F_SETFL) may change after open. */
+#define MXFS_SETFL_MASK (O_APPEND | O_NONBLOCK | O_NDELAY | O_DIRECT | O_NOATIME)
+
+int mxfs_open(struct inode *inode, struct file *file)
+{
+	struct path lower;
+	struct file *lf;
+	int flags;
+	int err;
+
+	err = mxfs_check(inode->i_sb);
+	if (err)
+		return err;
+	mxfs_lower_path(file->f_path.dentry, &lower);
+	if (!lower.dentry || d_really_is_negative(lower.dentry))
+		return -ESTALE;
+
+	flags = file->f_flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC);
+	if (S_ISDIR(inode->i_mode))
+		lf = dentry_open(&lower, flags, current_cred());
+	else
+		lf = mxfs_open_backing(file, flags, &lower);
+	if (IS_ERR(lf))
+		return PTR_ERR(lf);
+	file->private_data = lf;
+	mxfs_copy_fmode(file, lf);
+	return 0;
+}
+
+int mxfs_release(struct inode *inode, struct file *file)
+{
+	struct file *lf = file->private_data;
+
+	if (lf)
+		fput(lf);
+	file->private_data = NULL;
+	return 0;
+}
+
+/* Carry fcntl(F_SETFL) changes of our file over to the lower one. */
+static int mxfs_sync_flags(struct file *file, struct file *lf)
+{
+	unsigned int flags = READ_ONCE(file->f_flags) & MXFS_SETFL_MASK;
+
+	if (((flags ^ lf->f_flags) & MXFS_SETFL_MASK) == 0)
+		return 0;
+	if ((flags & O_DIRECT) && !mxfs_can_odirect(lf))
+		return -EINVAL;
+	if (lf->f_op->check_flags) {
+		int err = lf->f_op->check_flags(flags);
+
+		if (err)
+			return err;
+	}
+	spin_lock(&lf->f_lock);
+	lf->f_flags = (lf->f_flags & ~MXFS_SETFL_MASK) | flags;
+	spin_unlock(&lf->f_lock);
+	return 0;
+}
+
+static rwf_t mxfs_iocb_to_rwf(int ki_flags)
+{
+	rwf_t flags = 0;
+
+	if (ki_flags & IOCB_DSYNC)
+		flags |= RWF_DSYNC;
+	if (ki_flags & IOCB_SYNC)
+		flags |= RWF_SYNC;
+	if (ki_flags & IOCB_APPEND)
+		flags |= RWF_APPEND;
+	return flags;
+}
+
+static ssize_t mxfs_read_iter(struct kiocb *iocb, struct iov_iter *iter)
+{
+	struct file *file = iocb->ki_filp;
+	struct file *lf = file->private_data;
+	ssize_t ret;
+
+	ret = mxfs_check(file_inode(file)->i_sb);
+	if (ret)
+		return ret;
+	if (!iov_iter_count(iter))
+		return 0;
+	ret = mxfs_sync_flags(file, lf);
+	if (ret)
+		return ret;
+	return vfs_iter_read(lf, iter, &iocb->ki_pos,
+			     mxfs_iocb_to_rwf(iocb->ki_flags));
+}
+
+static ssize_t mxfs_write_iter(struct kiocb *iocb, struct iov_iter *iter)
+{
+	struct file *file = iocb->ki_filp;
+	struct inode *inode = file_inode(file);
+	struct file *lf = file->private_data;
+	ssize_t ret;
+
+	ret = mxfs_check(inode->i_sb);
+	if (ret)
+		return ret;
+	if (!iov_iter_count(iter))
+		return 0;
+
+	inode_lock(inode);
+	ret = mxfs_sync_flags(file, lf);
+	if (!ret) {
+		file_start_write(lf);
+		ret = vfs_iter_write(lf, iter, &iocb->ki_pos,
+				     mxfs_iocb_to_rwf(iocb->ki_flags));
+		file_end_write(lf);
+	}
+	/* size, times, and the mode if the write cleared set-id bits */
+	mxfs_copy_attr(inode);
+	inode_unlock(inode);
+	return ret;
+}
+
+static int mxfs_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	struct file *lf = file->private_data;
+	int err;
+
+	err = mxfs_check(file_inode(file)->i_sb);
+	if (err)
+		return err;
+	if (!lf->f_op->mmap)
+		return -ENODEV;
+	if (WARN_ON(file != vma->vm_file))
+		return -EIO;
+	return mxfs_mmap_lower(file, vma, lf);
+}
+
+int mxfs_fsync(struct file *file, loff_t start, loff_t end, int datasync)
+{
+	struct file *lf = file->private_data;
+	int err;
+
+	err = mxfs_check(file_inode(file)->i_sb);
+	if (err)
+		return err;
+	return vfs_fsync_range(lf, start, end, datasync);
+}
+
+static long mxfs_fallocate(struct file *file, int mode, loff_t offset,
+			   loff_t len)
+{
+	struct inode *inode = file_inode(file);
+	struct file *lf = file->private_data;
+	long ret;
+
+	ret = mxfs_check(inode->i_sb);
+	if (ret)
+		return ret;
+	inode_lock(inode);
+	ret = vfs_fallocate(lf, mode, offset, len);
+	mxfs_copy_attr(inode);
+	inode_unlock(inode);
+	return ret;
+}
+
+static int mxfs_fadvise(struct file *file, loff_t offset, loff_t len,
+			int advice)
+{
+	struct file *lf = file->private_data;
+	int err;
+
+	err = mxfs_check(file_inode(file)->i_sb);
+	if (err)
+		return err;
+	return vfs_fadvise(lf, offset, len, advice);
+}
+
+/*
+ * llseek through the lower file, so that SEEK_DATA/SEEK_HOLE (and, for
+ * directories, the lower cookies) are the lower filesystem's.
+ */
+loff_t mxfs_llseek(struct file *file, loff_t offset, int whence)
+{
+	struct inode *inode = file_inode(file);
+	struct file *lf = file->private_data;
+	loff_t ret;
+
+	ret = mxfs_check(inode->i_sb);
+	if (ret)
+		return ret;
+	/* lseek(fd, 0, SEEK_CUR) only reads the position */
+	if (whence == SEEK_CUR && offset == 0)
+		return file->f_pos;
+
+	inode_lock(inode);
+	lf->f_pos = file->f_pos;
+	ret = vfs_llseek(lf, offset, whence);
+	file->f_pos = lf->f_pos;
+	inode_unlock(inode);
+	return ret;
+}
+
+static int mxfs_flush(struct file *file, fl_owner_t id)
+{
+	struct file *lf = file->private_data;
+
+	if (lf && lf->f_op->flush)
+		return lf->f_op->flush(lf, id);
+	return 0;
+}
+
+const struct file_operations mxfs_file_fops = {
+	.owner = THIS_MODULE,
+	.open = mxfs_open,
+	.release = mxfs_release,
+	.flush = mxfs_flush,
+	.llseek = mxfs_llseek,
+	.read_iter = mxfs_read_iter,
+	.write_iter = mxfs_write_iter,
+	.splice_read = MXFS_SPLICE_READ,
+	.splice_write = iter_file_splice_write,
+	.mmap = mxfs_mmap,
+	.fsync = mxfs_fsync,
+	.fallocate = mxfs_fallocate,
+	.fadvise = mxfs_fadvise,
+};
+
+/* For the O_DIRECT checks that the VFS makes on our own mapping. */
+const struct address_space_operations mxfs_aops = {
+	.direct_IO = noop_direct_IO,
+};

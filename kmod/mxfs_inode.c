@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * MXFS inode operations common to every file type: permission, getattr,
+ * setattr, extended attributes (every namespace, POSIX ACLs included),
+ * symlinks, FIEMAP.  Each one is passed to the lower inode.
+ */
+#include "mxfs_internal.h"	/* first: it defines pr_fmt */
+#include <linux/xattr.h>
+#include <linux/fiemap.h>
+
+int mxfs_permission(MXFS_IDMAP_PARAM struct inode *inode, int mask)
+{
+	struct inode *lower = mxfs_lower_inode(inode);
+	int err;
+
+	err = mxfs_check(inode->i_sb);
+	if (err)
+		return err;
+	if (!lower)
+		return -ESTALE;
+	return inode_permission(MXFS_IDMAP_ARG(mxfs_lower_mnt(inode->i_sb))
+				lower, mask);
+}
+
+int mxfs_getattr(MXFS_IDMAP_PARAM const struct path *path, struct kstat *stat,
+		 u32 request_mask, unsigned int flags)
+{
+	struct path lower;
+	int err;
+
+	err = mxfs_check(path->dentry->d_sb);
+	if (err)
+		return err;
+	mxfs_lower_path(path->dentry, &lower);
+	if (!lower.dentry)
+		return -ESTALE;
+	/*
+	 * st_ino and st_dev come from the lower filesystem: our s_dev is the
+	 * block device's number, like the lower XFS, so both are stable
+	 * across remounts.
+	 */
+	return mxfs_vfs_getattr(&lower, stat, request_mask, flags);
+}
+
+int mxfs_setattr(MXFS_IDMAP_PARAM struct dentry *dentry, struct iattr *attr)
+{
+	struct vfsmount *mnt = mxfs_lower_mnt(dentry->d_sb);
+	struct dentry *lower = mxfs_lower_dentry(dentry);
+	struct inode *inode = d_inode(dentry);
+	struct iattr la = *attr;
+	int err;
+
+	err = mxfs_check(dentry->d_sb);
+	if (err)
+		return err;
+	if (!lower || d_really_is_negative(lower))
+		return -ESTALE;
+
+	/*
+	 * notify_change() on the lower recomputes the mode from the KILL
+	 * bits and BUG()s if it also gets ATTR_MODE with them.
+	 */
+	if (la.ia_valid & (ATTR_KILL_SUID | ATTR_KILL_SGID))
+		la.ia_valid &= ~ATTR_MODE;
+	/* ia_file is our file, not the lower one: do not pass it down. */
+	la.ia_valid &= ~ATTR_FILE;
+	la.ia_file = NULL;
+
+	err = mnt_want_write(mnt);
+	if (err)
+		return err;
+	inode_lock(d_inode(lower));
+	err = notify_change(MXFS_IDMAP_ARG(mnt) lower, &la, NULL);
+	inode_unlock(d_inode(lower));
+	mnt_drop_write(mnt);
+	mxfs_copy_attr(inode);
+	return err;
+}
+
+static const char *mxfs_get_link(struct dentry *dentry, struct inode *inode,
+				 struct delayed_call *done)
+{
+	struct dentry *lower;
+	int err;
+
+	if (!dentry)
+		return ERR_PTR(-ECHILD);
+	err = mxfs_check(dentry->d_sb);
+	if (err)
+		return ERR_PTR(err);
+	lower = mxfs_lower_dentry(dentry);
+	if (!lower)
+		return ERR_PTR(-ESTALE);
+	return vfs_get_link(lower, done);
+}
+
+static int mxfs_fiemap(struct inode *inode, struct fiemap_extent_info *fi,
+		       u64 start, u64 len)
+{
+	struct inode *lower = mxfs_lower_inode(inode);
+	int err;
+
+	err = mxfs_check(inode->i_sb);
+	if (err)
+		return err;
+	if (!lower->i_op->fiemap)
+		return -EOPNOTSUPP;
+	return lower->i_op->fiemap(lower, fi, start, len);
+}
+
+ssize_t mxfs_listxattr(struct dentry *dentry, char *list, size_t size)
+{
+	struct dentry *lower = mxfs_lower_dentry(dentry);
+	int err;
+
+	err = mxfs_check(dentry->d_sb);
+	if (err)
+		return err;
+	if (!lower)
+		return -ESTALE;
+	return vfs_listxattr(lower, list, size);
+}
+
+/*
+ * One catch-all handler (empty prefix): the full name goes to the lower
+ * filesystem, which applies its own namespace rules.  Before 6.2 this also
+ * carries system.posix_acl_*; from 6.2 the VFS sends those to
+ * ->get_acl/->set_acl (mxfs_compat.h).
+ */
+static int mxfs_xattr_get(const struct xattr_handler *handler,
+			  struct dentry *dentry, struct inode *inode,
+			  const char *name, void *buffer, size_t size)
+{
+	struct dentry *lower = dentry ? mxfs_lower_dentry(dentry) : NULL;
+	int err;
+
+	err = mxfs_check(inode->i_sb);
+	if (err)
+		return err;
+	if (!lower)
+		return -EOPNOTSUPP;
+	return vfs_getxattr(MXFS_IDMAP_ARG(mxfs_lower_mnt(inode->i_sb))
+			    lower, name, buffer, size);
+}
+
+static int mxfs_xattr_set(const struct xattr_handler *handler,
+			  MXFS_IDMAP_PARAM struct dentry *dentry,
+			  struct inode *inode, const char *name,
+			  const void *value, size_t size, int flags)
+{
+	struct vfsmount *mnt = mxfs_lower_mnt(inode->i_sb);
+	struct dentry *lower = dentry ? mxfs_lower_dentry(dentry) : NULL;
+	int err;
+
+	err = mxfs_check(inode->i_sb);
+	if (err)
+		return err;
+	if (!lower)
+		return -EOPNOTSUPP;
+	err = mnt_want_write(mnt);
+	if (err)
+		return err;
+	if (value)
+		err = vfs_setxattr(MXFS_IDMAP_ARG(mnt) lower, name, value, size,
+				   flags);
+	else
+		err = vfs_removexattr(MXFS_IDMAP_ARG(mnt) lower, name);
+	mnt_drop_write(mnt);
+	mxfs_copy_attr(inode);
+	return err;
+}
+
+static const struct xattr_handler mxfs_xattr_handler = {
+	.prefix = "",
+	.get = mxfs_xattr_get,
+	.set = mxfs_xattr_set,
+};
+
+const struct xattr_handler *mxfs_xattr_handlers[] = {
+	&mxfs_xattr_handler,
+	NULL,
+};
+
+const struct inode_operations mxfs_file_iops = {
+	.permission = mxfs_permission,
+	.getattr = mxfs_getattr,
+	.setattr = mxfs_setattr,
+	.listxattr = mxfs_listxattr,
+	.fiemap = mxfs_fiemap,
+	MXFS_ACL_IOPS
+	MXFS_FILEATTR_IOPS
+};
+
+const struct inode_operations mxfs_symlink_iops = {
+	.get_link = mxfs_get_link,
+	.getattr = mxfs_getattr,
+	.setattr = mxfs_setattr,
+	.listxattr = mxfs_listxattr,
+};
+
+const struct inode_operations mxfs_special_iops = {
+	.permission = mxfs_permission,
+	.getattr = mxfs_getattr,
+	.setattr = mxfs_setattr,
+	.listxattr = mxfs_listxattr,
+	MXFS_ACL_IOPS
+};

@@ -1,0 +1,196 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * MXFS: shared-disk cluster filesystem, kernel part.
+ *
+ * One mxfs superblock stacks over one lower filesystem (on the owner: the
+ * volume's XFS, mounted privately by this module).  Each mxfs dentry holds
+ * its lower dentry in d_fsdata (set once, at lookup or creation, dropped in
+ * d_release); each mxfs inode holds its lower inode.  Open files hold an
+ * open lower ("backing") file in private_data.
+ */
+#ifndef _MXFS_INTERNAL_H
+#define _MXFS_INTERNAL_H
+
+#ifndef pr_fmt
+#define pr_fmt(fmt) "mxfs: " fmt
+#endif
+
+#include <linux/fs.h>
+#include <linux/fs_context.h>
+#include <linux/mount.h>
+#include <linux/dcache.h>
+#include <linux/kref.h>
+#include <linux/completion.h>
+#include <linux/list.h>
+#include <linux/spinlock.h>
+#include <linux/pid.h>
+#include <linux/version.h>
+
+#include "mxfs_uapi.h"
+
+#define MXFS_DEFAULT_DAEMON_TIMEOUT 30	/* seconds */
+#define MXFS_MAX_DAEMON_TIMEOUT 3600
+#define MXFS_SHUTDOWN_TIMEOUT 15	/* seconds for mxfsd to exit */
+#define MXFS_RESERVED_NAME ".mxfs"
+
+enum mxfs_vol_state {
+	MXFS_VOL_SPAWNING,	/* waiting for DAEMON_READY */
+	MXFS_VOL_READY,		/* daemon ready, mount in progress or done */
+	MXFS_VOL_STOPPING,	/* SHUTDOWN sent (or about to be) */
+};
+
+/*
+ * One mounted (or mounting) volume on this node.  Lives on mxfs_volumes
+ * while its mount exists, which is how a second mount of the same volume
+ * is refused and how netlink messages find their mount.
+ */
+struct mxfs_volume {
+	struct list_head list;		/* on mxfs_volumes, under mxfs_vol_mutex */
+	struct kref ref;
+	u8 uuid[MXFS_UUID_LEN];
+	dev_t dev;
+	u64 token;
+
+	spinlock_t lock;		/* protects the fields below */
+	enum mxfs_vol_state state;
+	u32 portid;			/* daemon's netlink port, 0 if none */
+	u32 role;
+	u64 epoch;
+	u64 node_id;
+	struct pid *daemon_pid;		/* the process we spawned */
+	bool dead;			/* operations fail with -EIO */
+	bool daemon_gone;		/* its netlink socket closed */
+	int ready_err;			/* DAEMON_READY refused the mount */
+	char reason[MXFS_REASON_MAX];
+
+	struct completion ready;	/* DAEMON_READY accepted */
+	struct completion exited;	/* DAEMON_EXITED or socket closed */
+};
+
+struct mxfs_sb_info {
+	struct mxfs_volume *vol;
+	struct vfsmount *lower_mnt;	/* private mount of the lower fs */
+	unsigned int daemon_timeout;	/* seconds */
+	char *mountpoint;		/* from the mountpoint= option */
+	char *devpath;			/* canonical path of the device */
+	dev_t dev;
+	u8 uuid[MXFS_UUID_LEN];
+};
+
+struct mxfs_inode {
+	struct inode vfs_inode;
+	struct inode *lower;		/* referenced; never changes */
+};
+
+static inline struct mxfs_inode *MXFS_I(struct inode *inode)
+{
+	return container_of(inode, struct mxfs_inode, vfs_inode);
+}
+
+static inline struct mxfs_sb_info *MXFS_SB(struct super_block *sb)
+{
+	return sb->s_fs_info;
+}
+
+static inline struct inode *mxfs_lower_inode(struct inode *inode)
+{
+	return MXFS_I(inode)->lower;
+}
+
+static inline struct dentry *mxfs_lower_dentry(const struct dentry *dentry)
+{
+	return READ_ONCE(dentry->d_fsdata);
+}
+
+static inline struct vfsmount *mxfs_lower_mnt(struct super_block *sb)
+{
+	return MXFS_SB(sb)->lower_mnt;
+}
+
+static inline void mxfs_lower_path(const struct dentry *dentry,
+				   struct path *path)
+{
+	path->mnt = mxfs_lower_mnt(dentry->d_sb);
+	path->dentry = mxfs_lower_dentry(dentry);
+}
+
+/* True if the mount is dead (daemon gone or fenced): callers return -EIO. */
+static inline bool mxfs_is_dead(struct super_block *sb)
+{
+	struct mxfs_sb_info *sbi = MXFS_SB(sb);
+
+	return sbi && sbi->vol && READ_ONCE(sbi->vol->dead);
+}
+
+static inline bool mxfs_is_dead_vol(struct mxfs_volume *vol)
+{
+	return READ_ONCE(vol->dead);
+}
+
+static inline int mxfs_check(struct super_block *sb)
+{
+	return mxfs_is_dead(sb) ? -EIO : 0;
+}
+
+/* /.mxfs belongs to the daemon: hidden from lookup and readdir. */
+static inline bool mxfs_is_reserved_name(const struct dentry *parent,
+					 const char *name, unsigned int len)
+{
+	return parent == parent->d_sb->s_root &&
+	       len == sizeof(MXFS_RESERVED_NAME) - 1 &&
+	       !memcmp(name, MXFS_RESERVED_NAME, len);
+}
+
+/* mxfs_cache.c */
+int mxfs_init_inodecache(void);
+void mxfs_destroy_inodecache(void);
+struct inode *mxfs_alloc_inode(struct super_block *sb);
+void mxfs_free_inode(struct inode *inode);
+void mxfs_evict_inode(struct inode *inode);
+struct inode *mxfs_get_inode(struct super_block *sb, struct inode *lower);
+void mxfs_copy_attr(struct inode *inode);
+struct dentry *mxfs_obtain_alias(struct super_block *sb, struct dentry *lower);
+
+/* mxfs_inode.c */
+extern const struct inode_operations mxfs_file_iops;
+extern const struct inode_operations mxfs_symlink_iops;
+extern const struct inode_operations mxfs_special_iops;
+extern const struct xattr_handler *mxfs_xattr_handlers[];
+ssize_t mxfs_listxattr(struct dentry *dentry, char *list, size_t size);
+
+/* mxfs_dir.c */
+extern const struct inode_operations mxfs_dir_iops;
+extern const struct file_operations mxfs_dir_fops;
+extern const struct dentry_operations mxfs_dentry_ops;
+
+/* mxfs_file.c */
+extern const struct file_operations mxfs_file_fops;
+extern const struct address_space_operations mxfs_aops;
+int mxfs_open(struct inode *inode, struct file *file);
+int mxfs_release(struct inode *inode, struct file *file);
+loff_t mxfs_llseek(struct file *file, loff_t offset, int whence);
+int mxfs_fsync(struct file *file, loff_t start, loff_t end, int datasync);
+
+/* mxfs_super.c */
+extern struct file_system_type mxfs_fs_type;
+extern const struct export_operations mxfs_export_ops;
+
+/* mxfs_netlink.c */
+int mxfs_netlink_init(void);
+void mxfs_netlink_exit(void);
+struct mxfs_volume *mxfs_volume_register(const u8 *uuid, dev_t dev);
+void mxfs_volume_unregister(struct mxfs_volume *vol);
+void mxfs_volume_put(struct mxfs_volume *vol);
+void mxfs_volume_get(struct mxfs_volume *vol);
+int mxfs_send_shutdown(struct mxfs_volume *vol, const char *reason);
+void mxfs_volume_mark_dead(struct mxfs_volume *vol, const char *why);
+
+#include "mxfs_compat.h"
+
+/* mxfs_inode.c (signatures depend on mxfs_compat.h) */
+int mxfs_permission(MXFS_IDMAP_PARAM struct inode *inode, int mask);
+int mxfs_getattr(MXFS_IDMAP_PARAM const struct path *path, struct kstat *stat,
+		 u32 request_mask, unsigned int flags);
+int mxfs_setattr(MXFS_IDMAP_PARAM struct dentry *dentry, struct iattr *attr);
+
+#endif /* _MXFS_INTERNAL_H */

@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: GPL-2.0-only WITH Linux-syscall-note */
+/*
+ * MXFS kernel <-> mxfsd interface: the generic netlink family "mxfs".
+ *
+ * This header is the single source of truth.  mxfsd (Rust) mirrors it in
+ * mxfsd/src/uapi.rs, and a unit test there parses this text and checks that
+ * every constant agrees.  Keep it to plain #defines and enums whose members
+ * all carry an explicit "= value": that is what the test parses.
+ *
+ * Direction of each command:
+ *   daemon -> kernel: DAEMON_READY, DAEMON_EXITED, FENCED, RECOVERY_START,
+ *                     RECOVERY_DONE, LOCK_GRANT, CACHE_INVAL
+ *   kernel -> daemon: SHUTDOWN, LOCK_REQ, LOCK_RELEASE, MAP_BLOCKS,
+ *                     COMMIT_BLOCKS
+ * Every daemon -> kernel command needs CAP_SYS_ADMIN (and CAP_NET_ADMIN,
+ * through GENL_ADMIN_PERM) in the initial network namespace.
+ */
+#ifndef _UAPI_LINUX_MXFS_H
+#define _UAPI_LINUX_MXFS_H
+
+#define MXFS_GENL_NAME "mxfs"
+#define MXFS_GENL_VERSION 1
+
+/* Name of the filesystem type, as in "mount -t mxfs". */
+#define MXFS_FSTYPE_NAME "mxfs"
+/* statfs(2) f_type of an mxfs mount ("MXFS"). */
+#define MXFS_SUPER_MAGIC 0x4d584653
+
+/* Length of a volume UUID (the XFS sb_uuid) in MXFS_A_VOLUME_UUID. */
+#define MXFS_UUID_LEN 16
+/* Longest reason string the kernel accepts, including the NUL. */
+#define MXFS_REASON_MAX 256
+/* Longest lower path the kernel accepts, including the NUL. */
+#define MXFS_PATH_MAX 4096
+
+enum mxfs_cmd {
+	MXFS_CMD_UNSPEC = 0,
+	/* daemon -> kernel: TOKEN, VOLUME_UUID, ROLE, EPOCH, NODE_ID,
+	 * optional LOWER_PATH / LOWER_FD (client role only). */
+	MXFS_CMD_DAEMON_READY = 1,
+	/* kernel -> daemon: TOKEN, VOLUME_UUID, optional REASON. */
+	MXFS_CMD_SHUTDOWN = 2,
+	/* daemon -> kernel: TOKEN, VOLUME_UUID, optional ERROR, REASON. */
+	MXFS_CMD_DAEMON_EXITED = 3,
+	/* daemon -> kernel: TOKEN, VOLUME_UUID, REASON. */
+	MXFS_CMD_FENCED = 4,
+	MXFS_CMD_RECOVERY_START = 5,
+	MXFS_CMD_RECOVERY_DONE = 6,
+	MXFS_CMD_LOCK_REQ = 7,
+	MXFS_CMD_LOCK_GRANT = 8,
+	MXFS_CMD_LOCK_RELEASE = 9,
+	MXFS_CMD_CACHE_INVAL = 10,
+	MXFS_CMD_MAP_BLOCKS = 11,
+	MXFS_CMD_COMMIT_BLOCKS = 12,
+	__MXFS_CMD_MAX = 13,
+};
+#define MXFS_CMD_MAX (__MXFS_CMD_MAX - 1)
+
+enum mxfs_attr {
+	MXFS_A_UNSPEC = 0,
+	MXFS_A_PAD = 1,		/* padding for 64-bit attributes */
+	MXFS_A_TOKEN = 2,	/* u64: one-time token from --token */
+	MXFS_A_VOLUME_UUID = 3,	/* binary, MXFS_UUID_LEN bytes */
+	MXFS_A_ROLE = 4,	/* u32: enum mxfs_role */
+	MXFS_A_EPOCH = 5,	/* u64: owner epoch */
+	MXFS_A_NODE_ID = 6,	/* u64: FNV-1a 64 of the node UUID, never 0 */
+	MXFS_A_LOWER_PATH = 7,	/* NUL-terminated string */
+	MXFS_A_LOWER_FD = 8,	/* u32: file descriptor in the sender */
+	MXFS_A_ERROR = 9,	/* u32: positive errno */
+	MXFS_A_REASON = 10,	/* NUL-terminated string, < MXFS_REASON_MAX */
+	MXFS_A_INODE = 11,	/* u64: inode number (lock/cache/map steps) */
+	MXFS_A_OFFSET = 12,	/* u64: byte offset */
+	MXFS_A_LENGTH = 13,	/* u64: byte length */
+	MXFS_A_LOCK_MODE = 14,	/* u32: enum mxfs_lock_mode */
+	__MXFS_A_MAX = 15,
+};
+#define MXFS_A_MAX (__MXFS_A_MAX - 1)
+
+enum mxfs_role {
+	MXFS_ROLE_NONE = 0,
+	MXFS_ROLE_OWNER = 1,	/* the module mounts XFS as the lower layer */
+	MXFS_ROLE_CLIENT = 2,	/* the lower layer is the daemon's FUSE mount */
+};
+
+enum mxfs_lock_mode {
+	MXFS_LOCK_NL = 0,
+	MXFS_LOCK_CR = 1,
+	MXFS_LOCK_CW = 2,
+	MXFS_LOCK_PR = 3,
+	MXFS_LOCK_PW = 4,
+	MXFS_LOCK_EX = 5,
+};
+
+#endif /* _UAPI_LINUX_MXFS_H */
