@@ -212,7 +212,7 @@ impl Cluster {
                     say(format!("{}: journal not saved: {e:#}", node.name()));
                 }
                 if let Ok(out) = node.sh(
-                    "systemd-analyze; systemd-analyze blame | head -n 25",
+                    "systemd-analyze; systemd-analyze critical-chain; systemd-analyze blame | head -n 25",
                     Duration::from_secs(60),
                 ) {
                     let _ = std::fs::write(node.cfg.dir.join("boot-analysis.txt"), out.stdout);
