@@ -36,7 +36,7 @@ struct inode *mxfs_alloc_inode(struct super_block *sb)
 {
 	struct mxfs_inode *mi;
 
-	mi = kmem_cache_alloc(mxfs_inode_cachep, GFP_KERNEL);
+	mi = mxfs_alloc_inode_sb(sb, mxfs_inode_cachep, GFP_KERNEL);
 	if (!mi)
 		return NULL;
 	mi->lower = NULL;

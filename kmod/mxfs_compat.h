@@ -33,6 +33,18 @@
 #include <asm/unaligned.h>
 #endif
 
+/*
+ * ---- Inode allocation. From 5.18 an inode must come from alloc_inode_sb()
+ * so the superblock's memcg-aware inode LRU has a list for the memcg the
+ * inode is charged to; a plain kmem_cache_alloc() of an SLAB_ACCOUNT cache
+ * oopses in list_lru_add() when the inode is later cached on the LRU.
+ */
+#if MXFS_KV(5, 18, 0)
+#define mxfs_alloc_inode_sb(sb, cache, gfp) alloc_inode_sb(sb, cache, gfp)
+#else
+#define mxfs_alloc_inode_sb(sb, cache, gfp) kmem_cache_alloc(cache, gfp)
+#endif
+
 /* ---- ID-mapped mounts: nothing (5.10), user_namespace (5.12), mnt_idmap (6.3) */
 #if MXFS_KV(6, 3, 0)
 #define MXFS_IDMAP_PARAM struct mnt_idmap *idmap,

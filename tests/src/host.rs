@@ -251,9 +251,13 @@ impl Stamp {
 /// (host path, name on the guests' artifacts disk).
 pub fn project_artifacts() -> Vec<(PathBuf, String)> {
     let release = workspace_root().join("target").join("release");
-    [("mxfsd", "mxfsd"), ("mount-mxfs", "mount.mxfs")]
-        .iter()
-        .map(|(built, name)| (release.join(built), name.to_string()))
-        .filter(|(p, _)| p.exists())
-        .collect()
+    [
+        ("mxfsd", "mxfsd"),
+        ("mount-mxfs", "mount.mxfs"),
+        ("mxfs-opcheck", "mxfs-opcheck"),
+    ]
+    .iter()
+    .map(|(built, name)| (release.join(built), name.to_string()))
+    .filter(|(p, _)| p.exists())
+    .collect()
 }

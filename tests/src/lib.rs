@@ -18,6 +18,8 @@
 //! - [`node`]: one VM.
 //! - [`cluster`]: N nodes, their LUN and network, faults on demand.
 //! - [`checks`]: checks of the testbed itself (boot, LUN, PR, network).
+//! - [`single`]: single-node mxfs checks (mount, bad input, pjdfstest, fsx).
+//! - [`tools`]: pjdfstest and fsx from crates.io, for the guests.
 //! - [`scenario`]: a tiny runner for the scenario tests.
 
 pub mod accel;
@@ -32,4 +34,6 @@ pub mod node;
 pub mod qga;
 pub mod rootfs;
 pub mod scenario;
+pub mod single;
 pub mod target;
+pub mod tools;

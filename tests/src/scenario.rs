@@ -7,18 +7,22 @@ use anyhow::Result;
 use std::time::Instant;
 
 pub struct Runner {
-    filter: Option<String>,
+    filters: Vec<String>,
     passed: usize,
     failed: Vec<String>,
     skipped: usize,
 }
 
 impl Runner {
-    /// A runner; the first non-flag argument filters steps by substring.
+    /// A runner; non-flag arguments select the steps whose names contain
+    /// any of them (none: every step).
     pub fn from_args() -> Runner {
-        let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+        let filters = std::env::args()
+            .skip(1)
+            .filter(|a| !a.starts_with('-'))
+            .collect();
         Runner {
-            filter,
+            filters,
             passed: 0,
             failed: Vec::new(),
             skipped: 0,
@@ -26,9 +30,7 @@ impl Runner {
     }
 
     pub fn wants(&self, name: &str) -> bool {
-        self.filter
-            .as_ref()
-            .is_none_or(|f| name.contains(f.as_str()))
+        self.filters.is_empty() || self.filters.iter().any(|f| name.contains(f.as_str()))
     }
 
     /// Runs one step, recording its result.

@@ -1,0 +1,431 @@
+//! Single-node MXFS checks (the kernel-module issue): `mount -t mxfs` on
+//! one node stacks over XFS with mxfsd as owner, passes operations
+//! through, refuses bad input cleanly, and unmounts leaving XFS clean.
+//! They run on node 1 of a booted cluster; the other nodes stay idle.
+
+use crate::checks::lun_device;
+use crate::host::say;
+use crate::node::Node;
+use crate::rootfs::GUEST_ARTIFACTS;
+use anyhow::{bail, ensure, Context, Result};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub const MNT: &str = "/mnt/shared";
+const XFS_MNT: &str = "/mnt/xfs";
+
+/// Installs the daemon and the module from the artifacts disk and loads
+/// the module (until the Debian packages do this).
+pub fn install(node: &mut Node) -> Result<()> {
+    node.must(&format!(
+        "set -e; A={GUEST_ARTIFACTS}; install -m755 $A/mxfsd /usr/sbin/mxfsd; \
+         install -D -m644 $A/mxfs.ko /lib/modules/$(uname -r)/extra/mxfs.ko; \
+         depmod -a; modprobe mxfs; mkdir -p {MNT} {XFS_MNT} /mnt/second; \
+         grep -qw mxfs /proc/filesystems"
+    ))?;
+    Ok(())
+}
+
+/// The mxfs lines of the kernel log since the last `dmesg -C`.
+fn mxfs_kernel_log(node: &mut Node) -> Result<String> {
+    node.must("dmesg | grep -i mxfs || true")
+}
+
+fn mounted(node: &mut Node, fstype: &str) -> Result<bool> {
+    Ok(!node
+        .must(&format!("awk '$3 == \"{fstype}\"' /proc/mounts"))?
+        .trim()
+        .is_empty())
+}
+
+fn daemons(node: &mut Node) -> Result<usize> {
+    Ok(node.must("pgrep -x mxfsd || true")?.lines().count())
+}
+
+/// XFS on the LUN is clean: `xfs_repair -n` finds nothing and a plain XFS
+/// mount needs no log recovery. Returns what `check` reads in the mounted
+/// XFS.
+fn xfs_clean(node: &mut Node, dev: &str, check: &str) -> Result<String> {
+    let repair = node.sh(&format!("xfs_repair -n {dev}"), Duration::from_secs(300))?;
+    ensure!(
+        repair.ok(),
+        "xfs_repair -n {dev} exited {}:\n{}{}",
+        repair.code,
+        repair.stdout,
+        repair.stderr
+    );
+    node.must("dmesg -C")?;
+    node.must(&format!("mount -t xfs {dev} {XFS_MNT}"))?;
+    let log = node.must("dmesg")?;
+    let seen = node.sh(check, Duration::from_secs(60));
+    node.must(&format!("umount {XFS_MNT}"))?;
+    ensure!(
+        !log.contains("Starting recovery"),
+        "XFS needed log recovery after umount:\n{log}"
+    );
+    let seen = seen?;
+    ensure!(seen.ok(), "`{check}` on plain XFS failed: {}", seen.stderr);
+    Ok(seen.stdout)
+}
+
+/// mkfs.xfs on the LUN, returning the device.
+pub fn fresh_volume(node: &mut Node) -> Result<String> {
+    let dev = lun_device(node)?;
+    node.must(&format!("mkfs.xfs -f -q {dev}"))?;
+    Ok(dev)
+}
+
+/// `mount -t mxfs` works and shows as mxfs; `umount` leaves no mxfsd and a
+/// clean XFS; inode numbers and st_dev survive a remount.
+pub fn mount_and_umount(node: &mut Node) -> Result<()> {
+    let dev = fresh_volume(node)?;
+    node.must(&format!("mount -t mxfs {dev} {MNT}"))?;
+    let line = node.must(&format!("grep ' {MNT} ' /proc/mounts"))?;
+    say(format!("/proc/mounts: {}", line.trim()));
+    ensure!(
+        line.split_whitespace().nth(2) == Some("mxfs"),
+        "not an mxfs mount: {line}"
+    );
+    ensure!(daemons(node)? == 1, "expected one mxfsd while mounted");
+    node.must(&format!(
+        "echo hello-mxfs > {MNT}/hello && mkdir {MNT}/dir && sync"
+    ))?;
+    let before = node.must(&format!("stat -c '%i %d' {MNT}/hello {MNT}/dir"))?;
+    node.must(&format!("umount {MNT}"))?;
+    ensure!(
+        daemons(node)? == 0,
+        "mxfsd still running after umount returned"
+    );
+    ensure!(
+        !mounted(node, "mxfs")?,
+        "an mxfs mount is left after umount"
+    );
+    node.must(&format!("mount -t mxfs {dev} {MNT}"))?;
+    let after = node.must(&format!("stat -c '%i %d' {MNT}/hello {MNT}/dir"))?;
+    ensure!(
+        before == after,
+        "inode numbers or st_dev changed across remount: {before:?} -> {after:?}"
+    );
+    node.must(&format!("umount {MNT}"))?;
+    let seen = xfs_clean(node, &dev, &format!("cat {XFS_MNT}/hello"))?;
+    ensure!(seen.trim() == "hello-mxfs", "plain XFS shows {seen:?}");
+    say("umount left no mxfsd; xfs_repair -n clean; no log recovery on a plain XFS mount");
+    Ok(())
+}
+
+/// A mount that must fail: it fails, says why (mount's message and the
+/// kernel log), and leaves nothing mounted or running.
+fn refused(node: &mut Node, what: &str, cmd: &str) -> Result<String> {
+    node.must("dmesg -C")?;
+    let out = node.sh(cmd, Duration::from_secs(120))?;
+    ensure!(!out.ok(), "{what}: `{cmd}` succeeded");
+    let klog = mxfs_kernel_log(node)?;
+    say(format!(
+        "{what}: mount said {:?}; kernel: {:?}",
+        out.stderr.trim(),
+        klog.trim()
+    ));
+    ensure!(
+        !klog.trim().is_empty(),
+        "{what}: nothing in the kernel log says why"
+    );
+    ensure!(!mounted(node, "mxfs")?, "{what}: something is mounted");
+    ensure!(daemons(node)? == 0, "{what}: an mxfsd is left running");
+    Ok(klog)
+}
+
+/// Bad input: a non-XFS device, a missing device, a daemon that fails to
+/// start, a second mount of a volume, a daemon killed while mounted.
+pub fn bad_input(node: &mut Node) -> Result<()> {
+    let dev = fresh_volume(node)?;
+    node.must(&format!(
+        "mount -t mxfs {dev} {MNT} && echo kept > {MNT}/kept && sync && umount {MNT}"
+    ))?;
+    let ext4 = node.must("blkid -L mxfs-artifacts")?.trim().to_string();
+    refused(
+        node,
+        "non-XFS device",
+        &format!("mount -t mxfs {ext4} {MNT}"),
+    )?;
+    let missing = node.sh(
+        &format!("mount -t mxfs /dev/nonexistent {MNT}"),
+        Duration::from_secs(60),
+    )?;
+    ensure!(
+        !missing.ok() && !missing.stderr.trim().is_empty(),
+        "a missing device must fail with a message"
+    );
+    say(format!("missing device: {}", missing.stderr.trim()));
+    ensure!(
+        !mounted(node, "mxfs")? && daemons(node)? == 0,
+        "a missing device left something behind"
+    );
+
+    let param = "/sys/module/mxfs/parameters/daemon_path";
+    node.must(&format!("echo /bin/false > {param}"))?;
+    let r = refused(
+        node,
+        "daemon fails to start",
+        &format!("mount -t mxfs {dev} {MNT}"),
+    );
+    node.must(&format!("echo /usr/sbin/mxfsd > {param}"))?;
+    r?;
+
+    node.must(&format!("mount -t mxfs {dev} {MNT}"))?;
+    node.must("dmesg -C")?;
+    let second = node.sh(
+        &format!("mount -t mxfs {dev} /mnt/second"),
+        Duration::from_secs(60),
+    )?;
+    let still = node.sh(&format!("cat {MNT}/kept"), Duration::from_secs(30))?;
+    let klog = mxfs_kernel_log(node)?;
+    say(format!(
+        "second mount: {:?}; kernel: {:?}",
+        second.stderr.trim(),
+        klog.trim()
+    ));
+    ensure!(!second.ok(), "a second mount of the same volume succeeded");
+    ensure!(
+        still.ok() && still.stdout.trim() == "kept",
+        "the first mount broke after a second mount attempt"
+    );
+    ensure!(
+        daemons(node)? == 1,
+        "a second mount attempt left an extra mxfsd"
+    );
+
+    node.must(&format!("echo before-kill > {MNT}/written && sync"))?;
+    node.must("dmesg -C; pkill -9 -x mxfsd")?;
+    std::thread::sleep(Duration::from_secs(2));
+    let io = node.sh(&format!("ls {MNT}"), Duration::from_secs(60))?;
+    let klog = mxfs_kernel_log(node)?;
+    say(format!(
+        "after kill -9 mxfsd: ls says {:?}; kernel: {:?}",
+        io.stderr.trim(),
+        klog.trim()
+    ));
+    ensure!(
+        !io.ok() && io.stderr.contains("Input/output error"),
+        "operations should fail with EIO: {io:?}"
+    );
+    ensure!(
+        !klog.trim().is_empty(),
+        "the kernel log should say why the mount is dead"
+    );
+    node.must(&format!("umount {MNT}"))?;
+    ensure!(
+        !mounted(node, "mxfs")?,
+        "umount of a dead mount left it mounted"
+    );
+    let seen = xfs_clean(node, &dev, &format!("cat {XFS_MNT}/kept {XFS_MNT}/written"))?;
+    ensure!(
+        seen == "kept\nbefore-kill\n",
+        "data written before the kill is lost: {seen:?}"
+    );
+    Ok(())
+}
+
+/// pjdfstest's results: test name → outcome.
+fn pjdfstest_results(output: &str) -> BTreeMap<String, String> {
+    let strip = |s: &str| {
+        let mut out = String::new();
+        let mut esc = false;
+        for ch in s.chars() {
+            match (esc, ch) {
+                (false, '\u{1b}') => esc = true,
+                (true, 'm') => esc = false,
+                (true, _) => {}
+                (false, c) => out.push(c),
+            }
+        }
+        out
+    };
+    output
+        .lines()
+        .map(strip)
+        .filter(|l| !l.starts_with('\t') && !l.starts_with(' '))
+        .filter_map(|l| {
+            let (name, outcome) = l.split_once(char::is_whitespace)?;
+            let outcome = outcome.trim();
+            let known = [
+                "ok",
+                "FAILED",
+                "skipped",
+                "failed as expected",
+                "PASSED UNEXPECTEDLY",
+            ];
+            (name.contains("::") && known.contains(&outcome))
+                .then(|| (name.to_string(), outcome.to_string()))
+        })
+        .collect()
+}
+
+fn run_pjdfstest(node: &mut Node, dir: &str) -> Result<BTreeMap<String, String>> {
+    let out = node.sh(
+        &format!("cd {dir} && NO_COLOR=1 {GUEST_ARTIFACTS}/pjdfstest -c /tmp/pjdfstest.toml -p {dir} 2>&1"),
+        Duration::from_secs(1800),
+    )?;
+    let results = pjdfstest_results(&out.stdout);
+    if results.is_empty() {
+        bail!(
+            "pjdfstest produced no results (exit {}):\n{}",
+            out.code,
+            out.stdout
+        );
+    }
+    Ok(results)
+}
+
+/// pjdfstest on mxfs passes every test it passes on the same XFS mounted
+/// directly in the same guest: the two result sets are equal.
+pub fn pjdfstest_matches_xfs(node: &mut Node) -> Result<()> {
+    node.write_file(
+        "/tmp/pjdfstest.toml",
+        crate::tools::PJDFSTEST_CONF.as_bytes(),
+    )?;
+    let dev = fresh_volume(node)?;
+    node.must(&format!("mount -t xfs {dev} {XFS_MNT}"))?;
+    let xfs = run_pjdfstest(node, XFS_MNT);
+    node.must(&format!("umount {XFS_MNT}"))?;
+    let xfs = xfs?;
+    let dev = fresh_volume(node)?;
+    node.must(&format!("mount -t mxfs {dev} {MNT}"))?;
+    let mxfs = run_pjdfstest(node, MNT);
+    node.must(&format!("umount {MNT}"))?;
+    let mxfs = mxfs?;
+    let count = |r: &BTreeMap<String, String>, o: &str| r.values().filter(|v| *v == o).count();
+    say(format!(
+        "pjdfstest: XFS {} ok / {} failed / {} skipped; mxfs {} ok / {} failed / {} skipped",
+        count(&xfs, "ok"),
+        count(&xfs, "FAILED"),
+        count(&xfs, "skipped"),
+        count(&mxfs, "ok"),
+        count(&mxfs, "FAILED"),
+        count(&mxfs, "skipped")
+    ));
+    let diffs: Vec<String> = xfs
+        .keys()
+        .chain(mxfs.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| xfs.get(*k) != mxfs.get(*k))
+        .map(|k| format!("{k}: xfs {:?}, mxfs {:?}", xfs.get(k), mxfs.get(k)))
+        .collect();
+    ensure!(
+        diffs.is_empty(),
+        "pjdfstest differs between XFS and mxfs:\n{}",
+        diffs.join("\n")
+    );
+    Ok(())
+}
+
+/// fsx runs `ops` operations on mxfs with buffered I/O and mmap (fsx-rs),
+/// and with O_DIRECT (mxfs-opcheck's direct-I/O exerciser).
+pub fn fsx(node: &mut Node, ops: u32) -> Result<()> {
+    let dev = fresh_volume(node)?;
+    node.must(&format!("mount -t mxfs {dev} {MNT}"))?;
+    let r = (|| -> Result<()> {
+        let out = node.sh(
+            &format!("cd {MNT} && {GUEST_ARTIFACTS}/fsx -N {ops} -S 7 -P /tmp {MNT}/fsx.file 2>&1 | tail -n 5"),
+            Duration::from_secs(3600),
+        )?;
+        say(format!("fsx: exit {}: {}", out.code, out.stdout.trim()));
+        ensure!(out.ok(), "fsx failed on mxfs:\n{}", out.stdout);
+        let out = node.sh(
+            &format!(
+                "{GUEST_ARTIFACTS}/mxfs-opcheck --dio-fsx {MNT}/dio.file {ops} 7 2>&1 | tail -n 5"
+            ),
+            Duration::from_secs(3600),
+        )?;
+        say(format!(
+            "O_DIRECT exerciser: exit {}: {}",
+            out.code,
+            out.stdout.trim()
+        ));
+        ensure!(
+            out.ok(),
+            "the O_DIRECT exerciser failed on mxfs:\n{}",
+            out.stdout
+        );
+        Ok(())
+    })();
+    node.must(&format!("umount {MNT}"))
+        .context("umount after fsx")?;
+    r
+}
+
+/// Every operation group of mxfs-opcheck: what passes on XFS passes on mxfs.
+pub fn operation_groups(node: &mut Node) -> Result<()> {
+    let run = |node: &mut Node, dir: &str| -> Result<BTreeMap<String, String>> {
+        let out = node.sh(
+            &format!("{GUEST_ARTIFACTS}/mxfs-opcheck {dir} 2>&1"),
+            Duration::from_secs(900),
+        )?;
+        let groups: BTreeMap<String, String> = out
+            .stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("group "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(g, rest)| (g.to_string(), rest.to_string()))
+            .collect();
+        ensure!(
+            !groups.is_empty(),
+            "mxfs-opcheck printed no groups:\n{}{}",
+            out.stdout,
+            out.stderr
+        );
+        Ok(groups)
+    };
+    let dev = fresh_volume(node)?;
+    node.must(&format!("mount -t xfs {dev} {XFS_MNT}"))?;
+    let xfs = run(node, XFS_MNT);
+    node.must(&format!("umount {XFS_MNT}"))?;
+    let xfs = xfs?;
+    let failed_on_xfs: Vec<_> = xfs
+        .iter()
+        .filter(|(_, r)| r.starts_with("FAILED"))
+        .collect();
+    ensure!(
+        failed_on_xfs.is_empty(),
+        "the checks themselves fail on plain XFS: {failed_on_xfs:?}"
+    );
+    let dev = fresh_volume(node)?;
+    node.must(&format!("mount -t mxfs {dev} {MNT}"))?;
+    let mxfs = run(node, MNT);
+    node.must(&format!("umount {MNT}"))?;
+    let mxfs = mxfs?;
+    let mut bad = Vec::new();
+    for (group, on_xfs) in &xfs {
+        let on_mxfs = mxfs.get(group).map(String::as_str).unwrap_or("missing");
+        say(format!("group {group}: xfs {on_xfs}; mxfs {on_mxfs}"));
+        if on_xfs == "ok" && on_mxfs != "ok" {
+            bad.push(format!("{group}: {on_mxfs}"));
+        }
+    }
+    ensure!(
+        bad.is_empty(),
+        "groups that pass on XFS but not on mxfs:\n{}",
+        bad.join("\n")
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pjdfstest_lines_parse_with_and_without_colour() {
+        let out = "chmod::permission_denied                                                  ok\n\
+                   \u{1b}[34mrename::ctime\u{1b}[0m                                  \u{1b}[31mFAILED\u{1b}[0m\n\
+                   \tdescription line\n\
+                   utimensat::birthtime                                         skipped\n\
+                   \n\
+                   Summary: 1 failed, 1 skipped, 1 passed, 3 total\n";
+        let r = pjdfstest_results(out);
+        assert_eq!(r.len(), 3);
+        assert_eq!(r["chmod::permission_denied"], "ok");
+        assert_eq!(r["rename::ctime"], "FAILED");
+        assert_eq!(r["utimensat::birthtime"], "skipped");
+    }
+}
