@@ -9,7 +9,7 @@
 //!   headers (W=1, -Werror); `--kernel all` builds for 5.10, 6.1 and 6.12.
 
 use anyhow::{bail, Context, Result};
-use mxfs_testbed::checks;
+use mxfs_testbed::{checks, single};
 use mxfs_testbed::cluster::{self, Cluster, Options};
 use mxfs_testbed::host::{self, say, step, workspace_root};
 use mxfs_testbed::kernel::Series;
@@ -79,19 +79,35 @@ fn build_artifacts() -> Result<()> {
 fn demo(args: &Args) -> Result<()> {
     let assets = cluster::prepare(args.series)?;
     build_artifacts()?;
+    let mut artifacts = host::project_artifacts();
+    artifacts.push((
+        mxfs_testbed::kmod::build(&assets.kernel)?,
+        "mxfs.ko".to_string(),
+    ));
     let opts = Options {
         nodes: args.nodes,
-        artifacts: host::project_artifacts(),
+        artifacts,
         ..Options::default()
     };
     let mut c = Cluster::start(&assets, &opts)?;
-    say("MXFS itself (the kernel module and daemon) is not built yet: this demo shows the cluster it will run in.");
     checks::all_booted(&mut c)?;
     if c.len() >= 2 {
         checks::same_lun(&mut c)?;
         checks::pr_fencing(&mut c)?;
         checks::network(&mut c)?;
     }
+    say("MXFS on node1 (single node: the cluster part is not built yet)");
+    let node = c.node(1);
+    single::install(node)?;
+    let dev = single::fresh_volume(node)?;
+    let m = single::MNT;
+    let shown = node.must(&format!(
+        "set -e; mount -t mxfs {dev} {m}; echo 'hello from mxfs' > {m}/hello; \
+         grep ' {m} ' /proc/mounts; ls -la {m}; cat {m}/hello; \
+         echo \"mxfsd: $(pgrep -a -x mxfsd)\"; umount {m}; \
+         echo \"after umount, mxfsd processes: $(pgrep -c -x mxfsd || true)\"; xfs_repair -n {dev} >/dev/null && echo 'xfs_repair -n: clean'"
+    ))?;
+    println!("{shown}");
     say("demo done; tearing the cluster down");
     Ok(())
 }
