@@ -9,10 +9,10 @@
 //!   headers (W=1, -Werror); `--kernel all` builds for 5.10, 6.1 and 6.12.
 
 use anyhow::{bail, Context, Result};
-use mxfs_testbed::{checks, single};
 use mxfs_testbed::cluster::{self, Cluster, Options};
 use mxfs_testbed::host::{self, say, step, workspace_root};
 use mxfs_testbed::kernel::Series;
+use mxfs_testbed::{checks, single};
 use std::process::Command;
 use std::time::Instant;
 
