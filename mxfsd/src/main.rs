@@ -7,10 +7,21 @@
 //! the module sends SHUTDOWN at unmount.  Membership, fencing, the DLM and
 //! the client path come with the multi-node work.
 
+// The building blocks of the cluster (issue 4): XFS walking, the lockstate
+// format, the lock engine and the peer wire format.  They are consumed by
+// the cluster runtime, which is not written yet, hence the allows for now.
+#[allow(dead_code, unused_imports)]
+mod dlm;
 mod identity;
+#[allow(dead_code, unused_imports)]
+mod lockstate;
 mod logging;
 mod netlink;
 mod uapi;
+#[allow(dead_code, unused_imports)]
+mod wire;
+#[allow(dead_code, unused_imports)]
+mod xfs;
 
 use std::fs::OpenOptions;
 use std::os::fd::IntoRawFd;

@@ -1,0 +1,639 @@
+//! Peer messages between mxfsd daemons: framing, versioning, encoding.
+//!
+//! This module owns the bytes on a peer link (design section 6; issue 4's
+//! "framed, versioned messages in their own module").  Transport, the
+//! Noise handshake and encryption wrap these frames and are not here.
+//!
+//! A frame, all integers big-endian:
+//!
+//! | offset | size | field |
+//! |--------|------|-------|
+//! | 0      | 4    | length of what follows (version + type + payload) |
+//! | 4      | 1    | protocol version ([`VERSION`]) |
+//! | 5      | 1    | message type ([`Message::type_code`]) |
+//! | 6      | ...  | payload |
+//!
+//! A frame is at most [`MAX_FRAME`] bytes, checked from the length prefix
+//! before anything is buffered or allocated, so a peer cannot make us
+//! hold more.  Byte strings inside payloads carry their own length and
+//! limits.  Decoding never panics: any truncation, unknown type, bad
+//! value or trailing byte is a [`WireError`] (proptest feeds the decoder
+//! arbitrary bytes and mutated valid frames).
+//!
+//! Forwarded file operations ([`FileOp`]) are a stub for now: an opcode
+//! and an opaque payload, until the client path defines them.
+
+use crate::dlm::{LockId, Mode, MAX_RESOURCE_NAME};
+
+/// The protocol version this daemon speaks.
+pub const VERSION: u8 = 1;
+/// Largest frame, length prefix included: room for a 1 MiB FUSE write
+/// and its header.
+pub const MAX_FRAME: usize = 2 << 20;
+const PREFIX: usize = 4;
+const HEAD: usize = 2;
+/// Most members a cluster has (one per lockstate heartbeat slot).
+pub const MAX_MEMBERS: usize = 64;
+pub const MAX_HOSTNAME: usize = 255;
+pub const MAX_REASON: usize = 1024;
+/// Request flag bits.
+pub const FLAG_NOQUEUE: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    #[error("frame length {0} is too short for a header")]
+    TooShort(usize),
+    #[error("protocol version {0}, this mxfsd speaks {VERSION}")]
+    Version(u8),
+    #[error("unknown message type {0}")]
+    UnknownType(u8),
+    #[error("message truncated in {0}")]
+    Truncated(&'static str),
+    #[error("{0} trailing bytes after the message")]
+    Trailing(usize),
+    #[error("invalid {0}")]
+    Invalid(&'static str),
+}
+
+pub type Result<T> = std::result::Result<T, WireError>;
+
+/// First message each way on a new connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    pub node_id: u64,
+    pub node_uuid: [u8; 16],
+    pub volume_uuid: [u8; 16],
+    pub tcp_port: u16,
+    /// Protocol versions the sender speaks (for a later negotiation).
+    pub min_version: u8,
+    pub max_version: u8,
+    /// Fresh randomness for the authentication transcript.
+    pub nonce: [u8; 32],
+    pub hostname: String,
+}
+
+/// Proof of the volume secret over the handshake transcript.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Auth {
+    pub mac: [u8; 32],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub node_id: u64,
+    pub generation: u64,
+    pub counter: u64,
+    pub owner_epoch: u64,
+}
+
+/// A member's view of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub view: u64,
+    pub owner: u64,
+    pub owner_epoch: u64,
+    /// Sorted, distinct, non-zero node ids.
+    pub members: Vec<u64>,
+}
+
+/// A new lock or a conversion, sent to the resource's master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockRequest {
+    pub lock: LockId,
+    pub resource: Vec<u8>,
+    pub mode: Mode,
+    pub noqueue: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockGrant {
+    pub lock: LockId,
+    pub resource: Vec<u8>,
+    pub mode: Mode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockBlocking {
+    pub lock: LockId,
+    pub resource: Vec<u8>,
+    pub granted: Mode,
+    pub requested: Mode,
+}
+
+/// Unlock or cancel of a lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockRef {
+    pub lock: LockId,
+    pub resource: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockCancelled {
+    pub lock: LockId,
+    pub resource: Vec<u8>,
+    /// The mode still held (a conversion was cancelled), or None.
+    pub mode: Option<Mode>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockErrorCode {
+    NotGranted = 1,
+    ConversionDeadlock = 2,
+    NoSuchLock = 3,
+    WrongState = 4,
+    Exists = 5,
+    BadName = 6,
+    /// Sent to the wrong node: it does not master the resource.
+    NotMaster = 7,
+}
+
+impl LockErrorCode {
+    fn from_u8(v: u8) -> Option<Self> {
+        use LockErrorCode::*;
+        [
+            NotGranted,
+            ConversionDeadlock,
+            NoSuchLock,
+            WrongState,
+            Exists,
+            BadName,
+            NotMaster,
+        ]
+        .into_iter()
+        .find(|c| *c as u8 == v)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockError {
+    pub lock: LockId,
+    pub resource: Vec<u8>,
+    pub code: LockErrorCode,
+}
+
+/// A file operation forwarded from a client to the owner (stub: opaque).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileOp {
+    /// The owner epoch the client believes in; the owner refuses others.
+    pub owner_epoch: u64,
+    pub request_id: u64,
+    pub opcode: u32,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileOpReply {
+    pub owner_epoch: u64,
+    pub request_id: u64,
+    /// 0 or a positive errno.
+    pub errno: i32,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Hello(Hello),
+    Auth(Auth),
+    Heartbeat(Heartbeat),
+    Membership(Membership),
+    LockRequest(LockRequest),
+    LockConvert(LockRequest),
+    LockGrant(LockGrant),
+    LockBlocking(LockBlocking),
+    LockUnlock(LockRef),
+    LockCancel(LockRef),
+    LockCancelled(LockCancelled),
+    LockError(LockError),
+    FileOp(FileOp),
+    FileOpReply(FileOpReply),
+    Goodbye { reason: String },
+}
+
+const T_HELLO: u8 = 1;
+const T_AUTH: u8 = 2;
+const T_HEARTBEAT: u8 = 3;
+const T_MEMBERSHIP: u8 = 4;
+const T_LOCK_REQUEST: u8 = 10;
+const T_LOCK_CONVERT: u8 = 11;
+const T_LOCK_GRANT: u8 = 12;
+const T_LOCK_BLOCKING: u8 = 13;
+const T_LOCK_UNLOCK: u8 = 14;
+const T_LOCK_CANCEL: u8 = 15;
+const T_LOCK_CANCELLED: u8 = 16;
+const T_LOCK_ERROR: u8 = 17;
+const T_FILE_OP: u8 = 20;
+const T_FILE_OP_REPLY: u8 = 21;
+const T_GOODBYE: u8 = 30;
+const NO_MODE: u8 = 0xff;
+
+impl Message {
+    pub fn type_code(&self) -> u8 {
+        match self {
+            Message::Hello(_) => T_HELLO,
+            Message::Auth(_) => T_AUTH,
+            Message::Heartbeat(_) => T_HEARTBEAT,
+            Message::Membership(_) => T_MEMBERSHIP,
+            Message::LockRequest(_) => T_LOCK_REQUEST,
+            Message::LockConvert(_) => T_LOCK_CONVERT,
+            Message::LockGrant(_) => T_LOCK_GRANT,
+            Message::LockBlocking(_) => T_LOCK_BLOCKING,
+            Message::LockUnlock(_) => T_LOCK_UNLOCK,
+            Message::LockCancel(_) => T_LOCK_CANCEL,
+            Message::LockCancelled(_) => T_LOCK_CANCELLED,
+            Message::LockError(_) => T_LOCK_ERROR,
+            Message::FileOp(_) => T_FILE_OP,
+            Message::FileOpReply(_) => T_FILE_OP_REPLY,
+            Message::Goodbye { .. } => T_GOODBYE,
+        }
+    }
+
+    /// One whole frame.  Refuses what the decoder would refuse (oversized
+    /// frames, bad names, unsorted member lists), so we never send a
+    /// frame our peers must drop.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let mut w = Vec::with_capacity(64);
+        w.extend_from_slice(&[0; PREFIX]);
+        w.push(VERSION);
+        w.push(self.type_code());
+        match self {
+            Message::Hello(h) => {
+                put_u64(&mut w, h.node_id);
+                w.extend_from_slice(&h.node_uuid);
+                w.extend_from_slice(&h.volume_uuid);
+                put_u16(&mut w, h.tcp_port);
+                w.push(h.min_version);
+                w.push(h.max_version);
+                w.extend_from_slice(&h.nonce);
+                put_str(&mut w, &h.hostname, MAX_HOSTNAME, "hostname")?;
+            }
+            Message::Auth(a) => w.extend_from_slice(&a.mac),
+            Message::Heartbeat(h) => {
+                for v in [h.node_id, h.generation, h.counter, h.owner_epoch] {
+                    put_u64(&mut w, v);
+                }
+            }
+            Message::Membership(m) => {
+                check_members(&m.members)?;
+                for v in [m.view, m.owner, m.owner_epoch] {
+                    put_u64(&mut w, v);
+                }
+                w.push(m.members.len() as u8);
+                for id in &m.members {
+                    put_u64(&mut w, *id);
+                }
+            }
+            Message::LockRequest(r) | Message::LockConvert(r) => {
+                put_lock(&mut w, r.lock, &r.resource)?;
+                w.push(r.mode as u8);
+                put_u32(&mut w, if r.noqueue { FLAG_NOQUEUE } else { 0 });
+            }
+            Message::LockGrant(g) => {
+                put_lock(&mut w, g.lock, &g.resource)?;
+                w.push(g.mode as u8);
+            }
+            Message::LockBlocking(b) => {
+                put_lock(&mut w, b.lock, &b.resource)?;
+                w.push(b.granted as u8);
+                w.push(b.requested as u8);
+            }
+            Message::LockUnlock(r) | Message::LockCancel(r) => {
+                put_lock(&mut w, r.lock, &r.resource)?
+            }
+            Message::LockCancelled(c) => {
+                put_lock(&mut w, c.lock, &c.resource)?;
+                w.push(c.mode.map_or(NO_MODE, |m| m as u8));
+            }
+            Message::LockError(e) => {
+                put_lock(&mut w, e.lock, &e.resource)?;
+                w.push(e.code as u8);
+            }
+            Message::FileOp(f) => {
+                put_u64(&mut w, f.owner_epoch);
+                put_u64(&mut w, f.request_id);
+                put_u32(&mut w, f.opcode);
+                put_bytes32(&mut w, &f.payload)?;
+            }
+            Message::FileOpReply(f) => {
+                put_u64(&mut w, f.owner_epoch);
+                put_u64(&mut w, f.request_id);
+                if f.errno < 0 {
+                    return Err(WireError::Invalid("negative errno"));
+                }
+                put_u32(&mut w, f.errno as u32);
+                put_bytes32(&mut w, &f.payload)?;
+            }
+            Message::Goodbye { reason } => put_str(&mut w, reason, MAX_REASON, "reason")?,
+        }
+        if w.len() > MAX_FRAME {
+            return Err(WireError::TooLarge(w.len()));
+        }
+        let body = (w.len() - PREFIX) as u32;
+        w[..PREFIX].copy_from_slice(&body.to_be_bytes());
+        Ok(w)
+    }
+
+    /// Decode one message from the start of `buf`: `Ok(None)` when more
+    /// bytes are needed, else the message and the bytes it used.  An
+    /// oversized length prefix is an error as soon as it is seen.
+    pub fn decode_frame(buf: &[u8]) -> Result<Option<(Message, usize)>> {
+        let Some(prefix) = buf.get(..PREFIX) else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        if len > MAX_FRAME - PREFIX {
+            return Err(WireError::TooLarge(len.saturating_add(PREFIX)));
+        }
+        if len < HEAD {
+            return Err(WireError::TooShort(len));
+        }
+        let Some(body) = buf.get(PREFIX..PREFIX + len) else {
+            return Ok(None);
+        };
+        Ok(Some((Message::decode_body(body)?, PREFIX + len)))
+    }
+
+    /// Decode a frame body (version, type, payload).
+    pub fn decode_body(body: &[u8]) -> Result<Message> {
+        let mut r = Rd { b: body, pos: 0 };
+        let version = r.u8("version")?;
+        if version != VERSION {
+            return Err(WireError::Version(version));
+        }
+        let t = r.u8("type")?;
+        let m = match t {
+            T_HELLO => Message::Hello(Hello {
+                node_id: r.u64("hello")?,
+                node_uuid: r.arr("hello")?,
+                volume_uuid: r.arr("hello")?,
+                tcp_port: r.u16("hello")?,
+                min_version: r.u8("hello")?,
+                max_version: r.u8("hello")?,
+                nonce: r.arr("hello")?,
+                hostname: r.str(MAX_HOSTNAME, "hostname")?,
+            }),
+            T_AUTH => Message::Auth(Auth {
+                mac: r.arr("auth")?,
+            }),
+            T_HEARTBEAT => Message::Heartbeat(Heartbeat {
+                node_id: r.u64("heartbeat")?,
+                generation: r.u64("heartbeat")?,
+                counter: r.u64("heartbeat")?,
+                owner_epoch: r.u64("heartbeat")?,
+            }),
+            T_MEMBERSHIP => {
+                let view = r.u64("membership")?;
+                let owner = r.u64("membership")?;
+                let owner_epoch = r.u64("membership")?;
+                let n = usize::from(r.u8("membership")?);
+                if n > MAX_MEMBERS {
+                    return Err(WireError::Invalid("member count"));
+                }
+                let members = (0..n)
+                    .map(|_| r.u64("members"))
+                    .collect::<Result<Vec<u64>>>()?;
+                check_members(&members)?;
+                Message::Membership(Membership {
+                    view,
+                    owner,
+                    owner_epoch,
+                    members,
+                })
+            }
+            T_LOCK_REQUEST | T_LOCK_CONVERT => {
+                let (lock, resource) = r.lock()?;
+                let mode = r.mode()?;
+                let flags = r.u32("flags")?;
+                if flags & !FLAG_NOQUEUE != 0 {
+                    return Err(WireError::Invalid("request flags"));
+                }
+                let req = LockRequest {
+                    lock,
+                    resource,
+                    mode,
+                    noqueue: flags & FLAG_NOQUEUE != 0,
+                };
+                if t == T_LOCK_REQUEST {
+                    Message::LockRequest(req)
+                } else {
+                    Message::LockConvert(req)
+                }
+            }
+            T_LOCK_GRANT => {
+                let (lock, resource) = r.lock()?;
+                Message::LockGrant(LockGrant {
+                    lock,
+                    resource,
+                    mode: r.mode()?,
+                })
+            }
+            T_LOCK_BLOCKING => {
+                let (lock, resource) = r.lock()?;
+                Message::LockBlocking(LockBlocking {
+                    lock,
+                    resource,
+                    granted: r.mode()?,
+                    requested: r.mode()?,
+                })
+            }
+            T_LOCK_UNLOCK | T_LOCK_CANCEL => {
+                let (lock, resource) = r.lock()?;
+                let l = LockRef { lock, resource };
+                if t == T_LOCK_UNLOCK {
+                    Message::LockUnlock(l)
+                } else {
+                    Message::LockCancel(l)
+                }
+            }
+            T_LOCK_CANCELLED => {
+                let (lock, resource) = r.lock()?;
+                let mode = match r.u8("mode")? {
+                    NO_MODE => None,
+                    m => Some(Mode::from_u8(m).ok_or(WireError::Invalid("lock mode"))?),
+                };
+                Message::LockCancelled(LockCancelled {
+                    lock,
+                    resource,
+                    mode,
+                })
+            }
+            T_LOCK_ERROR => {
+                let (lock, resource) = r.lock()?;
+                let code = LockErrorCode::from_u8(r.u8("error code")?)
+                    .ok_or(WireError::Invalid("lock error code"))?;
+                Message::LockError(LockError {
+                    lock,
+                    resource,
+                    code,
+                })
+            }
+            T_FILE_OP => Message::FileOp(FileOp {
+                owner_epoch: r.u64("file op")?,
+                request_id: r.u64("file op")?,
+                opcode: r.u32("file op")?,
+                payload: r.bytes32("file op payload")?,
+            }),
+            T_FILE_OP_REPLY => {
+                let owner_epoch = r.u64("file op reply")?;
+                let request_id = r.u64("file op reply")?;
+                let errno =
+                    i32::try_from(r.u32("errno")?).map_err(|_| WireError::Invalid("errno"))?;
+                Message::FileOpReply(FileOpReply {
+                    owner_epoch,
+                    request_id,
+                    errno,
+                    payload: r.bytes32("file op reply payload")?,
+                })
+            }
+            T_GOODBYE => Message::Goodbye {
+                reason: r.str(MAX_REASON, "reason")?,
+            },
+            t => return Err(WireError::UnknownType(t)),
+        };
+        match r.b.len() - r.pos {
+            0 => Ok(m),
+            n => Err(WireError::Trailing(n)),
+        }
+    }
+}
+
+/// Accumulates bytes from a stream and hands out whole messages.
+#[derive(Debug, Default)]
+pub struct FrameBuffer {
+    buf: Vec<u8>,
+}
+
+impl FrameBuffer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next whole message, `Ok(None)` until one is complete.  After an
+    /// error the stream is out of step: the connection must be dropped.
+    pub fn next_message(&mut self) -> Result<Option<Message>> {
+        match Message::decode_frame(&self.buf)? {
+            None => Ok(None),
+            Some((m, used)) => {
+                self.buf.drain(..used);
+                Ok(Some(m))
+            }
+        }
+    }
+}
+
+fn check_members(m: &[u64]) -> Result<()> {
+    if m.len() > MAX_MEMBERS {
+        return Err(WireError::Invalid("member count"));
+    }
+    if m.contains(&0) || m.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(WireError::Invalid(
+            "member list (sorted, distinct, non-zero)",
+        ));
+    }
+    Ok(())
+}
+
+fn put_u16(w: &mut Vec<u8>, v: u16) {
+    w.extend_from_slice(&v.to_be_bytes());
+}
+fn put_u32(w: &mut Vec<u8>, v: u32) {
+    w.extend_from_slice(&v.to_be_bytes());
+}
+fn put_u64(w: &mut Vec<u8>, v: u64) {
+    w.extend_from_slice(&v.to_be_bytes());
+}
+fn put_str(w: &mut Vec<u8>, s: &str, max: usize, what: &'static str) -> Result<()> {
+    if s.len() > max {
+        return Err(WireError::Invalid(what));
+    }
+    put_u16(w, s.len() as u16);
+    w.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+fn put_bytes32(w: &mut Vec<u8>, b: &[u8]) -> Result<()> {
+    if b.len() > MAX_FRAME {
+        return Err(WireError::TooLarge(b.len()));
+    }
+    put_u32(w, b.len() as u32);
+    w.extend_from_slice(b);
+    Ok(())
+}
+fn put_lock(w: &mut Vec<u8>, lock: LockId, resource: &[u8]) -> Result<()> {
+    if resource.is_empty() || resource.len() > MAX_RESOURCE_NAME {
+        return Err(WireError::Invalid("resource name"));
+    }
+    put_u64(w, lock.node);
+    put_u64(w, lock.local);
+    put_u16(w, resource.len() as u16);
+    w.extend_from_slice(resource);
+    Ok(())
+}
+
+/// Bounds-checked reader over a frame body.
+struct Rd<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Rd<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8]> {
+        let s = self
+            .pos
+            .checked_add(n)
+            .and_then(|end| self.b.get(self.pos..end))
+            .ok_or(WireError::Truncated(what))?;
+        self.pos += n;
+        Ok(s)
+    }
+    fn arr<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N]> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N, what)?);
+        Ok(a)
+    }
+    fn u8(&mut self, what: &'static str) -> Result<u8> {
+        Ok(self.arr::<1>(what)?[0])
+    }
+    fn u16(&mut self, what: &'static str) -> Result<u16> {
+        self.arr(what).map(u16::from_be_bytes)
+    }
+    fn u32(&mut self, what: &'static str) -> Result<u32> {
+        self.arr(what).map(u32::from_be_bytes)
+    }
+    fn u64(&mut self, what: &'static str) -> Result<u64> {
+        self.arr(what).map(u64::from_be_bytes)
+    }
+    fn str(&mut self, max: usize, what: &'static str) -> Result<String> {
+        let n = usize::from(self.u16(what)?);
+        if n > max {
+            return Err(WireError::Invalid(what));
+        }
+        let b = self.take(n, what)?;
+        String::from_utf8(b.to_vec()).map_err(|_| WireError::Invalid(what))
+    }
+    fn bytes32(&mut self, what: &'static str) -> Result<Vec<u8>> {
+        let n = self.u32(what)? as usize;
+        // the frame bounds this already; take() checks it against the rest
+        Ok(self.take(n, what)?.to_vec())
+    }
+    fn mode(&mut self) -> Result<Mode> {
+        Mode::from_u8(self.u8("mode")?).ok_or(WireError::Invalid("lock mode"))
+    }
+    fn lock(&mut self) -> Result<(LockId, Vec<u8>)> {
+        let node = self.u64("lock id")?;
+        let local = self.u64("lock id")?;
+        let n = usize::from(self.u16("resource name")?);
+        if n == 0 || n > MAX_RESOURCE_NAME {
+            return Err(WireError::Invalid("resource name"));
+        }
+        let name = self.take(n, "resource name")?.to_vec();
+        Ok((LockId { node, local }, name))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,314 @@
+use super::*;
+use proptest::prelude::*;
+
+fn lock() -> LockId {
+    LockId {
+        node: 0x0102_0304_0506_0708,
+        local: 9,
+    }
+}
+
+#[test]
+fn the_frame_format_is_pinned() {
+    let m = Message::LockGrant(LockGrant {
+        lock: lock(),
+        resource: b"owner".to_vec(),
+        mode: Mode::EX,
+    });
+    let b = m.encode().unwrap();
+    let expect: Vec<u8> = [
+        &[0, 0, 0, 2 + 16 + 2 + 5 + 1][..], // length
+        &[VERSION, 12],                     // version, LockGrant
+        &[1, 2, 3, 4, 5, 6, 7, 8],          // lock.node
+        &[0, 0, 0, 0, 0, 0, 0, 9],          // lock.local
+        &[0, 5],
+        b"owner",
+        &[5], // EX
+    ]
+    .concat();
+    assert_eq!(b, expect);
+    assert_eq!(Message::decode_frame(&b).unwrap(), Some((m, b.len())));
+}
+
+#[test]
+fn bad_frames_are_errors() {
+    let good = Message::Auth(Auth { mac: [7; 32] }).encode().unwrap();
+    // incomplete: wait for more
+    for n in 0..good.len() {
+        assert_eq!(
+            Message::decode_frame(&good[..n]).unwrap(),
+            None,
+            "prefix {n}"
+        );
+    }
+    // an oversized length is refused before the bytes arrive
+    let huge = ((MAX_FRAME - PREFIX + 1) as u32).to_be_bytes();
+    assert!(matches!(
+        Message::decode_frame(&huge),
+        Err(WireError::TooLarge(_))
+    ));
+    assert!(matches!(
+        Message::decode_frame(&[0, 0, 0, 1, 1]),
+        Err(WireError::TooShort(1))
+    ));
+    let mut v = good.clone();
+    v[4] = 2;
+    assert_eq!(Message::decode_frame(&v), Err(WireError::Version(2)));
+    let mut t = good.clone();
+    t[5] = 99;
+    assert_eq!(Message::decode_frame(&t), Err(WireError::UnknownType(99)));
+    // one byte more inside the frame: trailing; one less: truncated
+    let mut long = good.clone();
+    long.push(0);
+    long[3] += 1;
+    assert_eq!(Message::decode_frame(&long), Err(WireError::Trailing(1)));
+    let mut short = good.clone();
+    short.pop();
+    short[3] -= 1;
+    assert!(matches!(
+        Message::decode_frame(&short),
+        Err(WireError::Truncated(_))
+    ));
+    // encoders refuse what decoders would refuse
+    let bad_name = Message::LockUnlock(LockRef {
+        lock: lock(),
+        resource: vec![],
+    });
+    assert!(bad_name.encode().is_err());
+    let unsorted = Message::Membership(Membership {
+        view: 1,
+        owner: 2,
+        owner_epoch: 3,
+        members: vec![5, 4],
+    });
+    assert!(unsorted.encode().is_err());
+    let big = Message::FileOp(FileOp {
+        owner_epoch: 1,
+        request_id: 1,
+        opcode: 1,
+        payload: vec![0; MAX_FRAME],
+    });
+    assert!(matches!(big.encode(), Err(WireError::TooLarge(_))));
+    let fits = Message::FileOp(FileOp {
+        owner_epoch: 1,
+        request_id: 1,
+        opcode: 1,
+        payload: vec![0; 1 << 20],
+    });
+    assert!(fits.encode().is_ok());
+}
+
+#[test]
+fn frame_buffer_reassembles_a_stream() {
+    let msgs = vec![
+        Message::Heartbeat(Heartbeat {
+            node_id: 1,
+            generation: 2,
+            counter: 3,
+            owner_epoch: 4,
+        }),
+        Message::Goodbye {
+            reason: "unmount".into(),
+        },
+        Message::LockCancelled(LockCancelled {
+            lock: lock(),
+            resource: b"r".to_vec(),
+            mode: None,
+        }),
+    ];
+    let stream: Vec<u8> = msgs.iter().flat_map(|m| m.encode().unwrap()).collect();
+    for chunk in [1, 3, 7, 1000] {
+        let mut fb = FrameBuffer::new();
+        let mut out = Vec::new();
+        for c in stream.chunks(chunk) {
+            fb.push(c);
+            while let Some(m) = fb.next_message().unwrap() {
+                out.push(m);
+            }
+        }
+        assert_eq!(out, msgs);
+    }
+}
+
+fn arb_mode() -> impl Strategy<Value = Mode> {
+    (0u8..6).prop_map(|m| Mode::from_u8(m).unwrap())
+}
+
+fn arb_lock() -> impl Strategy<Value = (LockId, Vec<u8>)> {
+    (
+        any::<u64>(),
+        any::<u64>(),
+        proptest::collection::vec(any::<u8>(), 1..=MAX_RESOURCE_NAME),
+    )
+        .prop_map(|(node, local, name)| (LockId { node, local }, name))
+}
+
+fn arb_message() -> impl Strategy<Value = Message> {
+    let payload = || proptest::collection::vec(any::<u8>(), 0..2000);
+    prop_oneof![
+        (
+            any::<u64>(),
+            any::<[u8; 16]>(),
+            any::<[u8; 16]>(),
+            any::<u16>(),
+            any::<u8>(),
+            any::<u8>(),
+            any::<[u8; 32]>(),
+            "[a-z0-9.-]{0,64}"
+        )
+            .prop_map(
+                |(
+                    node_id,
+                    node_uuid,
+                    volume_uuid,
+                    tcp_port,
+                    min_version,
+                    max_version,
+                    nonce,
+                    hostname,
+                )| Message::Hello(Hello {
+                    node_id,
+                    node_uuid,
+                    volume_uuid,
+                    tcp_port,
+                    min_version,
+                    max_version,
+                    nonce,
+                    hostname
+                })
+            ),
+        any::<[u8; 32]>().prop_map(|mac| Message::Auth(Auth { mac })),
+        any::<[u64; 4]>().prop_map(|v| Message::Heartbeat(Heartbeat {
+            node_id: v[0],
+            generation: v[1],
+            counter: v[2],
+            owner_epoch: v[3]
+        })),
+        (
+            any::<[u64; 3]>(),
+            proptest::collection::btree_set(1u64.., 0..=MAX_MEMBERS)
+        )
+            .prop_map(|(v, m)| Message::Membership(Membership {
+                view: v[0],
+                owner: v[1],
+                owner_epoch: v[2],
+                members: m.into_iter().collect()
+            })),
+        (arb_lock(), arb_mode(), any::<bool>(), any::<bool>()).prop_map(
+            |((lock, resource), mode, noqueue, conv)| {
+                let r = LockRequest {
+                    lock,
+                    resource,
+                    mode,
+                    noqueue,
+                };
+                if conv {
+                    Message::LockConvert(r)
+                } else {
+                    Message::LockRequest(r)
+                }
+            }
+        ),
+        (arb_lock(), arb_mode()).prop_map(|((lock, resource), mode)| Message::LockGrant(
+            LockGrant {
+                lock,
+                resource,
+                mode
+            }
+        )),
+        (arb_lock(), arb_mode(), arb_mode()).prop_map(|((lock, resource), granted, requested)| {
+            Message::LockBlocking(LockBlocking {
+                lock,
+                resource,
+                granted,
+                requested,
+            })
+        }),
+        (arb_lock(), any::<bool>()).prop_map(|((lock, resource), u)| {
+            let r = LockRef { lock, resource };
+            if u {
+                Message::LockUnlock(r)
+            } else {
+                Message::LockCancel(r)
+            }
+        }),
+        (arb_lock(), proptest::option::of(arb_mode())).prop_map(|((lock, resource), mode)| {
+            Message::LockCancelled(LockCancelled {
+                lock,
+                resource,
+                mode,
+            })
+        }),
+        (arb_lock(), 1u8..=7).prop_map(|((lock, resource), c)| Message::LockError(LockError {
+            lock,
+            resource,
+            code: LockErrorCode::from_u8(c).unwrap()
+        })),
+        (any::<u64>(), any::<u64>(), any::<u32>(), payload()).prop_map(
+            |(owner_epoch, request_id, opcode, payload)| Message::FileOp(FileOp {
+                owner_epoch,
+                request_id,
+                opcode,
+                payload
+            })
+        ),
+        (any::<u64>(), any::<u64>(), 0i32.., payload()).prop_map(
+            |(owner_epoch, request_id, errno, payload)| Message::FileOpReply(FileOpReply {
+                owner_epoch,
+                request_id,
+                errno,
+                payload
+            })
+        ),
+        "\\PC{0,200}"
+            .prop_filter("fits", |s| s.len() <= MAX_REASON)
+            .prop_map(|reason| Message::Goodbye { reason }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    #[test]
+    fn round_trip(m in arb_message()) {
+        let b = m.encode().unwrap();
+        prop_assert!(b.len() <= MAX_FRAME);
+        prop_assert_eq!(Message::decode_frame(&b).unwrap(), Some((m, b.len())));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = Message::decode_frame(&b);
+        let _ = Message::decode_body(&b);
+        let mut fb = FrameBuffer::new();
+        fb.push(&b);
+        while let Ok(Some(_)) = fb.next_message() {}
+    }
+
+    /// Headers that look right and garbage payloads, for every type.
+    #[test]
+    fn garbage_payloads_never_panic(t in 0u8..32, payload in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let mut body = vec![VERSION, t];
+        body.extend_from_slice(&payload);
+        let _ = Message::decode_body(&body);
+    }
+
+    /// Mutated valid frames decode to an error or to some valid message
+    /// that encodes back to the same bytes: never a panic, never garbage.
+    #[test]
+    fn mutated_frames(m in arb_message(),
+                      edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..5),
+                      cut in any::<prop::sample::Index>(), truncate: bool) {
+        let mut b = m.encode().unwrap();
+        for (at, v) in edits {
+            let i = at.index(b.len());
+            b[i] = v;
+        }
+        if truncate {
+            b.truncate(cut.index(b.len()));
+        }
+        if let Ok(Some((m2, used))) = Message::decode_frame(&b) {
+            prop_assert_eq!(m2.encode().unwrap(), b[..used].to_vec());
+        }
+    }
+}
