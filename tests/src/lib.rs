@@ -31,6 +31,7 @@ pub mod kernel;
 pub mod kmod;
 pub mod net;
 pub mod node;
+pub mod opcheck;
 pub mod qga;
 pub mod rootfs;
 pub mod scenario;

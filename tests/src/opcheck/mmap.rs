@@ -1,0 +1,190 @@
+//! `mmap`: shared writable mappings, coherent with read/write.
+
+use super::*;
+
+const PAGE: usize = 4096;
+const SIZE: usize = 3 * PAGE + 100;
+
+/// A mapping, unmapped on drop.
+struct Map {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Map {
+    fn new(fd: &Fd, len: usize, prot: i32, flags: i32) -> Result<Map> {
+        // SAFETY: a fresh mapping of a valid descriptor.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd.0, 0) };
+        if p == libc::MAP_FAILED {
+            bail!("mmap: {}", ename(errno()));
+        }
+        Ok(Map { ptr: p.cast(), len })
+    }
+
+    fn slice(&self) -> &[u8] {
+        // SAFETY: mapped for len bytes; reads inside EOF's page are valid.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    fn write(&self, off: usize, data: &[u8]) {
+        assert!(off + data.len() <= self.len);
+        // SAFETY: inside the mapping.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(off), data.len()) };
+    }
+
+    fn sync(&self) -> Result<()> {
+        // SAFETY: our mapping.
+        chk(
+            unsafe { libc::msync(self.ptr.cast(), self.len, libc::MS_SYNC) },
+            "msync",
+        )?;
+        Ok(())
+    }
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        // SAFETY: our mapping.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+pub fn run(ctx: &Ctx) -> Result<()> {
+    let f = ctx.p("mapped");
+    let fd = Fd::open(&f, libc::O_RDWR | libc::O_CREAT, 0o644)?;
+    let init = pattern(SIZE, 21);
+    fd.pwrite_all(&init, 0)?;
+    crate::opcheck::attrs::set_times(
+        &f,
+        crate::opcheck::attrs::ts(1_000_000_000, 0),
+        crate::opcheck::attrs::ts(1_000_000_000, 0),
+        0,
+    )?;
+    // The mapping covers 4 pages; the file ends 100 bytes into the 4th.
+    let m = Map::new(
+        &fd,
+        4 * PAGE,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_SHARED,
+    )?;
+    same("mapping shows the file", &m.slice()[..SIZE], &init)?;
+    ensure(
+        m.slice()[SIZE..].iter().all(|b| *b == 0),
+        "bytes past EOF in the last page are not zero",
+    )?;
+    // Write through the mapping, across a page boundary.
+    let mut model = init.clone();
+    let w = pattern(6000, 22);
+    m.write(1000, &w);
+    model[1000..7000].copy_from_slice(&w);
+    let other = Fd::open(&f, libc::O_RDONLY, 0)?;
+    same(
+        "pread sees mapping writes before msync",
+        &other.read_all()?,
+        &model,
+    )?;
+    m.sync()?;
+    same("pread after msync", &other.read_all()?, &model)?;
+    ensure(fd.size()? == SIZE as u64, "mapping writes changed the size")?;
+    let st = fd.stat()?;
+    if st.st_mtime == 1_000_000_000 {
+        ctx.note("mtime not updated by writes through a shared mapping");
+    }
+    // After msync the data is on disk: an O_DIRECT read sees it.
+    match Fd::try_open(&f, libc::O_RDONLY | libc::O_DIRECT, 0) {
+        Ok(d) => {
+            let mut buf = AlignedBuf::new(4 * PAGE);
+            let n = d.pread_full(&mut buf, 0)?;
+            ensure(
+                n == SIZE,
+                format!("O_DIRECT read of {n} bytes, expected {SIZE}"),
+            )?;
+            same("O_DIRECT read after msync", &buf[..SIZE], &model)?;
+        }
+        Err(libc::EINVAL) => ctx.note("O_DIRECT not supported: disk check after msync not done"),
+        Err(e) => bail!("open O_DIRECT: {}", ename(e)),
+    }
+    // pwrite through a descriptor shows in the mapping at once.
+    let p = pattern(300, 23);
+    fd.pwrite_all(&p, 4000)?;
+    model[4000..4300].copy_from_slice(&p);
+    same("mapping sees pwrite", &m.slice()[..SIZE], &model)?;
+    // Writing past EOF inside the last page does not grow the file.
+    m.write(SIZE + 10, b"beyond");
+    m.sync()?;
+    ensure(
+        fd.size()? == SIZE as u64,
+        "a mapping write past EOF grew the file",
+    )?;
+    same(
+        "file after a mapping write past EOF",
+        &fd.read_all()?,
+        &model,
+    )?;
+    // Growing the file by ftruncate makes the rest of that page readable as
+    // zeros (the bytes written past EOF are not file data).
+    fd.truncate(4 * PAGE as u64)?;
+    model.resize(4 * PAGE, 0);
+    same(
+        "file after ftruncate grow under a mapping",
+        &fd.read_all()?,
+        &model,
+    )?;
+    same("mapping after ftruncate grow", m.slice(), &model)?;
+    drop(m);
+
+    // Data written through a mapping survives munmap and a fresh open.
+    same("after munmap", &read_file(&f)?, &model)?;
+
+    // MAP_PRIVATE writes stay private.
+    let pm = Map::new(
+        &fd,
+        4 * PAGE,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE,
+    )?;
+    pm.write(0, b"private");
+    same("file after a MAP_PRIVATE write", &read_file(&f)?, &model)?;
+    drop(pm);
+
+    // A read-only descriptor cannot be mapped shared-writable.
+    let ro = Fd::open(&f, libc::O_RDONLY, 0)?;
+    // SAFETY: a mapping attempt that must fail.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            ro.0,
+            0,
+        )
+    };
+    if p != libc::MAP_FAILED {
+        // SAFETY: our mapping.
+        unsafe { libc::munmap(p, PAGE) };
+        bail!("PROT_WRITE MAP_SHARED mapping of an O_RDONLY fd succeeded");
+    }
+    ensure(
+        errno() == libc::EACCES,
+        format!("mmap of O_RDONLY fd: {}", ename(errno())),
+    )?;
+
+    // A big file mapped and written everywhere, then read back.
+    let big = ctx.p("big");
+    let bfd = Fd::open(&big, libc::O_RDWR | libc::O_CREAT, 0o644)?;
+    let blen = 4 << 20;
+    bfd.truncate(blen as u64)?;
+    let bm = Map::new(
+        &bfd,
+        blen,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_SHARED,
+    )?;
+    let data = pattern(blen, 24);
+    bm.write(0, &data);
+    bm.sync()?;
+    drop(bm);
+    same("4 MiB written through a mapping", &read_file(&big)?, &data)?;
+    Ok(())
+}
