@@ -124,6 +124,30 @@ static inline struct file *mxfs_open_backing(struct file *file, int flags,
 	return open_with_fake_path(&file->f_path, flags, d_inode(lower->dentry),
 				   current_cred());
 }
+
+/*
+ * A fake-path backing file has the mxfs dentry in f_path and the XFS inode
+ * as f_inode; the lower filesystem finds its own dentry with file_dentry(),
+ * i.e. d_real().  Without it XFS (fallocate, for one) takes the mxfs
+ * dentry for an XFS one.  From 6.6 backing files carry the real path and
+ * d_real() is not needed.
+ */
+static inline struct dentry *mxfs_d_real(struct dentry *dentry,
+					 const struct inode *inode)
+{
+	struct dentry *lower;
+
+	if (!d_is_reg(dentry) || (inode && d_inode(dentry) == inode))
+		return dentry;
+	lower = mxfs_lower_dentry(dentry);
+	if (!lower)
+		return dentry;
+	return d_real(lower, inode);
+}
+#define MXFS_D_REAL_OP .d_real = mxfs_d_real,
+#endif
+#ifndef MXFS_D_REAL_OP
+#define MXFS_D_REAL_OP
 #endif
 
 /* O_DIRECT: 6.0+ needs FMODE_CAN_ODIRECT on the mxfs file too. */

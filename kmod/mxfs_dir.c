@@ -39,6 +39,7 @@ static void mxfs_d_release(struct dentry *dentry)
 const struct dentry_operations mxfs_dentry_ops = {
 	.d_revalidate = mxfs_d_revalidate,
 	.d_release = mxfs_d_release,
+	MXFS_D_REAL_OP
 };
 
 /* ---- lookup */

@@ -29,6 +29,7 @@ const SINGLE_STEPS: &[&str] = &[
     "mxfs_operation_groups",
     "mxfs_fsx_100k_buffered_and_direct",
     "mxfs_pjdfstest_matches_xfs",
+    "mxfs_benchmark_against_xfs",
 ];
 
 /// fsx operations per run (the issue asks for 100,000).
@@ -80,8 +81,16 @@ fn main() {
                         r.step(SINGLE_STEPS[1], || single::mount_and_umount(c.node(1)));
                         r.step(SINGLE_STEPS[2], || single::bad_input(c.node(1)));
                         r.step(SINGLE_STEPS[3], || single::operation_groups(c.node(1)));
-                        r.step(SINGLE_STEPS[4], || single::fsx(c.node(1), FSX_OPS));
+                        let ops = std::env::var("MXFS_FSX_OPS")
+                            .ok()
+                            .and_then(|v| v.parse().ok());
+                        r.step(SINGLE_STEPS[4], || {
+                            single::fsx(c.node(1), ops.unwrap_or(FSX_OPS))
+                        });
                         r.step(SINGLE_STEPS[5], || single::pjdfstest_matches_xfs(c.node(1)));
+                        r.step(SINGLE_STEPS[6], || {
+                            single::bench(c.node(1), 2000).map(|_| ())
+                        });
                     }
                 }
             }

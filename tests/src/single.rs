@@ -326,7 +326,11 @@ pub fn fsx(node: &mut Node, ops: u32) -> Result<()> {
     node.must(&format!("mount -t mxfs {dev} {MNT}"))?;
     let r = (|| -> Result<()> {
         let out = node.sh(
-            &format!("cd {MNT} && {GUEST_ARTIFACTS}/fsx -N {ops} -S 7 -P /tmp {MNT}/fsx.file 2>&1 | tail -n 5"),
+            &format!(
+                "cd {MNT} && start=$(date +%s); timeout 1800 {GUEST_ARTIFACTS}/fsx -N {ops} -S 7 -P /tmp \
+                 {MNT}/fsx.file > /tmp/fsx.log 2>&1; rc=$?; tail -n 5 /tmp/fsx.log; \
+                 echo \"fsx took $(( $(date +%s) - start )) s\"; exit $rc"
+            ),
             Duration::from_secs(3600),
         )?;
         say(format!("fsx: exit {}: {}", out.code, out.stdout.trim()));
@@ -354,33 +358,49 @@ pub fn fsx(node: &mut Node, ops: u32) -> Result<()> {
     r
 }
 
-/// Every operation group of mxfs-opcheck: what passes on XFS passes on mxfs.
+/// mxfs-opcheck's report: group → outcome line, and group → its notes
+/// (smaller features a group found missing).
+type OpReport = (BTreeMap<String, String>, BTreeMap<String, Vec<String>>);
+
+fn parse_opcheck(out: &str) -> OpReport {
+    let mut groups = BTreeMap::new();
+    let mut notes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in out.lines() {
+        if let Some((g, rest)) = line.strip_prefix("group ").and_then(|l| l.split_once(' ')) {
+            groups.insert(g.to_string(), rest.to_string());
+        } else if let Some((g, rest)) = line.strip_prefix("note ").and_then(|l| l.split_once(": "))
+        {
+            notes
+                .entry(g.to_string())
+                .or_default()
+                .push(rest.to_string());
+        }
+    }
+    (groups, notes)
+}
+
+/// Every operation group of mxfs-opcheck: what passes on XFS passes on
+/// mxfs, with no feature noted missing on mxfs that XFS has.
 pub fn operation_groups(node: &mut Node) -> Result<()> {
-    let run = |node: &mut Node, dir: &str| -> Result<BTreeMap<String, String>> {
+    let run = |node: &mut Node, dir: &str| -> Result<OpReport> {
         let out = node.sh(
             &format!("{GUEST_ARTIFACTS}/mxfs-opcheck {dir} 2>&1"),
             Duration::from_secs(900),
         )?;
-        let groups: BTreeMap<String, String> = out
-            .stdout
-            .lines()
-            .filter_map(|l| l.strip_prefix("group "))
-            .filter_map(|l| l.split_once(' '))
-            .map(|(g, rest)| (g.to_string(), rest.to_string()))
-            .collect();
+        let report = parse_opcheck(&out.stdout);
         ensure!(
-            !groups.is_empty(),
+            !report.0.is_empty(),
             "mxfs-opcheck printed no groups:\n{}{}",
             out.stdout,
             out.stderr
         );
-        Ok(groups)
+        Ok(report)
     };
     let dev = fresh_volume(node)?;
     node.must(&format!("mount -t xfs {dev} {XFS_MNT}"))?;
     let xfs = run(node, XFS_MNT);
     node.must(&format!("umount {XFS_MNT}"))?;
-    let xfs = xfs?;
+    let (xfs, xfs_notes) = xfs?;
     let failed_on_xfs: Vec<_> = xfs
         .iter()
         .filter(|(_, r)| r.starts_with("FAILED"))
@@ -393,7 +413,7 @@ pub fn operation_groups(node: &mut Node) -> Result<()> {
     node.must(&format!("mount -t mxfs {dev} {MNT}"))?;
     let mxfs = run(node, MNT);
     node.must(&format!("umount {MNT}"))?;
-    let mxfs = mxfs?;
+    let (mxfs, mxfs_notes) = mxfs?;
     let mut bad = Vec::new();
     for (group, on_xfs) in &xfs {
         let on_mxfs = mxfs.get(group).map(String::as_str).unwrap_or("missing");
@@ -401,10 +421,18 @@ pub fn operation_groups(node: &mut Node) -> Result<()> {
         if on_xfs == "ok" && on_mxfs != "ok" {
             bad.push(format!("{group}: {on_mxfs}"));
         }
+        let none = Vec::new();
+        let known = xfs_notes.get(group).unwrap_or(&none);
+        for note in mxfs_notes.get(group).unwrap_or(&none) {
+            say(format!("  note on mxfs: {note}"));
+            if !known.contains(note) {
+                bad.push(format!("{group}: noted on mxfs only: {note}"));
+            }
+        }
     }
     ensure!(
         bad.is_empty(),
-        "groups that pass on XFS but not on mxfs:\n{}",
+        "operation groups where mxfs falls short of XFS:\n{}",
         bad.join("\n")
     );
     Ok(())
@@ -428,4 +456,161 @@ mod tests {
         assert_eq!(r["rename::ctime"], "FAILED");
         assert_eq!(r["utimensat::birthtime"], "skipped");
     }
+}
+
+/// One benchmark figure on raw XFS and on mxfs.
+#[derive(Debug, Clone)]
+pub struct BenchRow {
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub xfs: f64,
+    pub mxfs: f64,
+    /// The target for mxfs / xfs.
+    pub target: f64,
+}
+
+/// fio jobs: (name, rw, block size, extra arguments, metric).
+const FIO_JOBS: &[(&str, &str, &str, &str, Metric)] = &[
+    (
+        "seq-write-1M",
+        "write",
+        "1M",
+        "--size=256M --end_fsync=1",
+        Metric::MiBps,
+    ),
+    ("seq-read-1M", "read", "1M", "--size=256M", Metric::MiBps),
+    (
+        "rand-write-4k",
+        "randwrite",
+        "4k",
+        "--size=64M --runtime=10 --time_based",
+        Metric::Iops,
+    ),
+    (
+        "rand-read-4k",
+        "randread",
+        "4k",
+        "--size=64M --runtime=10 --time_based",
+        Metric::Iops,
+    ),
+];
+
+#[derive(Clone, Copy)]
+enum Metric {
+    MiBps,
+    Iops,
+}
+
+fn fio(node: &mut Node, dir: &str, rw: &str, bs: &str, extra: &str, metric: Metric) -> Result<f64> {
+    let out = node.must(&format!(
+        "fio --name=bench --directory={dir} --filename=bench.dat --rw={rw} --bs={bs} {extra} \
+         --direct=1 --ioengine=psync --output-format=json"
+    ))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&out).with_context(|| format!("fio JSON: {out}"))?;
+    let side = if rw.contains("write") {
+        "write"
+    } else {
+        "read"
+    };
+    let job = &v["jobs"][0][side];
+    let value = match metric {
+        Metric::MiBps => job["bw_bytes"].as_f64().map(|b| b / (1 << 20) as f64),
+        Metric::Iops => job["iops"].as_f64(),
+    };
+    value
+        .filter(|v| *v > 0.0)
+        .with_context(|| format!("fio reported no {side} figure: {out}"))
+}
+
+fn meta_bench(node: &mut Node, dir: &str, files: usize) -> Result<[f64; 3]> {
+    let out = node.must(&format!(
+        "{GUEST_ARTIFACTS}/mxfs-opcheck --meta-bench {dir}/meta {files}"
+    ))?;
+    let mut r = [0.0; 3];
+    for (i, key) in ["create=", "stat=", "unlink="].iter().enumerate() {
+        r[i] = out
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no {key} in {out:?}"))?;
+    }
+    Ok(r)
+}
+
+/// Runs the jobs on one filesystem (freshly made, mounted at `dir`).
+fn bench_on(node: &mut Node, dir: &str, files: usize) -> Result<Vec<f64>> {
+    let mut v = Vec::new();
+    for (_, rw, bs, extra, metric) in FIO_JOBS {
+        v.push(fio(node, dir, rw, bs, extra, *metric)?);
+    }
+    node.must(&format!("rm -f {dir}/bench.dat"))?;
+    v.extend(meta_bench(node, dir, files)?);
+    Ok(v)
+}
+
+/// Throughput and metadata rates on mxfs as ratios to raw XFS on the same
+/// LUN in the same guest. Prints the figures; asserts only that every
+/// figure was measured (targets are reported, not enforced: the testbed is
+/// an emulated machine).
+pub fn bench(node: &mut Node, files: usize) -> Result<Vec<BenchRow>> {
+    let dev = fresh_volume(node)?;
+    node.must(&format!("mount -t xfs {dev} {XFS_MNT}"))?;
+    let xfs = bench_on(node, XFS_MNT, files);
+    node.must(&format!("umount {XFS_MNT}"))?;
+    let xfs = xfs?;
+    let dev = fresh_volume(node)?;
+    node.must(&format!("mount -t mxfs {dev} {MNT}"))?;
+    let mxfs = bench_on(node, MNT, files);
+    node.must(&format!("umount {MNT}"))?;
+    let mxfs = mxfs?;
+    let names: Vec<(&'static str, &'static str, f64)> = FIO_JOBS
+        .iter()
+        .map(|(n, _, _, _, m)| {
+            (
+                *n,
+                if matches!(m, Metric::MiBps) {
+                    "MiB/s"
+                } else {
+                    "IOPS"
+                },
+                0.95,
+            )
+        })
+        .chain([
+            ("create", "files/s", 0.90),
+            ("stat", "files/s", 0.90),
+            ("unlink", "files/s", 0.90),
+        ])
+        .collect();
+    let rows: Vec<BenchRow> = names
+        .into_iter()
+        .zip(xfs.iter().zip(&mxfs))
+        .map(|((name, unit, target), (x, m))| BenchRow {
+            name,
+            unit,
+            xfs: *x,
+            mxfs: *m,
+            target,
+        })
+        .collect();
+    for r in &rows {
+        let ratio = r.mxfs / r.xfs;
+        println!(
+            "bench {:14} xfs {:10.1} {:7}  mxfs {:10.1} {:7}  ratio {:.2} (target >= {:.2}){}",
+            r.name,
+            r.xfs,
+            r.unit,
+            r.mxfs,
+            r.unit,
+            ratio,
+            r.target,
+            if ratio >= r.target {
+                ""
+            } else {
+                "  BELOW TARGET"
+            }
+        );
+    }
+    Ok(rows)
 }

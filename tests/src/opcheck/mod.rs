@@ -17,7 +17,8 @@
 //! which case it is kept and named on stderr.
 //!
 //! `mxfs-opcheck --dio-fsx FILE NUMOPS SEED` runs an fsx-style random
-//! exerciser with O_DIRECT (see [`dio_fsx`]).
+//! exerciser with O_DIRECT (see [`dio_fsx`]); `--meta-bench DIR N` measures
+//! create, stat and unlink rates (see [`meta_bench`]).
 //!
 //! Linux only; the groups use libc syscalls directly. Several need root
 //! (the testbed runs the tool as root); run as another user they note what
@@ -40,6 +41,7 @@ mod fiemap;
 mod handles;
 mod io;
 mod locks;
+pub mod meta_bench;
 mod mmap;
 mod namespace;
 mod perms;
@@ -126,12 +128,22 @@ pub enum Outcome {
 }
 
 const USAGE: &str = "usage: mxfs-opcheck DIR [GROUP...]\n       \
-                     mxfs-opcheck --dio-fsx FILE NUMOPS SEED";
+                     mxfs-opcheck --dio-fsx FILE NUMOPS SEED\n       \
+                     mxfs-opcheck --meta-bench DIR NFILES";
 
 /// The command line (without the program name); returns the exit status.
 pub fn main_cli(args: &[String]) -> i32 {
     // SAFETY: umask has no failure mode.
     unsafe { libc::umask(0o022) };
+    if args.first().map(String::as_str) == Some("--meta-bench") {
+        return match args {
+            [_, dir, n] => match n.parse() {
+                Ok(n) => meta_bench::cli(Path::new(dir), n),
+                Err(_) => usage(),
+            },
+            _ => usage(),
+        };
+    }
     if args.first().map(String::as_str) == Some("--dio-fsx") {
         return match args {
             [_, file, ops, seed] => match (ops.parse(), parse_u64(seed)) {
