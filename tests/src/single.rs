@@ -21,6 +21,7 @@ pub fn install(node: &mut Node) -> Result<()> {
         "set -e; A={GUEST_ARTIFACTS}; install -m755 $A/mxfsd /usr/sbin/mxfsd; \
          install -D -m644 $A/mxfs.ko /lib/modules/$(uname -r)/extra/mxfs.ko; \
          depmod -a; modprobe mxfs; mkdir -p {MNT} {XFS_MNT} /mnt/second; \
+         id tests >/dev/null 2>&1 || useradd --no-create-home --user-group tests; \
          grep -qw mxfs /proc/filesystems"
     ))?;
     Ok(())

@@ -10,11 +10,12 @@ use std::process::Command;
 /// (crate, version) pairs; changing one rebuilds.
 pub const TOOLS: &[(&str, &str)] = &[("pjdfstest", "0.2.2"), ("fsx", "0.3.2")];
 
-/// pjdfstest's configuration for Linux filesystems (the features Linux
-/// has; no secondary filesystem).
-pub const PJDFSTEST_CONF: &str =
-    "[features]\nposix_fallocate = {}\nutime_now = {}\nutimensat = {}\n\n\
-                                  [settings]\nnaptime = 0.01\n";
+/// pjdfstest's configuration for Linux filesystems: the features Linux
+/// has, no secondary filesystem, and the two users it switches to (Debian
+/// names nobody's group `nogroup`; the testbed creates `tests`).
+pub const PJDFSTEST_CONF: &str = "[features]\nposix_fallocate = {}\nutime_now = {}\nutimensat = {}\n\n\
+                                  [settings]\nnaptime = 0.01\n\n\
+                                  [dummy_auth]\nentries = [[\"nobody\", \"nogroup\"], [\"tests\", \"tests\"]]\n";
 
 /// Builds the tools if needed; returns (path, name) pairs for the guests'
 /// artifacts disk.

@@ -4,7 +4,12 @@
 //!   bring up a virtual cluster and show MXFS working in it.
 //! - `cargo xtask test`: set up what is missing and run every test the
 //!   project has (format, lints, unit tests, cluster scenarios).
+//! - `cargo xtask test --long`: the same with the long tier's sizes
+//!   (fsx 100,000 operations per run instead of 10,000).
 //! - `cargo xtask setup [--kernel 6.1]`: only the set-up.
+//! - `cargo xtask run [--nodes N] -- SCRIPT`: boot a cluster with MXFS
+//!   installed on every node, run SCRIPT with `sh -c` on node 1, print
+//!   its output, tear down (for poking at a problem).
 //! - `cargo xtask kmod [--kernel 6.1]`: build mxfs.ko against that kernel's
 //!   headers (W=1, -Werror); `--kernel all` builds for 5.10, 6.1 and 6.12.
 
@@ -17,13 +22,15 @@ use std::process::Command;
 use std::time::Instant;
 
 const USAGE: &str =
-    "usage: cargo xtask <demo|test|setup|kmod> [--nodes N] [--kernel 5.10|6.1|6.12|all]";
+    "usage: cargo xtask <demo|test|setup|kmod|run> [--nodes N] [--kernel 5.10|6.1|6.12|all] [--long]";
 
 struct Args {
     cmd: String,
     nodes: usize,
     series: Series,
     all_kernels: bool,
+    long: bool,
+    script: Option<String>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -34,6 +41,8 @@ fn parse_args() -> Result<Args> {
         nodes: 2,
         series: Series::V6_1,
         all_kernels: false,
+        long: false,
+        script: None,
     };
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -48,6 +57,8 @@ fn parse_args() -> Result<Args> {
                 "all" => args.all_kernels = true,
                 s => args.series = Series::parse(s)?,
             },
+            "--long" => args.long = true,
+            "--" => args.script = Some(it.by_ref().collect::<Vec<_>>().join(" ")),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -122,6 +133,9 @@ fn test(args: &Args) -> Result<()> {
         mxfs_testbed::accel::Accel::Tcg => "tcg",
     };
     std::env::set_var("MXFS_TB_ACCEL", accel);
+    if args.long {
+        std::env::set_var("MXFS_FSX_OPS", "100000");
+    }
     step("checking formatting", || {
         cargo(&["fmt", "--all", "--", "--check"])
     })?;
@@ -158,6 +172,37 @@ fn test(args: &Args) -> Result<()> {
     Ok(())
 }
 
+fn run_script(args: &Args) -> Result<()> {
+    let script = args
+        .script
+        .clone()
+        .context("usage: cargo xtask run [--nodes N] -- SCRIPT")?;
+    let assets = cluster::prepare(args.series)?;
+    build_artifacts()?;
+    let mut artifacts = host::project_artifacts();
+    artifacts.push((
+        mxfs_testbed::kmod::build(&assets.kernel)?,
+        "mxfs.ko".to_string(),
+    ));
+    artifacts.extend(mxfs_testbed::tools::ensure()?);
+    let opts = Options {
+        nodes: args.nodes,
+        artifacts,
+        ..Options::default()
+    };
+    let mut c = Cluster::start(&assets, &opts)?;
+    for n in 1..=c.len() {
+        single::install(c.node(n))?;
+    }
+    let out = c
+        .node(1)
+        .sh(&script, std::time::Duration::from_secs(3600))?;
+    print!("{}", out.stdout);
+    eprint!("{}", out.stderr);
+    say(format!("exit status {}", out.code));
+    Ok(())
+}
+
 fn build_kmod(args: &Args) -> Result<()> {
     host::ensure_sbin_path();
     host::ensure_host_packages()?;
@@ -186,6 +231,7 @@ fn main() {
         }),
         "demo" => demo(&args),
         "kmod" => build_kmod(&args),
+        "run" => run_script(&args),
         "test" => test(&args),
         other => Err(anyhow::anyhow!("unknown command {other:?}\n{USAGE}")),
     });
