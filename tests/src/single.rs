@@ -111,6 +111,67 @@ pub fn mount_and_umount(node: &mut Node) -> Result<()> {
     let seen = xfs_clean(node, &dev, &format!("cat {XFS_MNT}/hello"))?;
     ensure!(seen.trim() == "hello-mxfs", "plain XFS shows {seen:?}");
     say("umount left no mxfsd; xfs_repair -n clean; no log recovery on a plain XFS mount");
+
+    // mxfsd logs to the journal with the volume and node as fields.
+    let uuid = node.must(&format!("blkid -s UUID -o value {dev}"))?;
+    let uuid = uuid.trim().replace('-', "").to_lowercase();
+    let fields = node.must(
+        "journalctl --no-pager -o verbose SYSLOG_IDENTIFIER=mxfsd | grep -E '^ *MXFS_(VOLUME|NODE)=' | sort -u",
+    )?;
+    say(format!(
+        "mxfsd journal fields: {}",
+        fields.split_whitespace().collect::<Vec<_>>().join(" ")
+    ));
+    ensure!(
+        fields
+            .to_lowercase()
+            .replace('-', "")
+            .contains(&format!("mxfs_volume={uuid}"))
+            && fields.contains("MXFS_NODE="),
+        "mxfsd's journal records lack MXFS_VOLUME={uuid} or MXFS_NODE=: {fields:?}"
+    );
+    Ok(())
+}
+
+/// `.mxfs/` at the root belongs to the daemon: the mount hides it from
+/// readdir and lookup, and nothing can make or change it through the mount.
+pub fn hides_dot_mxfs(node: &mut Node) -> Result<()> {
+    let dev = fresh_volume(node)?;
+    node.must(&format!(
+        "mount -t xfs {dev} {XFS_MNT} && mkdir {XFS_MNT}/.mxfs && echo state > {XFS_MNT}/.mxfs/lockstate \
+         && umount {XFS_MNT}"
+    ))?;
+    node.must(&format!("mount -t mxfs {dev} {MNT}"))?;
+    let r = (|| -> Result<()> {
+        let listing = node.must(&format!("ls -a {MNT}"))?;
+        ensure!(
+            !listing.lines().any(|l| l == ".mxfs"),
+            "readdir shows .mxfs: {listing:?}"
+        );
+        for (what, cmd) in [
+            ("lookup", format!("stat {MNT}/.mxfs")),
+            ("open below it", format!("cat {MNT}/.mxfs/lockstate")),
+            ("mkdir over it", format!("mkdir {MNT}/.mxfs")),
+            ("create it", format!("touch {MNT}/.mxfs")),
+            (
+                "rename onto it",
+                format!("touch {MNT}/x && mv {MNT}/x {MNT}/.mxfs"),
+            ),
+            ("symlink to it", format!("ln -s hello {MNT}/.mxfs")),
+        ] {
+            let out = node.sh(&cmd, Duration::from_secs(30))?;
+            say(format!(".mxfs {what}: {}", out.stderr.trim()));
+            ensure!(!out.ok(), ".mxfs: {what} succeeded through the mount");
+        }
+        Ok(())
+    })();
+    node.must(&format!("umount {MNT}"))?;
+    r?;
+    let seen = xfs_clean(node, &dev, &format!("cat {XFS_MNT}/.mxfs/lockstate"))?;
+    ensure!(
+        seen.trim() == "state",
+        "the daemon's .mxfs was changed: {seen:?}"
+    );
     Ok(())
 }
 
