@@ -1,8 +1,6 @@
-//! mount.mxfs: what `mount -t mxfs` runs first.
-//!
-//! Not implemented yet: the packaging issue builds it.
+//! mount.mxfs: what `mount -t mxfs` runs first (see `mount.mxfs.8`).
 
 fn main() {
-    eprintln!("mount.mxfs: not implemented yet (see the packaging issue)");
-    std::process::exit(1);
+    let code = mount_mxfs::main_with(std::env::args_os().skip(1));
+    std::process::exit(code);
 }

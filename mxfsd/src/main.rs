@@ -12,7 +12,6 @@
 // the cluster runtime, which is not written yet, hence the allows for now.
 #[allow(dead_code, unused_imports)]
 mod dlm;
-mod identity;
 #[allow(dead_code, unused_imports)]
 mod lockstate;
 mod logging;
@@ -23,6 +22,9 @@ mod wire;
 #[allow(dead_code, unused_imports)]
 mod xfs;
 
+// The node identity lives in mxfs-core (shared with mount.mxfs); this
+// keeps `crate::identity::...` paths working in the modules below.
+use mxfs_core::identity;
 use std::fs::OpenOptions;
 use std::os::fd::IntoRawFd;
 use std::path::PathBuf;

@@ -14,7 +14,7 @@ pub const NODE_UUID_PATH: &str = "/etc/mxfs/node.uuid";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
-    #[error("{path}: not a node UUID ({why}); fix or remove it by hand, mxfsd never replaces it")]
+    #[error("{path}: not a node UUID ({why}); fix or remove it by hand, MXFS never replaces it")]
     Corrupt { path: PathBuf, why: String },
     #[error("{path}: {source}")]
     Io {
@@ -72,7 +72,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IdentityError + '_ {
     }
 }
 
-fn read_identity(path: &Path) -> Result<Option<NodeIdentity>, IdentityError> {
+/// Read the node identity at `path` without making it: `Ok(None)` when
+/// the file does not exist, an error when it cannot be read or parsed.
+pub fn load(path: &Path) -> Result<Option<NodeIdentity>, IdentityError> {
     match fs::read(path) {
         Ok(bytes) => {
             let text = String::from_utf8(bytes).map_err(|_| IdentityError::Corrupt {
@@ -93,10 +95,11 @@ fn read_identity(path: &Path) -> Result<Option<NodeIdentity>, IdentityError> {
 
 /// Load the node identity at `path`, making it atomically on first use:
 /// the UUID is written to a private temporary file, synced, and linked to
-/// `path` (which fails if another mxfsd won the race; then its identity is
-/// used).  An existing file is never overwritten.
+/// `path` (which fails if another process won the race; then its identity is
+/// used).  An existing file is never overwritten.  Both `mxfsd` and
+/// `mount.mxfs` call this, so whichever runs first makes the identity.
 pub fn load_or_create(path: &Path) -> Result<NodeIdentity, IdentityError> {
-    if let Some(id) = read_identity(path)? {
+    if let Some(id) = load(path)? {
         return Ok(id);
     }
     let dir = path
@@ -141,7 +144,7 @@ pub fn load_or_create(path: &Path) -> Result<NodeIdentity, IdentityError> {
     match result? {
         Some(made) => Ok(made),
         // Someone else created it first: theirs is the identity.
-        None => read_identity(path)?.ok_or_else(|| IdentityError::Corrupt {
+        None => load(path)?.ok_or_else(|| IdentityError::Corrupt {
             path: path.to_path_buf(),
             why: "vanished right after it was created".to_string(),
         }),
@@ -154,7 +157,7 @@ mod tests {
 
     fn tempdir(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
-            "mxfsd-test-{}-{}-{}",
+            "mxfs-core-test-{}-{}-{}",
             tag,
             std::process::id(),
             Uuid::new_v4().simple()
