@@ -29,6 +29,12 @@
 #include "mxfs_uapi.h"
 
 #define MXFS_DEFAULT_DAEMON_TIMEOUT 30	/* seconds */
+
+/* fence= mount option: how mxfsd fences this node (passed as --fence). */
+enum mxfs_fence_mode {
+	MXFS_FENCE_SCSI = 0,	/* SCSI-3 persistent reservations (default) */
+	MXFS_FENCE_NONE = 1,	/* none: split brain is not prevented */
+};
 #define MXFS_MAX_DAEMON_TIMEOUT 3600
 #define MXFS_SHUTDOWN_TIMEOUT 15	/* seconds for mxfsd to exit */
 #define MXFS_RESERVED_NAME ".mxfs"
@@ -72,6 +78,7 @@ struct mxfs_sb_info {
 	struct vfsmount *lower_mnt;	/* private mount of the lower fs */
 	unsigned int daemon_timeout;	/* seconds */
 	char *mountpoint;		/* from the mountpoint= option */
+	int fence;			/* enum mxfs_fence_mode, fence= option */
 	char *devpath;			/* canonical path of the device */
 	dev_t dev;
 	u8 uuid[MXFS_UUID_LEN];

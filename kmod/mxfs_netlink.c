@@ -245,8 +245,20 @@ static int mxfs_nl_daemon_exited(struct sk_buff *skb, struct genl_info *info)
 		 a[MXFS_A_REASON] ? (char *)nla_data(a[MXFS_A_REASON]) :
 				    "no reason given");
 	spin_lock(&vol->lock);
-	if (vol->state == MXFS_VOL_READY)
+	if (vol->state == MXFS_VOL_READY) {
 		__mxfs_volume_mark_dead(vol, why);
+	} else if (vol->state == MXFS_VOL_SPAWNING && !vol->ready_err) {
+		/* It gave up before joining: fail the mount with its reason. */
+		vol->ready_err = -EIO;
+		if (a[MXFS_A_ERROR] && nla_get_u32(a[MXFS_A_ERROR]) > 0 &&
+		    nla_get_u32(a[MXFS_A_ERROR]) < MAX_ERRNO)
+			vol->ready_err = -(int)nla_get_u32(a[MXFS_A_ERROR]);
+		strscpy(vol->reason, a[MXFS_A_REASON] ?
+			(char *)nla_data(a[MXFS_A_REASON]) :
+			"mxfsd gave up before it was ready (no reason given)",
+			sizeof(vol->reason));
+		complete_all(&vol->ready);
+	}
 	vol->daemon_gone = true;
 	spin_unlock(&vol->lock);
 	complete_all(&vol->exited);

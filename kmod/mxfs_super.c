@@ -6,8 +6,9 @@
  *   1. read the XFS superblock of DEV, refuse what is not XFS or what
  *      mxfs cannot stack (and say which);
  *   2. claim the volume UUID on this node (a second mount is refused);
- *   3. spawn mxfsd --device DEV --mountpoint DIR --uuid HEX --token T and
- *      wait (killable, daemon_timeout=SECONDS) for its DAEMON_READY;
+ *   3. spawn mxfsd --device DEV --mountpoint DIR --uuid HEX --token T
+ *      --fence scsi|none and wait (killable, daemon_timeout=SECONDS) for
+ *      its DAEMON_READY (or a DAEMON_EXITED saying why it gave up);
  *   4. mount XFS privately as the lower layer and stack over its root.
  * Every failure unwinds all of it (mxfs_sbi_destroy): no daemon, no lower
  * mount, no reference is left, and the kernel log says why.
@@ -155,7 +156,7 @@ out:
 
 struct mxfs_spawn {
 	struct mxfs_volume *vol;	/* referenced */
-	char *argv[10];
+	char *argv[12];
 	char path[sizeof(mxfs_daemon_path)];
 	char uuid[2 * MXFS_UUID_LEN + 1];
 	char token[17];
@@ -236,7 +237,9 @@ static int mxfs_daemon_spawn(struct fs_context *fc, struct mxfs_sb_info *sbi)
 	sp->argv[6] = sp->uuid;
 	sp->argv[7] = "--token";
 	sp->argv[8] = sp->token;
-	sp->argv[9] = NULL;
+	sp->argv[9] = "--fence";
+	sp->argv[10] = sbi->fence == MXFS_FENCE_NONE ? "none" : "scsi";
+	sp->argv[11] = NULL;
 
 	info = call_usermodehelper_setup(path, sp->argv, mxfs_daemon_envp,
 					 GFP_KERNEL, mxfs_umh_init,
@@ -427,6 +430,8 @@ static int mxfs_show_options(struct seq_file *m, struct dentry *root)
 		seq_printf(m, ",daemon_timeout=%u", sbi->daemon_timeout);
 	if (sbi->mountpoint && *sbi->mountpoint)
 		seq_show_option(m, "mountpoint", sbi->mountpoint);
+	if (sbi->fence == MXFS_FENCE_NONE)
+		seq_puts(m, ",fence=none");
 	return 0;
 }
 
@@ -560,11 +565,18 @@ static int mxfs_reconfigure(struct fs_context *fc)
 	return 0;
 }
 
-enum { Opt_daemon_timeout, Opt_mountpoint };
+enum { Opt_daemon_timeout, Opt_mountpoint, Opt_fence };
+
+static const struct constant_table mxfs_fence_modes[] = {
+	{ "scsi", MXFS_FENCE_SCSI },
+	{ "none", MXFS_FENCE_NONE },
+	{}
+};
 
 static const struct fs_parameter_spec mxfs_param_specs[] = {
 	fsparam_u32("daemon_timeout", Opt_daemon_timeout),
 	fsparam_string("mountpoint", Opt_mountpoint),
+	fsparam_enum("fence", Opt_fence, mxfs_fence_modes),
 	{}
 };
 
@@ -589,6 +601,9 @@ static int mxfs_parse_param(struct fs_context *fc, struct fs_parameter *param)
 		kfree(sbi->mountpoint);
 		sbi->mountpoint = param->string;
 		param->string = NULL;
+		break;
+	case Opt_fence:
+		sbi->fence = result.uint_32;
 		break;
 	}
 	return 0;

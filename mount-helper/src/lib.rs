@@ -20,7 +20,7 @@ pub mod error;
 pub mod module;
 pub mod options;
 pub mod pr;
-pub mod sgio;
+pub use mxfs_core::sgio;
 pub mod spec;
 
 use std::ffi::{CString, OsString};
@@ -39,6 +39,7 @@ Options (-o, comma-separated):
   daemon_timeout=N   seconds mount waits for mxfsd (1..3600, default 30)
   fence=none         allow a device without SCSI-3 persistent reservations
                      (split brain is then not prevented)
+  fence=scsi         fence with SCSI-3 persistent reservations (the default)
   ro rw defaults nosuid suid nodev dev noexec exec sync async dirsync
   noatime atime relatime norelatime strictatime nostrictatime nodiratime
   diratime lazytime nolazytime remount       mount(2) flags (last one wins)

@@ -3,12 +3,12 @@
 //!
 //! Four classes:
 //! - **mxfs options** the kernel module accepts: `daemon_timeout=N`
-//!   (1..3600); passed on in the mount data, normalised to decimal.
+//!   (1..3600), passed on in the mount data, normalised to decimal; and
+//!   `fence=scsi|none` (`none`: mount a device without SCSI-3 persistent
+//!   reservations; mount.mxfs then skips its PR check and the module tells
+//!   mxfsd not to fence), passed on only as `fence=none`.
 //!   `mountpoint=` is the module's too, but mount.mxfs adds it from DIR:
 //!   a user-given one is an error.
-//! - **helper options**: `fence=none` (mount on a device without SCSI-3
-//!   persistent reservations).  The module does not know it, so it is not
-//!   passed on.
 //! - **VFS flags**, translated to mount(2) flags.  Conflicting ones follow
 //!   mount(8)'s rule: the last one wins (`ro,rw` is read-write).
 //! - **userspace-only options** (`_netdev`, `nofail`, `x-*`, ...): for
@@ -169,10 +169,11 @@ pub fn parse_options(s: &str, sloppy: bool) -> Result<MountOptions, Failure> {
                 )))
             }
             ("fence", Some("none")) => o.fence_none = true,
+            ("fence", Some("scsi")) => o.fence_none = false,
             ("fence", _) => {
                 return Err(Failure::usage(format!(
-                    "option {item}: the only fence option is fence=none \
-                     (mount without SCSI-3 persistent reservation fencing)"
+                    "option {item}: fence is fence=scsi (the default: SCSI-3 persistent \
+                     reservations) or fence=none (no fencing)"
                 )))
             }
             ("mountpoint", _) => mountpoint_given = true,
@@ -204,11 +205,15 @@ pub fn parse_options(s: &str, sloppy: bool) -> Result<MountOptions, Failure> {
 
 impl MountOptions {
     /// The data string for mount(2): the options the module accepts
-    /// (`daemon_timeout=N`, then `mountpoint=DIR` unless remounting).
+    /// (`daemon_timeout=N`, `fence=none`, then `mountpoint=DIR` unless
+    /// remounting).
     pub fn kernel_data(&self, mountpoint: Option<&OsStr>) -> Result<Vec<u8>, Failure> {
         let mut parts: Vec<Vec<u8>> = Vec::new();
         if let Some(t) = self.daemon_timeout {
             parts.push(format!("daemon_timeout={t}").into_bytes());
+        }
+        if self.fence_none && mountpoint.is_some() {
+            parts.push(b"fence=none".to_vec());
         }
         if let Some(dir) = mountpoint {
             let b = dir.as_bytes();
@@ -377,7 +382,8 @@ mod tests {
         assert!(ok("fence=none").fence_none);
         assert!(ok("fence=none,fence=none").fence_none);
         assert!(!ok("ro").fence_none);
-        for bad in ["fence", "fence=", "fence=scsi", "fence=NONE"] {
+        assert!(!ok("fence=none,fence=scsi").fence_none, "the last one wins");
+        for bad in ["fence", "fence=", "fence=sbd", "fence=NONE"] {
             assert!(err(bad).msg.contains("fence=none"), "{bad}");
         }
     }
@@ -423,7 +429,7 @@ mod tests {
         let o = ok("ro,_netdev,fence=none,daemon_timeout=060");
         assert_eq!(
             o.kernel_data(Some(OsStr::new("/mnt/shared"))).unwrap(),
-            b"daemon_timeout=60,mountpoint=/mnt/shared"
+            b"daemon_timeout=60,fence=none,mountpoint=/mnt/shared"
         );
         assert_eq!(
             ok("").kernel_data(Some(OsStr::new("/m"))).unwrap(),

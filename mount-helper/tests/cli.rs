@@ -51,7 +51,7 @@ fn bad_option_values_exit_1() {
     let (code, err) = fails(&["/dev/x", "/tmp", "-o", "mountpoint=/elsewhere"]);
     assert_eq!(code, 1);
     assert!(err.contains("mountpoint="), "{err}");
-    let (code, err) = fails(&["/dev/x", "/tmp", "-o", "fence=scsi"]);
+    let (code, err) = fails(&["/dev/x", "/tmp", "-o", "fence=sbd"]);
     assert_eq!(code, 1);
     assert!(err.contains("fence=none"), "{err}");
 }

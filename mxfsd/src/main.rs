@@ -12,6 +12,7 @@
 // the cluster runtime, which is not written yet, hence the allows for now.
 #[allow(dead_code, unused_imports)]
 mod dlm;
+mod fence;
 #[allow(dead_code, unused_imports)]
 mod lockstate;
 mod logging;
@@ -35,6 +36,7 @@ use clap::Parser;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
+use crate::fence::{FenceMode, NodeFence};
 use crate::netlink::{check_shutdown, Channel, Session};
 use crate::uapi::{cmd_name, Role, MXFS_CMD_SHUTDOWN};
 
@@ -60,6 +62,10 @@ struct Args {
     /// Node identity file.
     #[arg(long, default_value = identity::NODE_UUID_PATH)]
     node_uuid_file: PathBuf,
+    /// Fencing: SCSI-3 persistent reservations, or none (mount option
+    /// fence=none, for devices without PR).
+    #[arg(long, value_enum, default_value = "scsi")]
+    fence: FenceMode,
 }
 
 fn parse_volume_uuid(s: &str) -> Result<Uuid, String> {
@@ -110,11 +116,29 @@ fn serve(args: &Args, node_id: u64) -> anyhow::Result<()> {
         uuid: *args.uuid.as_bytes(),
     };
     let mut ch = Channel::open().context("opening the netlink channel")?;
+    // Fencing first: this node writes to the device only once its key is
+    // registered and the registrants-only reservation is in place.
+    let fence = match NodeFence::join(&args.device, node_id, args.fence) {
+        Ok((f, joined)) => {
+            info!(fence = args.fence.as_str(), joined = ?joined, "fencing in place");
+            f
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            // The module fails the mount with this reason.
+            if let Err(ne) = ch.daemon_exited(&session, EIO, &reason) {
+                warn!("DAEMON_EXITED not delivered: {ne}");
+            }
+            return Err(e).context("joining the device's reservation");
+        }
+    };
     // One node: the owner at once.  The epoch comes from the lockstate
     // file in the multi-node work; until then it is 1.
     let epoch = 1;
-    ch.daemon_ready(&session, Role::Owner, epoch, node_id)
-        .context("DAEMON_READY")?;
+    if let Err(e) = ch.daemon_ready(&session, Role::Owner, epoch, node_id) {
+        fence.leave();
+        return Err(e).context("DAEMON_READY");
+    }
     info!(role = "owner", epoch, "ready; the module now mounts XFS");
 
     loop {
@@ -130,6 +154,9 @@ fn serve(args: &Args, node_id: u64) -> anyhow::Result<()> {
             Ok(reason) => {
                 let reason = reason.unwrap_or_default();
                 info!(reason = %reason, "SHUTDOWN from the kernel; exiting");
+                // The module has unmounted XFS before SHUTDOWN: nothing of
+                // ours writes to the device any more.
+                fence.leave();
                 if let Err(e) = ch.daemon_exited(&session, 0, "shutdown requested") {
                     // the module also notices our socket closing
                     warn!("DAEMON_EXITED not delivered: {e}");
@@ -140,6 +167,9 @@ fn serve(args: &Args, node_id: u64) -> anyhow::Result<()> {
         }
     }
 }
+
+/// EIO: the error a refused join reports to the kernel in DAEMON_EXITED.
+const EIO: u32 = 5;
 
 async fn run(args: Args, node_id: u64) -> anyhow::Result<()> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -26,6 +26,7 @@ const SINGLE_STEPS: &[&str] = &[
     "mxfs_install_on_node1",
     "mxfs_mount_and_umount",
     "mxfs_refuses_bad_input",
+    "mxfs_registers_pr_key",
     "mxfs_hides_dot_mxfs",
     "mxfs_operation_groups",
     "mxfs_fsx_buffered_and_direct",
@@ -82,16 +83,17 @@ fn main() {
                         r.step(SINGLE_STEPS[0], || Ok(()));
                         r.step(SINGLE_STEPS[1], || single::mount_and_umount(c.node(1)));
                         r.step(SINGLE_STEPS[2], || single::bad_input(c.node(1)));
-                        r.step(SINGLE_STEPS[3], || single::hides_dot_mxfs(c.node(1)));
-                        r.step(SINGLE_STEPS[4], || single::operation_groups(c.node(1)));
+                        r.step(SINGLE_STEPS[3], || single::pr_registration(c.node(1)));
+                        r.step(SINGLE_STEPS[4], || single::hides_dot_mxfs(c.node(1)));
+                        r.step(SINGLE_STEPS[5], || single::operation_groups(c.node(1)));
                         let ops = std::env::var("MXFS_FSX_OPS")
                             .ok()
                             .and_then(|v| v.parse().ok());
-                        r.step(SINGLE_STEPS[5], || {
+                        r.step(SINGLE_STEPS[6], || {
                             single::fsx(c.node(1), ops.unwrap_or(FSX_OPS))
                         });
-                        r.step(SINGLE_STEPS[6], || single::pjdfstest_matches_xfs(c.node(1)));
-                        r.step(SINGLE_STEPS[7], || {
+                        r.step(SINGLE_STEPS[7], || single::pjdfstest_matches_xfs(c.node(1)));
+                        r.step(SINGLE_STEPS[8], || {
                             single::bench(c.node(1), 2000).map(|_| ())
                         });
                     }

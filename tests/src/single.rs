@@ -14,11 +14,14 @@ use std::time::Duration;
 pub const MNT: &str = "/mnt/shared";
 const XFS_MNT: &str = "/mnt/xfs";
 
-/// Installs the daemon and the module from the artifacts disk and loads
-/// the module (until the Debian packages do this).
+/// Installs the daemon, `mount.mxfs` and the module from the artifacts
+/// disk and loads the module (until the Debian packages do this).  From
+/// here `mount -t mxfs` runs the helper first; `mount -i -t mxfs` goes to
+/// the kernel directly.
 pub fn install(node: &mut Node) -> Result<()> {
     node.must(&format!(
         "set -e; A={GUEST_ARTIFACTS}; install -m755 $A/mxfsd /usr/sbin/mxfsd; \
+         install -m755 $A/mount.mxfs /sbin/mount.mxfs; \
          install -D -m644 $A/mxfs.ko /lib/modules/$(uname -r)/extra/mxfs.ko; \
          depmod -a; modprobe mxfs; mkdir -p {MNT} {XFS_MNT} /mnt/second; \
          id tests >/dev/null 2>&1 || useradd --no-create-home --user-group tests; \
@@ -175,9 +178,11 @@ pub fn hides_dot_mxfs(node: &mut Node) -> Result<()> {
     Ok(())
 }
 
-/// A mount that must fail: it fails, says why (mount's message and the
-/// kernel log), and leaves nothing mounted or running.
-fn refused(node: &mut Node, what: &str, cmd: &str) -> Result<String> {
+/// A mount that must fail: it fails, says why, and leaves nothing mounted
+/// or running.  `cmd` bypasses mount.mxfs (`mount -i`) when `kernel` is
+/// set: then the kernel log must say why; otherwise mount.mxfs's one line
+/// on stderr must.
+fn refused(node: &mut Node, what: &str, cmd: &str, kernel: bool) -> Result<String> {
     node.must("dmesg -C")?;
     let out = node.sh(cmd, Duration::from_secs(120))?;
     ensure!(!out.ok(), "{what}: `{cmd}` succeeded");
@@ -187,17 +192,27 @@ fn refused(node: &mut Node, what: &str, cmd: &str) -> Result<String> {
         out.stderr.trim(),
         klog.trim()
     ));
-    ensure!(
-        !klog.trim().is_empty(),
-        "{what}: nothing in the kernel log says why"
-    );
+    if kernel {
+        ensure!(
+            !klog.trim().is_empty(),
+            "{what}: nothing in the kernel log says why"
+        );
+    } else {
+        ensure!(
+            out.stderr.trim().starts_with("mount.mxfs: ") && out.stderr.trim().lines().count() == 1,
+            "{what}: mount.mxfs should say why in one line: {:?}",
+            out.stderr
+        );
+    }
     ensure!(!mounted(node, "mxfs")?, "{what}: something is mounted");
     ensure!(daemons(node)? == 0, "{what}: an mxfsd is left running");
-    Ok(klog)
+    Ok(if kernel { klog } else { out.stderr })
 }
 
 /// Bad input: a non-XFS device, a missing device, a daemon that fails to
 /// start, a second mount of a volume, a daemon killed while mounted.
+/// Each refusal is checked through mount.mxfs and, where the helper would
+/// catch it first, in the kernel too (`mount -i`).
 pub fn bad_input(node: &mut Node) -> Result<()> {
     let dev = fresh_volume(node)?;
     node.must(&format!(
@@ -206,9 +221,30 @@ pub fn bad_input(node: &mut Node) -> Result<()> {
     let ext4 = node.must("blkid -L mxfs-artifacts")?.trim().to_string();
     refused(
         node,
-        "non-XFS device",
-        &format!("mount -t mxfs {ext4} {MNT}"),
+        "non-XFS device (kernel)",
+        &format!("mount -i -t mxfs {ext4} {MNT}"),
+        true,
     )?;
+    let msg = refused(
+        node,
+        "non-XFS device (mount.mxfs)",
+        &format!("mount -t mxfs {ext4} {MNT}"),
+        false,
+    )?;
+    ensure!(
+        msg.contains("XFS"),
+        "the message should say it is not XFS: {msg:?}"
+    );
+    let msg = refused(
+        node,
+        "unknown option",
+        &format!("mount -t mxfs -o bogus=1 {dev} {MNT}"),
+        false,
+    )?;
+    ensure!(
+        msg.contains("bogus"),
+        "the message should name the option: {msg:?}"
+    );
     let missing = node.sh(
         &format!("mount -t mxfs /dev/nonexistent {MNT}"),
         Duration::from_secs(60),
@@ -229,6 +265,7 @@ pub fn bad_input(node: &mut Node) -> Result<()> {
         node,
         "daemon fails to start",
         &format!("mount -t mxfs {dev} {MNT}"),
+        true,
     );
     node.must(&format!("echo /usr/sbin/mxfsd > {param}"))?;
     r?;
@@ -675,4 +712,117 @@ pub fn bench(node: &mut Node, files: usize) -> Result<Vec<BenchRow>> {
         );
     }
     Ok(rows)
+}
+
+/// The node id mxfsd registers as its PR key: FNV-1a of the node UUID.
+fn node_key(node: &mut Node) -> Result<u64> {
+    let text = node.must(&format!("cat {}", mxfs_core::identity::NODE_UUID_PATH))?;
+    mxfs_core::identity::parse_identity(&text)
+        .map(|i| i.id)
+        .map_err(|e| anyhow::anyhow!("{}: node.uuid: {e}", node.name()))
+}
+
+/// `sg_persist`'s view of the LUN: (registered keys, reservation).
+fn pr_state(node: &mut Node, dev: &str) -> Result<(String, String)> {
+    Ok((
+        node.must(&format!("sg_persist --in -k {dev}"))?,
+        node.must(&format!("sg_persist --in -r {dev}"))?,
+    ))
+}
+
+/// Fencing layer 1 as part of a mount: `mount -t mxfs` registers this
+/// node's key (its node id) and reserves the LUN Write Exclusive –
+/// Registrants Only; umount releases and unregisters.  A device without
+/// PR is refused, by mount.mxfs and by mxfsd, unless `-o fence=none`,
+/// which mounts with a loud warning and registers nothing.
+pub fn pr_registration(node: &mut Node) -> Result<()> {
+    let dev = fresh_volume(node)?;
+    // The kill -9 of mxfsd in bad_input leaves this node's key behind (a
+    // daemon that dies does not unregister); this mount re-registers it
+    // and its umount must clean up.  No other key may be there.
+    node.must(&format!("mount -t mxfs {dev} {MNT}"))?;
+    let r = (|| -> Result<()> {
+        let key = node_key(node)?;
+        let (keys, resv) = pr_state(node, &dev)?;
+        let registered: Vec<&str> = keys
+            .split_whitespace()
+            .filter(|w| w.starts_with("0x"))
+            .collect();
+        say(format!(
+            "while mounted: node key 0x{key:x}; registered {registered:?}; reservation {:?}",
+            resv.lines()
+                .filter(|l| l.contains("Key=") || l.contains("type"))
+                .map(str::trim)
+                .collect::<Vec<_>>()
+        ));
+        ensure!(
+            registered == [format!("0x{key:x}")],
+            "exactly the node key 0x{key:x} should be registered:\n{keys}"
+        );
+        ensure!(
+            resv.contains(&format!("Key=0x{key:x}"))
+                && resv
+                    .to_lowercase()
+                    .contains("write exclusive, registrants only"),
+            "no Write Exclusive - Registrants Only reservation by 0x{key:x}:\n{resv}"
+        );
+        node.must(&format!("echo fenced-write > {MNT}/pr && sync"))?;
+        Ok(())
+    })();
+    node.must(&format!("umount {MNT}"))?;
+    r?;
+    let (keys, resv) = pr_state(node, &dev)?;
+    ensure!(
+        keys.contains("NO registered") && resv.contains("NO reservation"),
+        "umount should unregister and release:\n{keys}\n{resv}"
+    );
+    say("umount released the reservation and unregistered the key");
+
+    // A device without PR: an XFS on a loop device.
+    let lo =
+        node.must("truncate -s 512M /var/tmp/nopr.img && losetup -f --show /var/tmp/nopr.img")?;
+    let lo = lo.trim().to_string();
+    let r = (|| -> Result<()> {
+        node.must(&format!("mkfs.xfs -f -q {lo}"))?;
+        let msg = refused(
+            node,
+            "no PR (mount.mxfs)",
+            &format!("mount -t mxfs {lo} {MNT}"),
+            false,
+        )?;
+        ensure!(
+            msg.contains("persistent reservations") && msg.contains("fence=none"),
+            "mount.mxfs should say PR is missing and name fence=none: {msg:?}"
+        );
+        let klog = refused(
+            node,
+            "no PR (mxfsd)",
+            &format!("mount -i -t mxfs {lo} {MNT}"),
+            true,
+        )?;
+        ensure!(
+            klog.contains("persistent reservations") && klog.contains("fence=none"),
+            "the kernel log should carry mxfsd's reason: {klog:?}"
+        );
+        node.must(&format!(
+            "journalctl --rotate >/dev/null 2>&1; mount -t mxfs -o fence=none {lo} {MNT} && echo unfenced > {MNT}/f && sync"
+        ))?;
+        let opts = node.must(&format!("grep ' {MNT} ' /proc/mounts"))?;
+        node.must(&format!("umount {MNT}"))?;
+        ensure!(
+            opts.contains("fence=none"),
+            "/proc/mounts should show fence=none: {opts}"
+        );
+        let warned = node.must(
+            "journalctl --no-pager SYSLOG_IDENTIFIER=mxfsd --since -2min | grep -c 'split brain is NOT prevented' || true",
+        )?;
+        ensure!(
+            warned.trim().parse::<u32>().unwrap_or(0) > 0,
+            "mxfsd should warn that fence=none does not prevent split brain"
+        );
+        say("fence=none: mounted, /proc/mounts shows it, mxfsd warned about split brain");
+        Ok(())
+    })();
+    node.must(&format!("losetup -d {lo}; rm -f /var/tmp/nopr.img"))?;
+    r
 }

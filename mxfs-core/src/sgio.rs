@@ -87,24 +87,40 @@ pub struct ScsiResult {
     pub data: Vec<u8>,
 }
 
-/// Run a data-in command over SG_IO.  An `Err` is the ioctl's own
-/// failure (ENOTTY/EINVAL: the device does not take SG_IO at all).
-pub fn sg_io_data_in(
+/// `sg_io_hdr.dxfer_direction`: data to the device.
+pub const SG_DXFER_TO_DEV: libc::c_int = -2;
+
+/// Which way a command's data goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dxfer {
+    /// Data in: the device fills the buffer.
+    FromDevice,
+    /// Data out: the buffer is the command's parameter list.
+    ToDevice,
+}
+
+/// Run one command over SG_IO with `buf` as its data.  An `Err` is the
+/// ioctl's own failure (ENOTTY/EINVAL: the device does not take SG_IO at
+/// all); SCSI-level failures are in the result's status and sense.
+fn sg_io(
     dev: &File,
     cdb: &[u8],
-    alloc_len: usize,
+    dir: Dxfer,
+    buf: &mut [u8],
     timeout_ms: u32,
-) -> io::Result<ScsiResult> {
-    let mut data = vec![0u8; alloc_len];
+) -> io::Result<(ScsiResult, usize)> {
     let mut sense = [0u8; 64];
     let mut hdr = SgIoHdr {
         interface_id: b'S' as libc::c_int,
-        dxfer_direction: SG_DXFER_FROM_DEV,
+        dxfer_direction: match dir {
+            Dxfer::FromDevice => SG_DXFER_FROM_DEV,
+            Dxfer::ToDevice => SG_DXFER_TO_DEV,
+        },
         cmd_len: cdb.len() as libc::c_uchar,
         mx_sb_len: sense.len() as libc::c_uchar,
         iovec_count: 0,
-        dxfer_len: alloc_len as libc::c_uint,
-        dxferp: data.as_mut_ptr().cast(),
+        dxfer_len: buf.len() as libc::c_uint,
+        dxferp: buf.as_mut_ptr().cast(),
         cmdp: cdb.as_ptr(),
         sbp: sense.as_mut_ptr(),
         timeout: timeout_ms,
@@ -122,21 +138,49 @@ pub fn sg_io_data_in(
         info: 0,
     };
     // SAFETY: hdr points at buffers that live across the call, with the
-    // lengths given in it; the kernel writes only within them.
+    // lengths given in it; the kernel reads or writes only within them.
     let rc = unsafe { libc::ioctl(dev.as_raw_fd(), SG_IO as _, &mut hdr as *mut SgIoHdr) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
     let resid = usize::try_from(hdr.resid.max(0)).unwrap_or(0);
-    data.truncate(alloc_len.saturating_sub(resid));
     let sb = usize::from(hdr.sb_len_wr).min(sense.len());
-    Ok(ScsiResult {
-        status: hdr.status,
-        host_status: hdr.host_status,
-        driver_status: hdr.driver_status,
-        sense: sense[..sb].to_vec(),
-        data,
-    })
+    Ok((
+        ScsiResult {
+            status: hdr.status,
+            host_status: hdr.host_status,
+            driver_status: hdr.driver_status,
+            sense: sense[..sb].to_vec(),
+            data: Vec::new(),
+        },
+        buf.len().saturating_sub(resid),
+    ))
+}
+
+/// Run a data-in command over SG_IO.  An `Err` is the ioctl's own
+/// failure (ENOTTY/EINVAL: the device does not take SG_IO at all).
+pub fn sg_io_data_in(
+    dev: &File,
+    cdb: &[u8],
+    alloc_len: usize,
+    timeout_ms: u32,
+) -> io::Result<ScsiResult> {
+    let mut data = vec![0u8; alloc_len];
+    let (mut r, got) = sg_io(dev, cdb, Dxfer::FromDevice, &mut data, timeout_ms)?;
+    data.truncate(got);
+    r.data = data;
+    Ok(r)
+}
+
+/// Run a data-out command over SG_IO with `param` as its parameter list.
+pub fn sg_io_data_out(
+    dev: &File,
+    cdb: &[u8],
+    param: &[u8],
+    timeout_ms: u32,
+) -> io::Result<ScsiResult> {
+    let mut data = param.to_vec();
+    Ok(sg_io(dev, cdb, Dxfer::ToDevice, &mut data, timeout_ms)?.0)
 }
 
 /// The sense key and additional sense code of sense data.

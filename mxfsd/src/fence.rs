@@ -1,0 +1,186 @@
+//! This node's part of fencing layer 1 (DESIGN.md §5): its SCSI-3
+//! persistent reservation key on the volume's device.
+//!
+//! A mount joins by registering key = node id (REGISTER AND IGNORE
+//! EXISTING KEY, without APTPL); the first owner reserves the LUN Write
+//! Exclusive – Registrants Only, so that once a node's key is preempted
+//! the array rejects its writes.  Unmount releases what this node holds
+//! and unregisters.  Registration happens only here, at join: a running
+//! daemon that finds its key gone never registers again (that would undo
+//! a fence); it reports itself fenced instead.
+//!
+//! `fence=none` (mount option, passed as `--fence none`) skips all of it
+//! for devices without PR, and says loudly that split brain is then not
+//! prevented.
+
+use std::path::{Path, PathBuf};
+
+use mxfs_core::reservation::{PrDevice, PrError, Route, SCSI_TYPE_WRITE_EXCLUSIVE_REG_ONLY};
+use tracing::{error, info, warn};
+
+/// How this mount is fenced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FenceMode {
+    /// SCSI-3 persistent reservations (SG_IO, or `linux/pr.h` on NVMe).
+    Scsi,
+    /// No fencing: only for devices without PR, at the admin's risk.
+    None,
+}
+
+impl FenceMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FenceMode::Scsi => "scsi",
+            FenceMode::None => "none",
+        }
+    }
+}
+
+/// Why joining the reservation failed.  Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum FenceError {
+    #[error("cannot open {0} for persistent reservations: {1}")]
+    Open(PathBuf, std::io::Error),
+    #[error(
+        "{0} does not support SCSI-3 persistent reservations ({1}): MXFS could not fence a failed \
+         node; use a device with PR, or mount with -o fence=none to accept the risk of split brain"
+    )]
+    NoPr(PathBuf, PrError),
+    #[error(
+        "{dev} is reserved by key 0x{key:016x} with PR type {pr_type}, not Write Exclusive - \
+         Registrants Only: another cluster stack may be using this LUN; stop it, or clear the \
+         reservation (sg_persist --out --clear) if it is stale"
+    )]
+    ForeignReservation { dev: PathBuf, key: u64, pr_type: u8 },
+    #[error("persistent reservation on {0}: {1}")]
+    Pr(PathBuf, PrError),
+}
+
+/// What the reservation looked like when this node joined, for the log
+/// and D-Bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joined {
+    /// This node made the reservation.
+    Reserved,
+    /// A registrants-only reservation was already held (by `holder`).
+    AlreadyReserved { holder: u64 },
+    /// fence=none.
+    Unfenced,
+}
+
+/// This node's registration on the device.
+#[derive(Debug)]
+pub struct NodeFence {
+    dev: Option<PrDevice>,
+    path: PathBuf,
+    key: u64,
+}
+
+impl NodeFence {
+    /// Register `key` on `path` and make sure the registrants-only
+    /// reservation is in place.  On any failure after registering, the
+    /// registration is taken back: a refused mount leaves no key behind.
+    pub fn join(path: &Path, key: u64, mode: FenceMode) -> Result<(NodeFence, Joined), FenceError> {
+        if mode == FenceMode::None {
+            warn!(
+                device = %path.display(),
+                "fence=none: no persistent reservation is taken; a failed or partitioned node \
+                 cannot be fenced and split brain is NOT prevented"
+            );
+            let f = NodeFence {
+                dev: None,
+                path: path.to_path_buf(),
+                key,
+            };
+            return Ok((f, Joined::Unfenced));
+        }
+        let dev = PrDevice::open(path).map_err(|e| FenceError::Open(path.to_path_buf(), e))?;
+        match dev.register(key) {
+            Ok(()) => {}
+            Err(e @ (PrError::NoRoute(_) | PrError::Unsupported(_))) => {
+                return Err(FenceError::NoPr(path.to_path_buf(), e))
+            }
+            Err(e) => return Err(FenceError::Pr(path.to_path_buf(), e)),
+        }
+        let fence = NodeFence {
+            dev: Some(dev),
+            path: path.to_path_buf(),
+            key,
+        };
+        match fence.reserve() {
+            Ok(j) => {
+                info!(key = %format!("0x{key:016x}"), joined = ?j, "registered on the device");
+                Ok((fence, j))
+            }
+            Err(e) => {
+                fence.unregister();
+                Err(e)
+            }
+        }
+    }
+
+    fn reserve(&self) -> Result<Joined, FenceError> {
+        let dev = self.dev.as_ref().expect("reserve without a device");
+        let pr = |e| FenceError::Pr(self.path.clone(), e);
+        if dev.route() == Route::LinuxPr {
+            // No way to read the holder: reserve, and a conflict means
+            // another registrant already holds it.
+            return match dev.reserve(self.key) {
+                Ok(()) => Ok(Joined::Reserved),
+                Err(PrError::Conflict) => Ok(Joined::AlreadyReserved { holder: 0 }),
+                Err(e) => Err(pr(e)),
+            };
+        }
+        match dev.read_reservation().map_err(pr)?.holder {
+            None => {
+                dev.reserve(self.key).map_err(pr)?;
+                Ok(Joined::Reserved)
+            }
+            Some(h) if h.pr_type == SCSI_TYPE_WRITE_EXCLUSIVE_REG_ONLY => {
+                Ok(Joined::AlreadyReserved { holder: h.key })
+            }
+            Some(h) => Err(FenceError::ForeignReservation {
+                dev: self.path.clone(),
+                key: h.key,
+                pr_type: h.pr_type,
+            }),
+        }
+    }
+
+    fn unregister(&self) {
+        if let Some(dev) = &self.dev {
+            if let Err(e) = dev.register(0) {
+                error!(device = %self.path.display(), "could not unregister key 0x{:016x}: {e}", self.key);
+            }
+        }
+    }
+
+    /// Whether this node's key is still registered (`None` where the
+    /// route cannot tell, or with fence=none).
+    pub fn still_registered(&self) -> Option<Result<bool, PrError>> {
+        let dev = self.dev.as_ref()?;
+        if dev.route() != Route::Scsi {
+            return None;
+        }
+        Some(dev.read_keys().map(|k| k.keys.contains(&self.key)))
+    }
+
+    /// Leave at unmount: release the reservation if this node holds it,
+    /// then unregister.  A key already gone (this node was fenced) is not
+    /// registered again.
+    pub fn leave(self) {
+        let Some(dev) = &self.dev else { return };
+        if let Some(Ok(false)) = self.still_registered() {
+            warn!(
+                "key 0x{:016x} was already removed from the device (fenced?)",
+                self.key
+            );
+            return;
+        }
+        if let Err(e) = dev.release(self.key) {
+            warn!("releasing the reservation: {e}");
+        }
+        self.unregister();
+        info!(key = %format!("0x{:016x}", self.key), "unregistered from the device");
+    }
+}
