@@ -10,13 +10,17 @@
 //!    node identity file is valid;
 //! 3. load the module if the kernel has no `mxfs` type ([`module`]);
 //! 4. make the node identity if it is missing ([`mxfs_core::identity`]);
-//! 5. `mount(2)` with type `mxfs`, the translated flags and the data
-//!    `daemon_timeout=N,mountpoint=DIR` (only what the module accepts).
+//! 5. mount with type `mxfs`, the translated flags and the data
+//!    `daemon_timeout=N,fence=none,mountpoint=DIR` (only what the module
+//!    accepts), through the new mount API ([`fsmount`]) so that a refusal
+//!    prints the module's own reason, or `mount(2)` where that API is
+//!    missing.
 //!
 //! Exit codes are mount(8)'s ([`error::Exit`]).
 
 pub mod args;
 pub mod error;
+pub mod fsmount;
 pub mod module;
 pub mod options;
 pub mod pr;
@@ -112,6 +116,28 @@ fn sys_mount(
     } else {
         Some(cstring("the mount options", data)?)
     };
+    // The new mount API first: when the module refuses, its reason is in
+    // the filesystem context and can be shown here.
+    if flags & libc::MS_REMOUNT == 0 {
+        match fsmount::mount(source, tgt.as_bytes(), flags, data) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.unsupported() => {}
+            Err(e) if !e.messages.is_empty() => {
+                let mut msg = e.messages.join("; ");
+                if e.errno == libc::ETIMEDOUT {
+                    msg.push_str("; raise -o daemon_timeout=SECONDS if mxfsd needs longer");
+                }
+                return Err(Failure::mount(msg));
+            }
+            Err(e) => {
+                return Err(error::mount_errno(
+                    e.errno,
+                    &String::from_utf8_lossy(source),
+                    &target.display().to_string(),
+                ))
+            }
+        }
+    }
     let data_ptr = data_c
         .as_ref()
         .map_or(std::ptr::null(), |d| d.as_ptr().cast::<libc::c_void>());

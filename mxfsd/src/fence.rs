@@ -14,6 +14,8 @@
 //! prevented.
 
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
 
 use mxfs_core::reservation::{PrDevice, PrError, Route, SCSI_TYPE_WRITE_EXCLUSIVE_REG_ONLY};
 use tracing::{error, info, warn};
@@ -41,9 +43,10 @@ impl FenceMode {
 pub enum FenceError {
     #[error("cannot open {0} for persistent reservations: {1}")]
     Open(PathBuf, std::io::Error),
+    // The kernel keeps 255 bytes of a reason: what to do comes first.
     #[error(
-        "{0} does not support SCSI-3 persistent reservations ({1}): MXFS could not fence a failed \
-         node; use a device with PR, or mount with -o fence=none to accept the risk of split brain"
+        "{0} has no SCSI-3 persistent reservations, so MXFS cannot fence: use a device with PR, \
+         or mount with -o fence=none to accept the risk of split brain ({1})"
     )]
     NoPr(PathBuf, PrError),
     #[error(
@@ -55,6 +58,10 @@ pub enum FenceError {
     #[error("persistent reservation on {0}: {1}")]
     Pr(PathBuf, PrError),
 }
+
+/// How often a mounted node checks that its key is still registered:
+/// the heartbeat interval (DESIGN.md §5).
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// What the reservation looked like when this node joined, for the log
 /// and D-Bus.
@@ -165,10 +172,47 @@ impl NodeFence {
         Some(dev.read_keys().map(|k| k.keys.contains(&self.key)))
     }
 
+    /// Check every `interval` that this node's key is still registered,
+    /// until `stop` is signalled or dropped (`None`) or the key is gone
+    /// (`Some(reason)`: this node has been fenced and must stop using the
+    /// device).  Never registers again.  Where the key cannot be read
+    /// (fence=none, NVMe) it only waits for `stop`.
+    pub fn watch(&self, interval: Duration, stop: &Receiver<()>) -> Option<String> {
+        let mut failing = false;
+        loop {
+            match stop.recv_timeout(interval) {
+                Err(RecvTimeoutError::Timeout) => {}
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => return None,
+            }
+            match self.still_registered() {
+                None => {}
+                Some(Ok(true)) => {
+                    if failing {
+                        info!("reading the registered keys works again");
+                    }
+                    failing = false;
+                }
+                Some(Ok(false)) => {
+                    return Some(format!(
+                        "key 0x{:016x} was removed from {} (preempted by another node)",
+                        self.key,
+                        self.path.display()
+                    ))
+                }
+                Some(Err(e)) => {
+                    if !failing {
+                        warn!("cannot read the registered keys (will retry): {e}");
+                    }
+                    failing = true;
+                }
+            }
+        }
+    }
+
     /// Leave at unmount: release the reservation if this node holds it,
     /// then unregister.  A key already gone (this node was fenced) is not
     /// registered again.
-    pub fn leave(self) {
+    pub fn leave(&self) {
         let Some(dev) = &self.dev else { return };
         if let Some(Ok(false)) = self.still_registered() {
             warn!(

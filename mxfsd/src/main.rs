@@ -36,7 +36,7 @@ use clap::Parser;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use crate::fence::{FenceMode, NodeFence};
+use crate::fence::{FenceMode, NodeFence, WATCH_INTERVAL};
 use crate::netlink::{check_shutdown, Channel, Session};
 use crate::uapi::{cmd_name, Role, MXFS_CMD_SHUTDOWN};
 
@@ -141,6 +141,30 @@ fn serve(args: &Args, node_id: u64) -> anyhow::Result<()> {
     }
     info!(role = "owner", epoch, "ready; the module now mounts XFS");
 
+    // Self-fencing: a node whose key another node has preempted must not
+    // use the device any more.  The watch has its own netlink socket, so
+    // it can tell the kernel while this thread waits for commands.
+    let fence = std::sync::Arc::new(fence);
+    let (stop_watch, stop_rx) = std::sync::mpsc::channel::<()>();
+    let watcher = {
+        let fence = fence.clone();
+        std::thread::Builder::new()
+            .name("fence-watch".into())
+            .spawn(move || {
+                let Some(reason) = fence.watch(WATCH_INTERVAL, &stop_rx) else {
+                    return;
+                };
+                error!(
+                    reason = %reason,
+                    "this node has been fenced: its mount fails with EIO until it is unmounted"
+                );
+                if let Err(e) = Channel::open().and_then(|mut ch| ch.fenced(&session, &reason)) {
+                    error!("could not tell the kernel that this node is fenced: {e}");
+                }
+            })
+            .context("starting the fence watch")?
+    };
+
     loop {
         let (cmd, attrs) = ch.next_command().context("waiting for the kernel")?;
         if cmd != MXFS_CMD_SHUTDOWN {
@@ -156,6 +180,10 @@ fn serve(args: &Args, node_id: u64) -> anyhow::Result<()> {
                 info!(reason = %reason, "SHUTDOWN from the kernel; exiting");
                 // The module has unmounted XFS before SHUTDOWN: nothing of
                 // ours writes to the device any more.
+                drop(stop_watch);
+                if watcher.join().is_err() {
+                    warn!("the fence watch panicked");
+                }
                 fence.leave();
                 if let Err(e) = ch.daemon_exited(&session, 0, "shutdown requested") {
                     // the module also notices our socket closing

@@ -237,6 +237,21 @@ fn attr<P: neli::Size + ToBytes>(ty: u16, p: P) -> Result<Nlattr<u16, Buffer>, C
     Nlattr::new(false, false, ty, p).map_err(|e| ChannelError::Encode(e.to_string()))
 }
 
+/// A REASON attribute: NUL-terminated, cut at a character boundary to fit
+/// the kernel's MXFS_REASON_MAX bytes (NUL included).
+pub fn reason_attr(reason: &str) -> Vec<u8> {
+    let mut end = 0;
+    for (i, ch) in reason.char_indices() {
+        if i + ch.len_utf8() > MXFS_REASON_MAX - 1 {
+            break;
+        }
+        end = i + ch.len_utf8();
+    }
+    let mut v = reason.as_bytes()[..end].to_vec();
+    v.push(0);
+    v
+}
+
 impl Channel {
     pub fn open() -> Result<Self, ChannelError> {
         let mut resolver = NlSocketHandle::connect(NlFamily::Generic, None, &[])?;
@@ -345,10 +360,16 @@ impl Channel {
     ) -> Result<(), ChannelError> {
         let mut attrs = Self::base_attrs(s)?;
         attrs.push(attr(MXFS_A_ERROR, error)?);
-        let mut text: String = reason.chars().take(MXFS_REASON_MAX / 2).collect();
-        text.push('\0');
-        attrs.push(attr(MXFS_A_REASON, Buffer::from(text.into_bytes()))?);
+        attrs.push(attr(MXFS_A_REASON, Buffer::from(reason_attr(reason)))?);
         self.request(MXFS_CMD_DAEMON_EXITED, attrs)
+    }
+
+    /// Tell the kernel this node has been fenced: the mount fails with
+    /// EIO from now on.
+    pub fn fenced(&mut self, s: &Session, reason: &str) -> Result<(), ChannelError> {
+        let mut attrs = Self::base_attrs(s)?;
+        attrs.push(attr(MXFS_A_REASON, Buffer::from(reason_attr(reason)))?);
+        self.request(MXFS_CMD_FENCED, attrs)
     }
 
     /// Block until the kernel sends a command.
@@ -401,6 +422,17 @@ mod tests {
         p.extend(nla(MXFS_A_VOLUME_UUID, uuid));
         p.extend(nla(MXFS_A_REASON, reason));
         p
+    }
+
+    #[test]
+    fn reasons_fit_the_kernel_limit() {
+        assert_eq!(reason_attr("fenced"), b"fenced\0");
+        let long = "é".repeat(400);
+        let a = reason_attr(&long);
+        assert!(a.len() <= MXFS_REASON_MAX);
+        assert_eq!(a.last(), Some(&0));
+        assert!(std::str::from_utf8(&a[..a.len() - 1]).is_ok());
+        assert_eq!(reason_attr(&"x".repeat(300)).len(), MXFS_REASON_MAX);
     }
 
     #[test]

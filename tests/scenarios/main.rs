@@ -9,7 +9,7 @@ use anyhow::Result;
 use mxfs_testbed::cluster::{self, Assets, Cluster, Options};
 use mxfs_testbed::kernel::{self, Series};
 use mxfs_testbed::scenario::Runner;
-use mxfs_testbed::{checks, host, kmod, single, tools};
+use mxfs_testbed::{checks, fencing, host, kmod, single, tools};
 use std::path::PathBuf;
 
 const TESTBED_STEPS: &[&str] = &[
@@ -27,6 +27,8 @@ const SINGLE_STEPS: &[&str] = &[
     "mxfs_mount_and_umount",
     "mxfs_refuses_bad_input",
     "mxfs_registers_pr_key",
+    "mxfs_fences_itself_when_preempted",
+    "mxfs_refuses_foreign_reservation",
     "mxfs_hides_dot_mxfs",
     "mxfs_operation_groups",
     "mxfs_fsx_buffered_and_direct",
@@ -84,16 +86,22 @@ fn main() {
                         r.step(SINGLE_STEPS[1], || single::mount_and_umount(c.node(1)));
                         r.step(SINGLE_STEPS[2], || single::bad_input(c.node(1)));
                         r.step(SINGLE_STEPS[3], || single::pr_registration(c.node(1)));
-                        r.step(SINGLE_STEPS[4], || single::hides_dot_mxfs(c.node(1)));
-                        r.step(SINGLE_STEPS[5], || single::operation_groups(c.node(1)));
+                        r.step(SINGLE_STEPS[4], || {
+                            fencing::self_fence_when_preempted(&mut c)
+                        });
+                        r.step(SINGLE_STEPS[5], || {
+                            fencing::refuses_foreign_reservation(&mut c)
+                        });
+                        r.step(SINGLE_STEPS[6], || single::hides_dot_mxfs(c.node(1)));
+                        r.step(SINGLE_STEPS[7], || single::operation_groups(c.node(1)));
                         let ops = std::env::var("MXFS_FSX_OPS")
                             .ok()
                             .and_then(|v| v.parse().ok());
-                        r.step(SINGLE_STEPS[6], || {
+                        r.step(SINGLE_STEPS[8], || {
                             single::fsx(c.node(1), ops.unwrap_or(FSX_OPS))
                         });
-                        r.step(SINGLE_STEPS[7], || single::pjdfstest_matches_xfs(c.node(1)));
-                        r.step(SINGLE_STEPS[8], || {
+                        r.step(SINGLE_STEPS[9], || single::pjdfstest_matches_xfs(c.node(1)));
+                        r.step(SINGLE_STEPS[10], || {
                             single::bench(c.node(1), 2000).map(|_| ())
                         });
                     }

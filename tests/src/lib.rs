@@ -18,13 +18,15 @@
 //! - [`node`]: one VM.
 //! - [`cluster`]: N nodes, their LUN and network, faults on demand.
 //! - [`checks`]: checks of the testbed itself (boot, LUN, PR, network).
-//! - [`single`]: single-node mxfs checks (mount, bad input, pjdfstest, fsx).
+//! - [`single`]: single-node mxfs checks (mount, bad input, PR key, pjdfstest, fsx).
+//! - [`fencing`]: fencing checks that need a second node (self-fencing).
 //! - [`tools`]: pjdfstest and fsx from crates.io, for the guests.
 //! - [`scenario`]: a tiny runner for the scenario tests.
 
 pub mod accel;
 pub mod checks;
 pub mod cluster;
+pub mod fencing;
 pub mod host;
 pub mod initramfs;
 pub mod kernel;

@@ -715,7 +715,7 @@ pub fn bench(node: &mut Node, files: usize) -> Result<Vec<BenchRow>> {
 }
 
 /// The node id mxfsd registers as its PR key: FNV-1a of the node UUID.
-fn node_key(node: &mut Node) -> Result<u64> {
+pub fn node_key(node: &mut Node) -> Result<u64> {
     let text = node.must(&format!("cat {}", mxfs_core::identity::NODE_UUID_PATH))?;
     mxfs_core::identity::parse_identity(&text)
         .map(|i| i.id)
