@@ -156,7 +156,7 @@ fn serve(args: &Args, node_id: u64) -> anyhow::Result<()> {
                 };
                 error!(
                     reason = %reason,
-                    "this node has been fenced: its mount fails with EIO until it is unmounted"
+                    "this node has been fenced: {reason}; its mount fails with EIO until it is unmounted"
                 );
                 if let Err(e) = Channel::open().and_then(|mut ch| ch.fenced(&session, &reason)) {
                     error!("could not tell the kernel that this node is fenced: {e}");
