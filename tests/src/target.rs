@@ -39,7 +39,7 @@ impl Target {
         }
         // A control port of our own, so a system tgtd (socket.0) or another
         // testbed run never answers our tgtadm calls.
-        let control_port = 1000 + (std::process::id() % 50000) as u16;
+        let control_port = control_port_for(std::process::id());
         std::fs::create_dir_all("/var/run/tgtd")?;
         let sock = PathBuf::from(format!("/var/run/tgtd/socket.{control_port}"));
         let _ = std::fs::remove_file(&sock);
@@ -123,5 +123,25 @@ impl Drop for Target {
         }
         let _ = std::fs::remove_file(format!("/var/run/tgtd/socket.{}", self.control_port));
         let _ = std::fs::remove_file(format!("/var/run/tgtd/socket.{}.lock", self.control_port));
+    }
+}
+
+/// tgtd's `-C` takes 0..=32767 ("argument value out of range" above it,
+/// and then tgtd never starts): a port in 1000..=30999 from the PID.
+fn control_port_for(pid: u32) -> u16 {
+    1000 + (pid % 30000) as u16
+}
+
+#[cfg(test)]
+mod control_port_tests {
+    use super::control_port_for;
+
+    #[test]
+    fn control_ports_stay_in_tgtds_range() {
+        // 31841 gave 32841 before, which tgtd refused.
+        for pid in [0, 1, 29_999, 30_000, 31_841, 4_194_303, u32::MAX] {
+            let p = control_port_for(pid);
+            assert!((1000..=32767).contains(&p), "{pid} -> {p}");
+        }
     }
 }
