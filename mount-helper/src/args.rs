@@ -30,6 +30,9 @@ pub enum Parsed {
     Run(Invocation),
     Help,
     Version,
+    /// `--udev-probe DEVNODE`: print udev properties for the device (the
+    /// udev rules run this; see `udev/64-mxfs.rules`).
+    UdevProbe(OsString),
 }
 
 /// Parse the arguments after argv[0].
@@ -56,6 +59,12 @@ where
             }
             b"--help" => return Ok(Parsed::Help),
             b"--version" => return Ok(Parsed::Version),
+            b"--udev-probe" => {
+                return match (it.next(), it.next()) {
+                    (Some(dev), None) => Ok(Parsed::UdevProbe(dev)),
+                    _ => Err(Failure::usage("usage: mount.mxfs --udev-probe DEVNODE")),
+                }
+            }
             _ if bytes.starts_with(b"--") => {
                 return Err(Failure::usage(format!(
                     "unknown flag {}; {USAGE}",
@@ -184,6 +193,12 @@ mod tests {
         assert_eq!(parse(&["--help"]).unwrap(), Parsed::Help);
         assert_eq!(parse(&["-V"]).unwrap(), Parsed::Version);
         assert_eq!(parse(&["--version"]).unwrap(), Parsed::Version);
+        assert_eq!(
+            parse(&["--udev-probe", "/dev/sda"]).unwrap(),
+            Parsed::UdevProbe("/dev/sda".into())
+        );
+        assert!(parse(&["--udev-probe"]).is_err());
+        assert!(parse(&["--udev-probe", "/dev/sda", "x"]).is_err());
     }
 
     #[test]

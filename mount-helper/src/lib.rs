@@ -68,6 +68,10 @@ where
             println!("mount.mxfs (mxfs) {}", env!("CARGO_PKG_VERSION"));
             0
         }
+        Ok(Parsed::UdevProbe(dev)) => {
+            print!("{}", udev_probe(Path::new(&dev)));
+            0
+        }
         Ok(Parsed::Run(inv)) => match run(&inv) {
             Ok(()) => 0,
             Err(f) => {
@@ -79,6 +83,22 @@ where
             eprintln!("{}", f.line());
             f.exit.code()
         }
+    }
+}
+
+/// udev properties for a block device (IMPORT{program} format): `MXFS_PR=1`
+/// when PERSISTENT RESERVE IN answered (what the mount relies on),
+/// `MXFS_PR=0` when the device has none; nothing when it cannot tell
+/// (NVMe: mxfsd checks at mount) or the device is gone.
+pub fn udev_probe(dev: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(dev) else {
+        return String::new();
+    };
+    match pr::check(dev, meta.rdev(), Path::new(pr::SYSFS)) {
+        PrSupport::Scsi(_) => "MXFS_PR=1\n".to_string(),
+        PrSupport::No(_) => "MXFS_PR=0\n".to_string(),
+        PrSupport::Nvme | PrSupport::Unknown(_) => String::new(),
     }
 }
 

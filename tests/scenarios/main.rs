@@ -9,7 +9,7 @@ use anyhow::Result;
 use mxfs_testbed::cluster::{self, Assets, Cluster, Options};
 use mxfs_testbed::kernel::{self, Series};
 use mxfs_testbed::scenario::Runner;
-use mxfs_testbed::{checks, fencing, host, kmod, single, tools};
+use mxfs_testbed::{checks, deb, fencing, host, kmod, packages, single, tools};
 use std::path::PathBuf;
 
 const TESTBED_STEPS: &[&str] = &[
@@ -23,7 +23,7 @@ const TESTBED_STEPS: &[&str] = &[
 ];
 
 const SINGLE_STEPS: &[&str] = &[
-    "mxfs_install_on_node1",
+    "mxfs_installs_from_debian_packages",
     "mxfs_mount_and_umount",
     "mxfs_refuses_bad_input",
     "mxfs_registers_pr_key",
@@ -34,17 +34,27 @@ const SINGLE_STEPS: &[&str] = &[
     "mxfs_fsx_buffered_and_direct",
     "mxfs_pjdfstest_matches_xfs",
     "mxfs_benchmark_against_xfs",
+    "mxfs_udev_rules",
+    "mxfs_packages_remove_cleanly",
 ];
+
+/// Benchmark: files per metadata round, and rounds (medians are
+/// reported).
+const BENCH_FILES: usize = 4000;
+const BENCH_ROUNDS: usize = 3;
 
 /// fsx operations per run in the default tier; the long tier
 /// (`cargo xtask test --long`) sets MXFS_FSX_OPS=100000.
 const FSX_OPS: u32 = 10_000;
 
-/// What the nodes get on their artifacts disk: the project's binaries, the
-/// module built for the guest kernel, and the test tools.
+/// What the nodes get on their artifacts disk: the project's Debian
+/// packages, its binaries (mxfs-opcheck), and the test tools.
 fn artifacts(assets: &Assets) -> Result<Vec<(PathBuf, String)>> {
     let mut a = host::project_artifacts();
-    a.push((kmod::build(&assets.kernel)?, "mxfs.ko".to_string()));
+    // The nodes install MXFS from its Debian packages (DKMS builds the
+    // module for the guest kernel); the host-side build is checked too.
+    kmod::build(&assets.kernel)?;
+    a.extend(deb::artifacts()?);
     a.extend(tools::ensure()?);
     Ok(a)
 }
@@ -81,7 +91,7 @@ fn main() {
                 r.step(TESTBED_STEPS[6], || checks::power_cycle(&mut c));
                 match single::install(c.node(1)) {
                     Err(e) => r.fail_all(SINGLE_STEPS, &e),
-                    Ok(()) => {
+                    Ok(_) => {
                         r.step(SINGLE_STEPS[0], || Ok(()));
                         r.step(SINGLE_STEPS[1], || single::mount_and_umount(c.node(1)));
                         r.step(SINGLE_STEPS[2], || single::bad_input(c.node(1)));
@@ -102,8 +112,11 @@ fn main() {
                         });
                         r.step(SINGLE_STEPS[9], || single::pjdfstest_matches_xfs(c.node(1)));
                         r.step(SINGLE_STEPS[10], || {
-                            single::bench(c.node(1), 2000).map(|_| ())
+                            single::bench(c.node(1), BENCH_FILES, BENCH_ROUNDS).map(|_| ())
                         });
+                        r.step(SINGLE_STEPS[11], || packages::udev_rules(c.node(1)));
+                        // Last: it uninstalls MXFS from node 1.
+                        r.step(SINGLE_STEPS[12], || packages::removal(c.node(1)));
                     }
                 }
             }

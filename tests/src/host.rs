@@ -23,6 +23,11 @@ pub const HOST_PACKAGES: &[&str] = &[
     "make",
     "gcc",
     "dwarves",
+    // the Debian packages (cargo xtask deb)
+    "dpkg-dev",
+    "debhelper",
+    "dh-dkms",
+    "lintian",
 ];
 
 /// Makes sure the sbin directories are on PATH: the testbed runs tools that

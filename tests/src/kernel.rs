@@ -74,6 +74,30 @@ impl Kernel {
     pub fn modules_dir(&self) -> PathBuf {
         self.root.join(format!("lib/modules/{}", self.release))
     }
+    /// The downloaded header packages (`linux-headers-*`, `linux-kbuild-*`)
+    /// of this kernel, to install in a guest.
+    pub fn header_debs(&self) -> Result<Vec<PathBuf>> {
+        let dir = self
+            .root
+            .parent()
+            .context("kernel root has no parent")?
+            .join("debs")
+            .join(&self.release);
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let n = p.file_name().unwrap_or_default().to_string_lossy();
+                (n.starts_with("linux-headers-") || n.starts_with("linux-kbuild-"))
+                    && n.ends_with(".deb")
+            })
+            .collect();
+        v.sort();
+        if v.is_empty() {
+            anyhow::bail!("no header packages in {}", dir.display());
+        }
+        Ok(v)
+    }
     /// The kbuild tree to pass as `make -C`.
     pub fn headers_dir(&self) -> PathBuf {
         self.root

@@ -20,12 +20,15 @@
 //! - [`checks`]: checks of the testbed itself (boot, LUN, PR, network).
 //! - [`single`]: single-node mxfs checks (mount, bad input, PR key, pjdfstest, fsx).
 //! - [`fencing`]: fencing checks that need a second node (self-fencing).
+//! - [`deb`]: the `mxfs` and `mxfs-dkms` Debian packages (dpkg-buildpackage, lintian).
+//! - [`packages`]: the installed packages: udev rules, removal.
 //! - [`tools`]: pjdfstest and fsx from crates.io, for the guests.
 //! - [`scenario`]: a tiny runner for the scenario tests.
 
 pub mod accel;
 pub mod checks;
 pub mod cluster;
+pub mod deb;
 pub mod fencing;
 pub mod host;
 pub mod initramfs;
@@ -34,6 +37,7 @@ pub mod kmod;
 pub mod net;
 pub mod node;
 pub mod opcheck;
+pub mod packages;
 pub mod qga;
 pub mod rootfs;
 pub mod scenario;

@@ -24,6 +24,10 @@ pub const GUEST_PACKAGES: &[&str] = &[
     "fio",
     "socat",
     "qemu-guest-agent",
+    // DKMS builds mxfs.ko in the guest from the mxfs-dkms package; the
+    // kernel's headers come from the testbed's own kernel download.
+    "dkms",
+    "linux-compiler-gcc-12-x86",
 ];
 
 /// Addresses of the testbed's private network (inside its own network
@@ -188,6 +192,7 @@ pub fn ensure_image(kernel: &Kernel) -> Result<PathBuf> {
                 let _ = std::fs::remove_file(dest.join("build"));
                 let _ = std::fs::remove_file(dest.join("source"));
             }
+            install_headers(&tree, kernel)?;
             let tmp = image.with_extension("tmp");
             make_ext4(&tree, &tmp, "mxfs-root", "4G")?;
             std::fs::rename(&tmp, &image)?;
@@ -195,6 +200,27 @@ pub fn ensure_image(kernel: &Kernel) -> Result<PathBuf> {
         },
     )?;
     Ok(image)
+}
+
+/// Installs the kernel's header packages into the tree with dpkg, so that
+/// DKMS in the guest can build for it (`/lib/modules/REL/build`).
+fn install_headers(tree: &Path, kernel: &Kernel) -> Result<()> {
+    let debs = kernel.header_debs()?;
+    let inbox = tree.join("var/tmp/mxfs-kernel-debs");
+    std::fs::create_dir_all(&inbox)?;
+    let mut names = Vec::new();
+    for d in &debs {
+        let name = d.file_name().unwrap().to_string_lossy().into_owned();
+        std::fs::copy(d, inbox.join(&name))?;
+        names.push(format!("/var/tmp/mxfs-kernel-debs/{name}"));
+    }
+    let r = run(Command::new("chroot")
+        .arg(tree)
+        .args(["dpkg", "-i"])
+        .args(&names));
+    let _ = std::fs::remove_dir_all(&inbox);
+    r.context("installing the kernel headers into the guest tree")?;
+    Ok(())
 }
 
 /// Removes the entries of `dir` whose names do not start with `keep`.

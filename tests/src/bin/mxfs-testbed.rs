@@ -12,6 +12,8 @@
 //!   its output, tear down (for poking at a problem).
 //! - `cargo xtask kmod [--kernel 6.1]`: build mxfs.ko against that kernel's
 //!   headers (W=1, -Werror); `--kernel all` builds for 5.10, 6.1 and 6.12.
+//! - `cargo xtask deb`: build the `mxfs` and `mxfs-dkms` Debian packages
+//!   into `target/deb/` and check them with lintian.
 
 use anyhow::{bail, Context, Result};
 use mxfs_testbed::cluster::{self, Cluster, Options};
@@ -22,7 +24,7 @@ use std::process::Command;
 use std::time::Instant;
 
 const USAGE: &str =
-    "usage: cargo xtask <demo|test|setup|kmod|run> [--nodes N] [--kernel 5.10|6.1|6.12|all] [--long]";
+    "usage: cargo xtask <demo|test|setup|kmod|deb|run> [--nodes N] [--kernel 5.10|6.1|6.12|all] [--long]";
 
 struct Args {
     cmd: String,
@@ -91,10 +93,7 @@ fn demo(args: &Args) -> Result<()> {
     let assets = cluster::prepare(args.series)?;
     build_artifacts()?;
     let mut artifacts = host::project_artifacts();
-    artifacts.push((
-        mxfs_testbed::kmod::build(&assets.kernel)?,
-        "mxfs.ko".to_string(),
-    ));
+    artifacts.extend(mxfs_testbed::deb::artifacts()?);
     let opts = Options {
         nodes: args.nodes,
         artifacts,
@@ -180,10 +179,7 @@ fn run_script(args: &Args) -> Result<()> {
     let assets = cluster::prepare(args.series)?;
     build_artifacts()?;
     let mut artifacts = host::project_artifacts();
-    artifacts.push((
-        mxfs_testbed::kmod::build(&assets.kernel)?,
-        "mxfs.ko".to_string(),
-    ));
+    artifacts.extend(mxfs_testbed::deb::artifacts()?);
     artifacts.extend(mxfs_testbed::tools::ensure()?);
     let opts = Options {
         nodes: args.nodes,
@@ -221,6 +217,17 @@ fn build_kmod(args: &Args) -> Result<()> {
     Ok(())
 }
 
+fn build_debs() -> Result<()> {
+    host::ensure_sbin_path();
+    host::ensure_host_packages()?;
+    build_artifacts()?;
+    let debs = step("building the Debian packages", mxfs_testbed::deb::build)?;
+    for d in debs {
+        say(d.display().to_string());
+    }
+    Ok(())
+}
+
 fn main() {
     let r = parse_args().and_then(|args| match args.cmd.as_str() {
         "setup" => cluster::prepare(args.series).map(|a| {
@@ -231,6 +238,7 @@ fn main() {
         }),
         "demo" => demo(&args),
         "kmod" => build_kmod(&args),
+        "deb" => build_debs(),
         "run" => run_script(&args),
         "test" => test(&args),
         other => Err(anyhow::anyhow!("unknown command {other:?}\n{USAGE}")),
