@@ -63,7 +63,7 @@ struct mxfs_volume {
 	u32 role;
 	u64 epoch;
 	u64 node_id;
-	struct pid *daemon_pid;		/* the process we spawned */
+	struct pid *daemon_pid;		/* spawned, then DAEMON_READY's sender */
 	bool dead;			/* operations fail with -EIO */
 	bool daemon_gone;		/* its netlink socket closed */
 	int ready_err;			/* DAEMON_READY refused the mount */
@@ -71,6 +71,8 @@ struct mxfs_volume {
 
 	struct completion ready;	/* DAEMON_READY accepted */
 	struct completion exited;	/* DAEMON_EXITED or socket closed */
+	/* a mounted volume's daemon is gone: dead unless one re-attaches */
+	struct delayed_work reattach_work;
 };
 
 struct mxfs_sb_info {

@@ -13,6 +13,8 @@
 #include <linux/random.h>
 #include <linux/capability.h>
 #include <linux/notifier.h>
+#include <linux/moduleparam.h>
+#include <linux/workqueue.h>
 #include <linux/netlink.h>
 #include <net/genetlink.h>
 #include <net/net_namespace.h>
@@ -52,6 +54,8 @@ static struct mxfs_volume *mxfs_volume_find(const u8 *uuid)
 	return NULL;
 }
 
+static void mxfs_reattach_expired(struct work_struct *work);
+
 /*
  * Claim @uuid for a new mount on this node.  -EBUSY if it is already
  * mounted (or being mounted) here.
@@ -74,6 +78,7 @@ struct mxfs_volume *mxfs_volume_register(const u8 *uuid, dev_t dev)
 	vol->state = MXFS_VOL_SPAWNING;
 	init_completion(&vol->ready);
 	init_completion(&vol->exited);
+	INIT_DELAYED_WORK(&vol->reattach_work, mxfs_reattach_expired);
 
 	mutex_lock(&mxfs_vol_mutex);
 	if (mxfs_volume_find(uuid)) {
@@ -91,8 +96,15 @@ void mxfs_volume_unregister(struct mxfs_volume *vol)
 	mutex_lock(&mxfs_vol_mutex);
 	list_del_init(&vol->list);
 	mutex_unlock(&mxfs_vol_mutex);
+	/* Off the list, nothing schedules it again. */
+	cancel_delayed_work_sync(&vol->reattach_work);
 	mxfs_volume_put(vol);
 }
+
+static unsigned int mxfs_reattach_timeout = 30;
+module_param_named(reattach_timeout, mxfs_reattach_timeout, uint, 0644);
+MODULE_PARM_DESC(reattach_timeout,
+		 "Seconds a mounted volume whose mxfsd died waits for a restarted one to re-attach before its operations fail with EIO (0: at once)");
 
 /* Caller holds vol->lock. */
 static void __mxfs_volume_mark_dead(struct mxfs_volume *vol, const char *why)
@@ -109,6 +121,20 @@ void mxfs_volume_mark_dead(struct mxfs_volume *vol, const char *why)
 {
 	spin_lock(&vol->lock);
 	__mxfs_volume_mark_dead(vol, why);
+	spin_unlock(&vol->lock);
+}
+
+/* No daemon re-attached in time: the mount goes dead. */
+static void mxfs_reattach_expired(struct work_struct *work)
+{
+	struct mxfs_volume *vol = container_of(to_delayed_work(work),
+					       struct mxfs_volume,
+					       reattach_work);
+
+	spin_lock(&vol->lock);
+	if (vol->state == MXFS_VOL_READY && vol->daemon_gone)
+		__mxfs_volume_mark_dead(vol,
+			"mxfsd exited and no restarted mxfsd re-attached in time (reattach_timeout)");
 	spin_unlock(&vol->lock);
 }
 
@@ -175,6 +201,20 @@ static struct mxfs_volume *mxfs_nl_volume(struct genl_info *info)
 	return vol;
 }
 
+/*
+ * The sender of this DAEMON_READY (genl runs in its context) becomes the
+ * volume's daemon.  Caller holds vol->lock.
+ */
+static void mxfs_volume_set_daemon(struct mxfs_volume *vol, u32 portid)
+{
+	struct pid *old = vol->daemon_pid;
+
+	vol->portid = portid;
+	vol->daemon_gone = false;
+	vol->daemon_pid = get_task_pid(current, PIDTYPE_TGID);
+	put_pid(old);
+}
+
 static int mxfs_nl_daemon_ready(struct sk_buff *skb, struct genl_info *info)
 {
 	struct nlattr **a = info->attrs;
@@ -198,7 +238,16 @@ static int mxfs_nl_daemon_ready(struct sk_buff *skb, struct genl_info *info)
 		goto out;
 	}
 	spin_lock(&vol->lock);
-	if (vol->state != MXFS_VOL_SPAWNING) {
+	if (vol->state == MXFS_VOL_READY && vol->daemon_gone &&
+	    role == vol->role) {
+		/* A restarted daemon (systemd) re-attaches to the live mount. */
+		mxfs_volume_set_daemon(vol, info->snd_portid);
+		reinit_completion(&vol->exited);
+		cancel_delayed_work(&vol->reattach_work);
+		pr_info("volume %pU: mxfsd re-attached (pid %d)%s\n", vol->uuid,
+			pid_nr(vol->daemon_pid),
+			vol->dead ? "; the mount stays dead" : "");
+	} else if (vol->state != MXFS_VOL_SPAWNING) {
 		err = -EALREADY;
 		NL_SET_ERR_MSG(info->extack, "mxfs: daemon already attached");
 	} else if (role != MXFS_ROLE_OWNER) {
@@ -210,7 +259,8 @@ static int mxfs_nl_daemon_ready(struct sk_buff *skb, struct genl_info *info)
 			"mxfsd reported an unknown role", sizeof(vol->reason));
 		NL_SET_ERR_MSG(info->extack, "mxfs: only the owner role is implemented");
 	} else {
-		vol->portid = info->snd_portid;
+		/* The sender may be the unit the spawned process handed over to. */
+		mxfs_volume_set_daemon(vol, info->snd_portid);
 		vol->role = role;
 		vol->epoch = nla_get_u64(a[MXFS_A_EPOCH]);
 		if (a[MXFS_A_NODE_ID])
@@ -388,12 +438,21 @@ static int mxfs_nl_notify(struct notifier_block *nb, unsigned long event,
 
 		spin_lock(&vol->lock);
 		if (vol->portid == n->portid) {
+			unsigned int grace = READ_ONCE(mxfs_reattach_timeout);
+
 			vol->portid = 0;
 			vol->daemon_gone = true;
 			gone = true;
-			if (vol->state == MXFS_VOL_READY)
+			if (vol->state == MXFS_VOL_READY && !grace) {
 				__mxfs_volume_mark_dead(vol,
 					"mxfsd closed its netlink socket (it exited or was killed)");
+			} else if (vol->state == MXFS_VOL_READY && !vol->dead) {
+				/* The lower XFS needs no daemon: operations go on. */
+				pr_warn("volume %pU: mxfsd closed its netlink socket (it exited or was killed); operations go on and fail with EIO unless a restarted mxfsd re-attaches within %u s\n",
+					vol->uuid, grace);
+				schedule_delayed_work(&vol->reattach_work,
+						      grace * HZ);
+			}
 		}
 		spin_unlock(&vol->lock);
 		if (gone)

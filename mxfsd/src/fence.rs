@@ -126,6 +126,23 @@ impl NodeFence {
         }
     }
 
+    /// A restarted daemon re-attaching to a live mount: open the device
+    /// but register nothing (a key removed meanwhile stays removed; the
+    /// caller checks [`NodeFence::still_registered`]).
+    pub fn attach(path: &Path, key: u64, mode: FenceMode) -> Result<NodeFence, FenceError> {
+        let dev = match mode {
+            FenceMode::None => None,
+            FenceMode::Scsi => {
+                Some(PrDevice::open(path).map_err(|e| FenceError::Open(path.to_path_buf(), e))?)
+            }
+        };
+        Ok(NodeFence {
+            dev,
+            path: path.to_path_buf(),
+            key,
+        })
+    }
+
     fn reserve(&self) -> Result<Joined, FenceError> {
         let dev = self.dev.as_ref().expect("reserve without a device");
         let pr = |e| FenceError::Pr(self.path.clone(), e);
@@ -177,11 +194,17 @@ impl NodeFence {
     /// (`Some(reason)`: this node has been fenced and must stop using the
     /// device).  Never registers again.  Where the key cannot be read
     /// (fence=none, NVMe) it only waits for `stop`.
-    pub fn watch(&self, interval: Duration, stop: &Receiver<()>) -> Option<String> {
+    /// `tick` runs at every interval (the systemd watchdog ping).
+    pub fn watch(
+        &self,
+        interval: Duration,
+        stop: &Receiver<()>,
+        tick: impl Fn(),
+    ) -> Option<String> {
         let mut failing = false;
         loop {
             match stop.recv_timeout(interval) {
-                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Timeout) => tick(),
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return None,
             }
             match self.still_registered() {

@@ -17,6 +17,7 @@ mod fence;
 mod lockstate;
 mod logging;
 mod netlink;
+mod supervision;
 mod uapi;
 #[allow(dead_code, unused_imports)]
 mod wire;
@@ -110,36 +111,79 @@ fn ensure_std_fds() -> bool {
     }
 }
 
-fn serve(args: &Args, node_id: u64) -> anyhow::Result<()> {
+/// Why the daemon stopped: `GaveUp` tells systemd not to restart it
+/// (the mount was refused, or is gone).
+enum Stop {
+    GaveUp(anyhow::Error),
+    Failed(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Stop {
+    fn from(e: E) -> Self {
+        Stop::Failed(e.into())
+    }
+}
+
+fn serve(args: &Args, node_id: u64) -> Result<(), Stop> {
     let session = Session {
         token: args.token,
         uuid: *args.uuid.as_bytes(),
     };
     let mut ch = Channel::open().context("opening the netlink channel")?;
-    // Fencing first: this node writes to the device only once its key is
-    // registered and the registrants-only reservation is in place.
-    let fence = match NodeFence::join(&args.device, node_id, args.fence) {
-        Ok((f, joined)) => {
-            info!(fence = args.fence.as_str(), joined = ?joined, "fencing in place");
-            f
-        }
-        Err(e) => {
-            let reason = e.to_string();
-            // The module fails the mount with this reason.
-            if let Err(ne) = ch.daemon_exited(&session, EIO, &reason) {
-                warn!("DAEMON_EXITED not delivered: {ne}");
+    let reattach = supervision::is_reattach(&args.uuid);
+    let fence = if reattach {
+        // systemd restarted us while the mount lives: no new registration.
+        info!("restarted while the volume is mounted: re-attaching");
+        supervision::status("re-attaching to the mounted volume");
+        NodeFence::attach(&args.device, node_id, args.fence).context("opening the device")?
+    } else {
+        // Fencing first: this node writes to the device only once its key
+        // is registered and the registrants-only reservation is in place.
+        supervision::status("registering this node's reservation key");
+        match NodeFence::join(&args.device, node_id, args.fence) {
+            Ok((f, joined)) => {
+                info!(fence = args.fence.as_str(), joined = ?joined, "fencing in place");
+                f
             }
-            return Err(e).context("joining the device's reservation");
+            Err(e) => {
+                let reason = e.to_string();
+                // The module fails the mount with this reason.
+                if let Err(ne) = ch.daemon_exited(&session, EIO, &reason) {
+                    warn!("DAEMON_EXITED not delivered: {ne}");
+                }
+                return Err(Stop::GaveUp(
+                    anyhow::Error::new(e).context("joining the device's reservation"),
+                ));
+            }
         }
     };
     // One node: the owner at once.  The epoch comes from the lockstate
     // file in the multi-node work; until then it is 1.
     let epoch = 1;
     if let Err(e) = ch.daemon_ready(&session, Role::Owner, epoch, node_id) {
-        fence.leave();
-        return Err(e).context("DAEMON_READY");
+        if !reattach {
+            fence.leave();
+        }
+        supervision::finished(&args.uuid);
+        return Err(Stop::GaveUp(anyhow::Error::new(e).context("DAEMON_READY")));
     }
-    info!(role = "owner", epoch, "ready; the module now mounts XFS");
+    if reattach {
+        info!(role = "owner", epoch, "re-attached to the mounted volume");
+    } else {
+        info!(role = "owner", epoch, "ready; the module now mounts XFS");
+    }
+    supervision::joined(
+        &args.uuid,
+        &format!("owner, epoch {epoch}, fence={}", args.fence.as_str()),
+    );
+    if reattach && matches!(fence.still_registered(), Some(Ok(false))) {
+        let reason = format!(
+            "key 0x{node_id:016x} was removed from {} while mxfsd was restarting (preempted)",
+            args.device.display()
+        );
+        error!(reason = %reason, "this node has been fenced: {reason}");
+        ch.fenced(&session, &reason).context("FENCED")?;
+    }
 
     // Self-fencing: a node whose key another node has preempted must not
     // use the device any more.  The watch has its own netlink socket, so
@@ -151,7 +195,8 @@ fn serve(args: &Args, node_id: u64) -> anyhow::Result<()> {
         std::thread::Builder::new()
             .name("fence-watch".into())
             .spawn(move || {
-                let Some(reason) = fence.watch(WATCH_INTERVAL, &stop_rx) else {
+                let Some(reason) = fence.watch(WATCH_INTERVAL, &stop_rx, supervision::watchdog)
+                else {
                     return;
                 };
                 error!(
@@ -185,6 +230,7 @@ fn serve(args: &Args, node_id: u64) -> anyhow::Result<()> {
                     warn!("the fence watch panicked");
                 }
                 fence.leave();
+                supervision::finished(&args.uuid);
                 if let Err(e) = ch.daemon_exited(&session, 0, "shutdown requested") {
                     // the module also notices our socket closing
                     warn!("DAEMON_EXITED not delivered: {e}");
@@ -199,18 +245,20 @@ fn serve(args: &Args, node_id: u64) -> anyhow::Result<()> {
 /// EIO: the error a refused join reports to the kernel in DAEMON_EXITED.
 const EIO: u32 = 5;
 
-async fn run(args: Args, node_id: u64) -> anyhow::Result<()> {
+async fn run(args: Args, node_id: u64) -> Result<(), Stop> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     let worker = tokio::task::spawn_blocking(move || serve(&args, node_id));
+    const GONE: &str = "exiting while mounted; the mount fails with EIO unless a restarted mxfsd \
+                        re-attaches in time (module parameter reattach_timeout)";
     tokio::select! {
         r = worker => r.context("netlink worker")?,
         _ = sigterm.recv() => {
-            warn!("SIGTERM: exiting while mounted; the module marks the mount dead (EIO)");
+            warn!("SIGTERM: {GONE}");
             Ok(())
         }
         _ = tokio::signal::ctrl_c() => {
-            warn!("SIGINT: exiting while mounted; the module marks the mount dead (EIO)");
+            warn!("SIGINT: {GONE}");
             Ok(())
         }
     }
@@ -245,6 +293,26 @@ fn main() -> ExitCode {
         env!("CARGO_PKG_VERSION")
     );
 
+    // Paths that the unit's environment file cannot carry run on directly.
+    if supervision::should_hand_over()
+        && supervision::env_contents(&args.device, &args.mountpoint, args.token, args.fence)
+            .is_some()
+    {
+        match supervision::hand_over(
+            &args.uuid,
+            &args.device,
+            &args.mountpoint,
+            args.token,
+            args.fence,
+        ) {
+            Ok(code) => return code,
+            Err(e) => {
+                error!("{e:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -260,7 +328,11 @@ fn main() -> ExitCode {
     rt.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Stop::GaveUp(e)) => {
+            error!("{e:#}");
+            ExitCode::from(supervision::EXIT_GAVE_UP)
+        }
+        Err(Stop::Failed(e)) => {
             error!("{e:#}");
             ExitCode::FAILURE
         }

@@ -23,6 +23,10 @@ fn staged_files(root: &Path) -> Result<Vec<(PathBuf, String)>> {
         (release.join("mxfsd"), "bin/mxfsd".to_string()),
         (release.join("mount-mxfs"), "bin/mount.mxfs".to_string()),
         (root.join("systemd/mxfs.conf"), "systemd/mxfs.conf".into()),
+        (
+            root.join("systemd/mxfsd@.service"),
+            "systemd/mxfsd@.service".into(),
+        ),
         (root.join("udev/64-mxfs.rules"), "udev/64-mxfs.rules".into()),
         (
             root.join("mount-helper/mount.mxfs.8"),

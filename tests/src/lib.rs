@@ -22,6 +22,7 @@
 //! - [`fencing`]: fencing checks that need a second node (self-fencing).
 //! - [`deb`]: the `mxfs` and `mxfs-dkms` Debian packages (dpkg-buildpackage, lintian).
 //! - [`packages`]: the installed packages: udev rules, removal.
+//! - [`supervision`]: mxfsd as a systemd unit: restart and re-attach.
 //! - [`tools`]: pjdfstest and fsx from crates.io, for the guests.
 //! - [`scenario`]: a tiny runner for the scenario tests.
 
@@ -42,5 +43,6 @@ pub mod qga;
 pub mod rootfs;
 pub mod scenario;
 pub mod single;
+pub mod supervision;
 pub mod target;
 pub mod tools;

@@ -63,8 +63,17 @@ fn mounted(node: &mut Node, fstype: &str) -> Result<bool> {
         .is_empty())
 }
 
+/// How many mxfsd run; when some do, waits up to 5 s for them to exit (a
+/// unit's daemon that gave up may still be on its way out).
 fn daemons(node: &mut Node) -> Result<usize> {
-    Ok(node.must("pgrep -x mxfsd || true")?.lines().count())
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let n = node.must("pgrep -x mxfsd || true")?.lines().count();
+        if n == 0 || std::time::Instant::now() > deadline {
+            return Ok(n);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// XFS on the LUN is clean: `xfs_repair -n` finds nothing and a plain XFS
@@ -314,7 +323,10 @@ pub fn bad_input(node: &mut Node) -> Result<()> {
         "a second mount attempt left an extra mxfsd"
     );
 
+    // With no grace for a restarted daemon to re-attach (the unit restarts
+    // it; supervision checks that path), a killed daemon kills the mount.
     node.must(&format!("echo before-kill > {MNT}/written && sync"))?;
+    node.must("echo 0 > /sys/module/mxfs/parameters/reattach_timeout")?;
     node.must("dmesg -C; pkill -9 -x mxfsd")?;
     std::thread::sleep(Duration::from_secs(2));
     let io = node.sh(&format!("ls {MNT}"), Duration::from_secs(60))?;
@@ -333,6 +345,7 @@ pub fn bad_input(node: &mut Node) -> Result<()> {
         "the kernel log should say why the mount is dead"
     );
     node.must(&format!("umount {MNT}"))?;
+    node.must("echo 30 > /sys/module/mxfs/parameters/reattach_timeout")?;
     ensure!(
         !mounted(node, "mxfs")?,
         "umount of a dead mount left it mounted"

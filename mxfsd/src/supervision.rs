@@ -1,0 +1,216 @@
+//! Supervision by systemd (DESIGN.md §8): the process the kernel spawns
+//! hands itself to `mxfsd@UUID.service` when systemd runs the machine, so
+//! that the daemon is a supervised unit with its own journal, restarted
+//! when it dies; without systemd (or without the unit installed) it runs
+//! on directly.
+//!
+//! The hand-over: the spawned process writes the kernel's arguments to
+//! `/run/mxfs/UUID.env` (root only) and runs `systemctl start` for the
+//! unit, which returns once the unit's daemon has joined and sent READY=1;
+//! the module meanwhile waits for that daemon's DAEMON_READY and takes it
+//! as the volume's daemon.  After a first successful join the daemon marks
+//! `/run/mxfs/UUID.attached`: a daemon that systemd restarts while the
+//! mount lives finds it and re-attaches instead of joining anew.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::fence::FenceMode;
+
+/// Where the hand-over leaves the kernel's arguments for the unit.
+pub const RUN_DIR: &str = "/run/mxfs";
+/// Exit status that tells systemd not to restart (`RestartPreventExitStatus=`):
+/// the daemon gave up on purpose.
+pub const EXIT_GAVE_UP: u8 = 3;
+
+/// The unit template, where the `mxfs` package installs it.
+const UNIT_TEMPLATES: &[&str] = &[
+    "/lib/systemd/system/mxfsd@.service",
+    "/usr/lib/systemd/system/mxfsd@.service",
+    "/etc/systemd/system/mxfsd@.service",
+];
+
+/// The unit of a volume.
+pub fn unit_name(volume: &Uuid) -> String {
+    format!("mxfsd@{}.service", volume.simple())
+}
+
+fn env_file(volume: &Uuid) -> PathBuf {
+    Path::new(RUN_DIR).join(format!("{}.env", volume.simple()))
+}
+
+fn attached_marker(volume: &Uuid) -> PathBuf {
+    Path::new(RUN_DIR).join(format!("{}.attached", volume.simple()))
+}
+
+/// Running as the unit's main process (systemd sets INVOCATION_ID).
+pub fn under_unit() -> bool {
+    std::env::var_os("INVOCATION_ID").is_some() && std::env::var_os("NOTIFY_SOCKET").is_some()
+}
+
+/// Whether this process should hand itself to the unit: systemd runs the
+/// machine, the unit is installed, and we are not the unit already.
+pub fn should_hand_over() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+        && !under_unit()
+        && UNIT_TEMPLATES.iter().any(|p| Path::new(p).exists())
+}
+
+/// The contents of the environment file: what the unit's ExecStart needs,
+/// single-quoted for systemd's EnvironmentFile parser.  `None` for values
+/// that quoting cannot carry safely (a quote, a backslash, a newline): the
+/// daemon then runs on without the unit.
+pub fn env_contents(
+    device: &Path,
+    mountpoint: &str,
+    token: u64,
+    fence: FenceMode,
+) -> Option<String> {
+    let device = device.to_str()?;
+    let plain = |s: &str| !s.contains(['\'', '\\', '\n']);
+    if !plain(device) || !plain(mountpoint) {
+        return None;
+    }
+    Some(format!(
+        "MXFSD_DEVICE='{device}'\nMXFSD_MOUNTPOINT='{mountpoint}'\nMXFSD_TOKEN={token:016x}\nMXFSD_FENCE={}\n",
+        fence.as_str()
+    ))
+}
+
+/// Hand over to `mxfsd@UUID.service`; returns the exit code for this
+/// process (that of `systemctl start`).
+pub fn hand_over(
+    volume: &Uuid,
+    device: &Path,
+    mountpoint: &str,
+    token: u64,
+    fence: FenceMode,
+) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(RUN_DIR).with_context(|| format!("creating {RUN_DIR}"))?;
+    let path = env_file(volume);
+    let tmp = path.with_extension("env.tmp");
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        let text = env_contents(device, mountpoint, token, fence).with_context(|| {
+            format!(
+                "{} or {mountpoint:?} cannot be passed to the unit",
+                device.display()
+            )
+        })?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    // A new mount: whatever an earlier one left is not ours to re-attach to.
+    let _ = std::fs::remove_file(attached_marker(volume));
+    let unit = unit_name(volume);
+    let _ = Command::new("systemctl")
+        .args(["reset-failed", &unit])
+        .status();
+    info!(unit = %unit, "handing over to {unit}");
+    let st = Command::new("systemctl")
+        .args(["start", &unit])
+        .status()
+        .context("running systemctl start")?;
+    if !st.success() {
+        bail!("systemctl start {unit} failed ({st}); see journalctl -u {unit}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A restarted unit daemon: the mount this unit joined for is still there.
+pub fn is_reattach(volume: &Uuid) -> bool {
+    under_unit() && attached_marker(volume).exists()
+}
+
+/// After a successful join: later restarts re-attach; tell systemd.
+pub fn joined(volume: &Uuid, status: &str) {
+    if !under_unit() {
+        return;
+    }
+    if let Err(e) = std::fs::write(attached_marker(volume), b"") {
+        warn!("cannot mark {}: {e}", attached_marker(volume).display());
+    }
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(status),
+    ]);
+}
+
+/// A STATUS= line for `systemctl status`.
+pub fn status(text: &str) {
+    if under_unit() {
+        notify(&[sd_notify::NotifyState::Status(text)]);
+    }
+}
+
+/// WATCHDOG=1.
+pub fn watchdog() {
+    if under_unit() {
+        notify(&[sd_notify::NotifyState::Watchdog]);
+    }
+}
+
+/// The mount is gone (SHUTDOWN): no restart may re-attach.
+pub fn finished(volume: &Uuid) {
+    let _ = std::fs::remove_file(attached_marker(volume));
+    let _ = std::fs::remove_file(env_file(volume));
+    if under_unit() {
+        notify(&[sd_notify::NotifyState::Stopping]);
+    }
+}
+
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        warn!("sd_notify: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_names_use_the_simple_uuid() {
+        let u = Uuid::parse_str("00112233-4455-6677-8899-aabbccddeeff").unwrap();
+        assert_eq!(
+            unit_name(&u),
+            "mxfsd@00112233445566778899aabbccddeeff.service"
+        );
+    }
+
+    #[test]
+    fn env_file_quotes_what_systemd_would_split() {
+        let e = env_contents(
+            Path::new("/dev/sdb"),
+            "/mnt/my share",
+            0xab,
+            FenceMode::Scsi,
+        );
+        assert_eq!(
+            e.as_deref(),
+            Some("MXFSD_DEVICE='/dev/sdb'\nMXFSD_MOUNTPOINT='/mnt/my share'\nMXFSD_TOKEN=00000000000000ab\nMXFSD_FENCE=scsi\n")
+        );
+        let e = env_contents(Path::new("/dev/x"), "", 1, FenceMode::None).unwrap();
+        assert!(e.contains("MXFSD_MOUNTPOINT=''\n") && e.contains("MXFSD_FENCE=none"));
+        for bad in ["/a'b", "/a\\b", "/a\nb"] {
+            assert_eq!(
+                env_contents(Path::new("/dev/x"), bad, 1, FenceMode::None),
+                None,
+                "{bad:?}"
+            );
+        }
+    }
+}
