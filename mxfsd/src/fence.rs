@@ -179,6 +179,15 @@ impl NodeFence {
         }
     }
 
+    /// The PR route, for D-Bus: `scsi`, `nvme`, or `none` (fence=none).
+    pub fn capability(&self) -> &'static str {
+        match self.dev.as_ref().map(|d| d.route()) {
+            None => "none",
+            Some(Route::Scsi) => "scsi",
+            Some(Route::LinuxPr) => "nvme",
+        }
+    }
+
     /// Whether this node's key is still registered (`None` where the
     /// route cannot tell, or with fence=none).
     pub fn still_registered(&self) -> Option<Result<bool, PrError>> {

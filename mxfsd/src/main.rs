@@ -10,6 +10,7 @@
 // The building blocks of the cluster (issue 4): XFS walking, the lockstate
 // format, the lock engine and the peer wire format.  They are consumed by
 // the cluster runtime, which is not written yet, hence the allows for now.
+mod dbus;
 #[allow(dead_code, unused_imports)]
 mod dlm;
 mod fence;
@@ -124,7 +125,15 @@ impl<E: Into<anyhow::Error>> From<E> for Stop {
     }
 }
 
-fn serve(args: &Args, node_id: u64) -> Result<(), Stop> {
+/// What the netlink worker tells the async side (D-Bus).
+enum Event {
+    Ready(dbus::VolumeStatus),
+    Fenced(String),
+}
+
+type Events = tokio::sync::mpsc::UnboundedSender<Event>;
+
+fn serve(args: &Args, node_id: u64, events: Events) -> Result<(), Stop> {
     let session = Session {
         token: args.token,
         uuid: *args.uuid.as_bytes(),
@@ -176,13 +185,32 @@ fn serve(args: &Args, node_id: u64) -> Result<(), Stop> {
         &args.uuid,
         &format!("owner, epoch {epoch}, fence={}", args.fence.as_str()),
     );
-    if reattach && matches!(fence.still_registered(), Some(Ok(false))) {
+    let fenced_meanwhile = reattach && matches!(fence.still_registered(), Some(Ok(false)));
+    let _ = events.send(Event::Ready(dbus::VolumeStatus {
+        volume_uuid: args.uuid.hyphenated().to_string(),
+        device: args.device.display().to_string(),
+        mountpoint: args.mountpoint.clone(),
+        node_id,
+        role: "owner".to_string(),
+        owner_node: node_id,
+        epoch,
+        members: vec![node_id],
+        fencing_state: match args.fence {
+            FenceMode::Scsi => "registered",
+            FenceMode::None => "unfenced",
+        }
+        .to_string(),
+        fence_reason: String::new(),
+        pr_capability: fence.capability().to_string(),
+    }));
+    if fenced_meanwhile {
         let reason = format!(
             "key 0x{node_id:016x} was removed from {} while mxfsd was restarting (preempted)",
             args.device.display()
         );
         error!(reason = %reason, "this node has been fenced: {reason}");
         ch.fenced(&session, &reason).context("FENCED")?;
+        let _ = events.send(Event::Fenced(reason));
     }
 
     // Self-fencing: a node whose key another node has preempted must not
@@ -192,6 +220,7 @@ fn serve(args: &Args, node_id: u64) -> Result<(), Stop> {
     let (stop_watch, stop_rx) = std::sync::mpsc::channel::<()>();
     let watcher = {
         let fence = fence.clone();
+        let events = events.clone();
         std::thread::Builder::new()
             .name("fence-watch".into())
             .spawn(move || {
@@ -206,6 +235,7 @@ fn serve(args: &Args, node_id: u64) -> Result<(), Stop> {
                 if let Err(e) = Channel::open().and_then(|mut ch| ch.fenced(&session, &reason)) {
                     error!("could not tell the kernel that this node is fenced: {e}");
                 }
+                let _ = events.send(Event::Fenced(reason));
             })
             .context("starting the fence watch")?
     };
@@ -248,18 +278,39 @@ const EIO: u32 = 5;
 async fn run(args: Args, node_id: u64) -> Result<(), Stop> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
-    let worker = tokio::task::spawn_blocking(move || serve(&args, node_id));
+    let volume = args.uuid;
+    let (events, mut incoming) = tokio::sync::mpsc::unbounded_channel();
+    let mut worker = tokio::task::spawn_blocking(move || serve(&args, node_id, events));
     const GONE: &str = "exiting while mounted; the mount fails with EIO unless a restarted mxfsd \
                         re-attaches in time (module parameter reattach_timeout)";
-    tokio::select! {
-        r = worker => r.context("netlink worker")?,
-        _ = sigterm.recv() => {
-            warn!("SIGTERM: {GONE}");
-            Ok(())
-        }
-        _ = tokio::signal::ctrl_c() => {
-            warn!("SIGINT: {GONE}");
-            Ok(())
+    let mut bus: Option<dbus::Bus> = None;
+    let mut events_open = true;
+    loop {
+        tokio::select! {
+            r = &mut worker => return r.context("netlink worker")?,
+            ev = incoming.recv(), if events_open => match ev {
+                None => events_open = false,
+                Some(Event::Ready(status)) => match dbus::Bus::connect(&volume, status).await {
+                    Ok(b) => {
+                        info!("D-Bus: serving {} at {}", dbus::bus_name(&volume), dbus::PATH);
+                        bus = Some(b);
+                    }
+                    Err(e) => warn!("D-Bus: not on the system bus ({e}); status is in the journal only"),
+                },
+                Some(Event::Fenced(reason)) => {
+                    if let Some(b) = &bus {
+                        b.fenced(&reason).await;
+                    }
+                }
+            },
+            _ = sigterm.recv() => {
+                warn!("SIGTERM: {GONE}");
+                return Ok(());
+            }
+            _ = tokio::signal::ctrl_c() => {
+                warn!("SIGINT: {GONE}");
+                return Ok(());
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use anyhow::Result;
 use mxfs_testbed::cluster::{self, Assets, Cluster, Options};
 use mxfs_testbed::kernel::{self, Series};
 use mxfs_testbed::scenario::Runner;
-use mxfs_testbed::{checks, deb, fencing, host, kmod, packages, single, supervision, tools};
+use mxfs_testbed::{checks, dbus, deb, fencing, host, kmod, packages, single, supervision, tools};
 use std::path::PathBuf;
 
 const TESTBED_STEPS: &[&str] = &[
@@ -34,6 +34,7 @@ const SINGLE_STEPS: &[&str] = &[
     "mxfs_fsx_buffered_and_direct",
     "mxfs_pjdfstest_matches_xfs",
     "mxfs_benchmark_against_xfs",
+    "mxfs_volume_on_dbus",
     "mxfs_daemon_restarts_and_reattaches",
     "mxfs_no_reattach_means_eio",
     "mxfs_udev_rules",
@@ -116,15 +117,16 @@ fn main() {
                         r.step(SINGLE_STEPS[10], || {
                             single::bench(c.node(1), BENCH_FILES, BENCH_ROUNDS).map(|_| ())
                         });
-                        r.step(SINGLE_STEPS[11], || {
+                        r.step(SINGLE_STEPS[11], || dbus::volume_object(c.node(1)));
+                        r.step(SINGLE_STEPS[12], || {
                             supervision::restart_and_reattach(c.node(1))
                         });
-                        r.step(SINGLE_STEPS[12], || {
+                        r.step(SINGLE_STEPS[13], || {
                             supervision::no_reattach_means_eio(c.node(1))
                         });
-                        r.step(SINGLE_STEPS[13], || packages::udev_rules(c.node(1)));
+                        r.step(SINGLE_STEPS[14], || packages::udev_rules(c.node(1)));
                         // Last: it uninstalls MXFS from node 1.
-                        r.step(SINGLE_STEPS[14], || packages::removal(c.node(1)));
+                        r.step(SINGLE_STEPS[15], || packages::removal(c.node(1)));
                     }
                 }
             }

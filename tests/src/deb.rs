@@ -33,6 +33,10 @@ fn staged_files(root: &Path) -> Result<Vec<(PathBuf, String)>> {
             "man/mount.mxfs.8".into(),
         ),
         (root.join("mxfsd/mxfsd.8"), "man/mxfsd.8".into()),
+        (
+            root.join("dbus/org.mxfs1.conf"),
+            "dbus/org.mxfs1.conf".into(),
+        ),
     ];
     for e in std::fs::read_dir(root.join("kmod"))? {
         let p = e?.path();

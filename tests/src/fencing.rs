@@ -62,6 +62,14 @@ pub fn self_fence_when_preempted(c: &mut Cluster) -> Result<()> {
             journal.contains("preempted"),
             "mxfsd's journal should say the key was preempted: {journal:?}"
         );
+        let object = crate::dbus::object_of(c.node(1), &dev1)?;
+        let state = crate::dbus::property(c.node(1), &object, "FencingState")?;
+        let why = crate::dbus::property(c.node(1), &object, "FenceReason")?;
+        say(format!("D-Bus: FencingState {state}, FenceReason {why}"));
+        ensure!(
+            state == "s \"fenced\"" && why.contains("preempted"),
+            "D-Bus should show the node fenced and why: {state} {why}"
+        );
         let write = c.node(1).sh(
             &format!("dd if=/dev/zero of={dev1} bs=4096 count=1 seek=100000 oflag=direct"),
             Duration::from_secs(30),

@@ -23,12 +23,14 @@
 //! - [`deb`]: the `mxfs` and `mxfs-dkms` Debian packages (dpkg-buildpackage, lintian).
 //! - [`packages`]: the installed packages: udev rules, removal.
 //! - [`supervision`]: mxfsd as a systemd unit: restart and re-attach.
+//! - [`dbus`]: the volume's D-Bus object, through busctl.
 //! - [`tools`]: pjdfstest and fsx from crates.io, for the guests.
 //! - [`scenario`]: a tiny runner for the scenario tests.
 
 pub mod accel;
 pub mod checks;
 pub mod cluster;
+pub mod dbus;
 pub mod deb;
 pub mod fencing;
 pub mod host;

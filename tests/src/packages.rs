@@ -89,7 +89,8 @@ pub fn removal(node: &mut Node) -> Result<()> {
     ensure!(out.ok(), "dpkg -r failed: {}{}", out.stdout, out.stderr);
     let left = node.must(
         "for f in /usr/sbin/mxfsd /sbin/mount.mxfs /lib/udev/rules.d/64-mxfs.rules \
-         /usr/lib/modules-load.d/mxfs.conf /usr/src/mxfs-*; do [ -e $f ] && echo $f; done; \
+         /usr/lib/modules-load.d/mxfs.conf /lib/systemd/system/mxfsd@.service \
+         /usr/share/dbus-1/system.d/org.mxfs1.conf /usr/src/mxfs-*; do [ -e $f ] && echo $f; done; \
          find /lib/modules -name 'mxfs.ko*'; dkms status mxfs 2>/dev/null; true",
     )?;
     ensure!(

@@ -1,0 +1,152 @@
+//! The volume's D-Bus object (DESIGN.md §8): one well-known name per
+//! volume on the system bus, `org.mxfs1.Volume.U<uuid hex>` (a name
+//! element may not start with a digit), object `/org/mxfs1/Volume`,
+//! interface `org.mxfs1.Volume`, version 1 in the name.  Read-only
+//! properties describe the volume and this node's part in it; the
+//! `Fenced` signal tells watchers this node has been fenced.
+//!
+//! D-Bus is for status only: without a system bus the daemon logs that
+//! and runs on.  Who may own the names and call in is set by
+//! `dbus/org.mxfs1.conf`.
+
+use tracing::warn;
+use uuid::Uuid;
+use zbus::object_server::SignalEmitter;
+
+pub const PATH: &str = "/org/mxfs1/Volume";
+
+/// The well-known name of a volume's daemon.
+pub fn bus_name(volume: &Uuid) -> String {
+    format!("org.mxfs1.Volume.U{}", volume.simple())
+}
+
+/// What the object shows.  The cluster fields (owner, epoch, members)
+/// describe the one-node volume this version runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeStatus {
+    pub volume_uuid: String,
+    pub device: String,
+    pub mountpoint: String,
+    pub node_id: u64,
+    pub role: String,
+    pub owner_node: u64,
+    pub epoch: u64,
+    pub members: Vec<u64>,
+    /// `registered`, `unfenced` (fence=none) or `fenced`.
+    pub fencing_state: String,
+    /// Why this node was fenced; empty otherwise.
+    pub fence_reason: String,
+    /// `scsi`, `nvme` or `none`.
+    pub pr_capability: String,
+}
+
+struct VolumeObject {
+    status: VolumeStatus,
+}
+
+#[zbus::interface(name = "org.mxfs1.Volume")]
+impl VolumeObject {
+    #[zbus(property)]
+    fn volume_uuid(&self) -> String {
+        self.status.volume_uuid.clone()
+    }
+    #[zbus(property)]
+    fn device(&self) -> String {
+        self.status.device.clone()
+    }
+    #[zbus(property)]
+    fn mountpoint(&self) -> String {
+        self.status.mountpoint.clone()
+    }
+    #[zbus(property)]
+    fn node_id(&self) -> u64 {
+        self.status.node_id
+    }
+    #[zbus(property)]
+    fn role(&self) -> String {
+        self.status.role.clone()
+    }
+    #[zbus(property)]
+    fn owner_node(&self) -> u64 {
+        self.status.owner_node
+    }
+    #[zbus(property)]
+    fn epoch(&self) -> u64 {
+        self.status.epoch
+    }
+    #[zbus(property)]
+    fn members(&self) -> Vec<u64> {
+        self.status.members.clone()
+    }
+    #[zbus(property)]
+    fn fencing_state(&self) -> String {
+        self.status.fencing_state.clone()
+    }
+    #[zbus(property)]
+    fn fence_reason(&self) -> String {
+        self.status.fence_reason.clone()
+    }
+    #[zbus(property)]
+    fn pr_capability(&self) -> String {
+        self.status.pr_capability.clone()
+    }
+
+    /// This node has been fenced: its mount fails with EIO.
+    #[zbus(signal)]
+    async fn fenced(emitter: &SignalEmitter<'_>, reason: &str) -> zbus::Result<()>;
+}
+
+/// The daemon's connection to the system bus, holding the volume's name.
+pub struct Bus {
+    conn: zbus::Connection,
+}
+
+impl Bus {
+    /// Claims the volume's name and serves the object.
+    pub async fn connect(volume: &Uuid, status: VolumeStatus) -> zbus::Result<Bus> {
+        let conn = zbus::connection::Builder::system()?
+            .name(bus_name(volume))?
+            .serve_at(PATH, VolumeObject { status })?
+            .build()
+            .await?;
+        Ok(Bus { conn })
+    }
+
+    /// Shows this node fenced: property change and the `Fenced` signal.
+    pub async fn fenced(&self, reason: &str) {
+        let r = async {
+            let iface = self
+                .conn
+                .object_server()
+                .interface::<_, VolumeObject>(PATH)
+                .await?;
+            {
+                let mut obj = iface.get_mut().await;
+                obj.status.fencing_state = "fenced".to_string();
+                obj.status.fence_reason = reason.to_string();
+                obj.fencing_state_changed(iface.signal_emitter()).await?;
+                obj.fence_reason_changed(iface.signal_emitter()).await?;
+            }
+            VolumeObject::fenced(iface.signal_emitter(), reason).await
+        }
+        .await;
+        if let Err(e) = r {
+            warn!("D-Bus: could not show the fence: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_valid_bus_names() {
+        let u = Uuid::parse_str("0123456789abcdef0123456789abcdef").unwrap();
+        let name = bus_name(&u);
+        assert_eq!(name, "org.mxfs1.Volume.U0123456789abcdef0123456789abcdef");
+        assert!(zbus::names::WellKnownName::try_from(name.as_str()).is_ok());
+        assert!(zbus::names::InterfaceName::try_from("org.mxfs1.Volume").is_ok());
+        assert!(zbus::zvariant::ObjectPath::try_from(PATH).is_ok());
+    }
+}

@@ -1,0 +1,97 @@
+//! The volume's D-Bus object on the system bus, seen with busctl.
+
+use crate::host::say;
+use crate::node::Node;
+use crate::single::{self, MNT};
+use anyhow::{ensure, Result};
+use std::time::Duration;
+
+/// `busctl` arguments naming the object of the volume on `dev`.
+pub fn object_of(node: &mut Node, dev: &str) -> Result<String> {
+    let uuid = node.must(&format!("blkid -s UUID -o value {dev}"))?;
+    let hex = uuid.trim().replace('-', "").to_lowercase();
+    Ok(format!("org.mxfs1.Volume.U{hex} /org/mxfs1/Volume"))
+}
+
+/// One property as `busctl get-property` prints it (`s "owner"`).
+pub fn property(node: &mut Node, object: &str, name: &str) -> Result<String> {
+    Ok(node
+        .must(&format!(
+            "busctl get-property {object} org.mxfs1.Volume {name}"
+        ))?
+        .trim()
+        .to_string())
+}
+
+/// While mounted, `busctl introspect` lists the interface and
+/// `busctl get-property` shows role, node, owner, epoch, members, fencing
+/// state and PR capability, for root and for any user; after umount the
+/// name is gone.
+pub fn volume_object(node: &mut Node) -> Result<()> {
+    let dev = single::fresh_volume(node)?;
+    node.must(&format!("mount -t mxfs {dev} {MNT}"))?;
+    let object = object_of(node, &dev)?;
+    let r = (|| -> Result<()> {
+        let intro = node.must(&format!("busctl introspect --no-pager {object}"))?;
+        for member in [
+            "org.mxfs1.Volume",
+            ".Role",
+            ".NodeId",
+            ".OwnerNode",
+            ".Epoch",
+            ".Members",
+            ".FencingState",
+            ".PrCapability",
+            ".Fenced",
+        ] {
+            ensure!(
+                intro.contains(member),
+                "busctl introspect lacks {member}:\n{intro}"
+            );
+        }
+        let key = single::node_key(node)?;
+        let want = [
+            ("Role", "s \"owner\"".to_string()),
+            ("NodeId", format!("t {key}")),
+            ("OwnerNode", format!("t {key}")),
+            ("Epoch", "t 1".to_string()),
+            ("Members", format!("at 1 {key}")),
+            ("FencingState", "s \"registered\"".to_string()),
+            ("PrCapability", "s \"scsi\"".to_string()),
+            ("Device", format!("s \"{dev}\"")),
+            ("Mountpoint", format!("s \"{MNT}\"")),
+        ];
+        let mut shown = Vec::new();
+        for (name, expected) in want {
+            let got = property(node, &object, name)?;
+            ensure!(
+                got == expected,
+                "{name}: busctl says {got:?}, expected {expected:?}"
+            );
+            shown.push(format!("{name}={got}"));
+        }
+        say(format!("busctl get-property: {}", shown.join(", ")));
+        let user = node.sh(
+            &format!("runuser -u tests -- busctl get-property {object} org.mxfs1.Volume Role"),
+            Duration::from_secs(30),
+        )?;
+        ensure!(
+            user.ok() && user.stdout.trim() == "s \"owner\"",
+            "an unprivileged user should read properties: {user:?}"
+        );
+        Ok(())
+    })();
+    node.must(&format!("umount {MNT}"))?;
+    r?;
+    let name = object
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let listed = node.must(&format!("busctl list --no-pager | grep -c {name} || true"))?;
+    ensure!(
+        listed.trim() == "0",
+        "{name} is still on the bus after umount"
+    );
+    Ok(())
+}
