@@ -37,6 +37,7 @@ const SINGLE_STEPS: &[&str] = &[
     "mxfs_volume_on_dbus",
     "mxfs_daemon_restarts_and_reattaches",
     "mxfs_no_reattach_means_eio",
+    "mxfs_reboot_with_fstab_entry",
     "mxfs_udev_rules",
     "mxfs_packages_remove_cleanly",
 ];
@@ -124,9 +125,12 @@ fn main() {
                         r.step(SINGLE_STEPS[13], || {
                             supervision::no_reattach_means_eio(c.node(1))
                         });
-                        r.step(SINGLE_STEPS[14], || packages::udev_rules(c.node(1)));
+                        r.step(SINGLE_STEPS[14], || {
+                            supervision::reboot_with_fstab(c.node(1))
+                        });
+                        r.step(SINGLE_STEPS[15], || packages::udev_rules(c.node(1)));
                         // Last: it uninstalls MXFS from node 1.
-                        r.step(SINGLE_STEPS[15], || packages::removal(c.node(1)));
+                        r.step(SINGLE_STEPS[16], || packages::removal(c.node(1)));
                     }
                 }
             }

@@ -201,6 +201,39 @@ impl Node {
         Ok(took)
     }
 
+    /// A clean reboot from inside the guest (`systemctl reboot`, as an
+    /// admin would): waits until the node is back with a new boot id and
+    /// multi-user reached.
+    pub fn reboot(&mut self, timeout: Duration) -> Result<Duration> {
+        const BOOT_ID: &str = "cat /proc/sys/kernel/random/boot_id";
+        let before = self.must(BOOT_ID)?;
+        let started = Instant::now();
+        // A moment later, so that this command returns first.
+        self.must("systemd-run --quiet --on-active=1 systemctl reboot")?;
+        let deadline = started + timeout;
+        loop {
+            std::thread::sleep(Duration::from_secs(2));
+            self.check_alive()?;
+            self.agent.reset();
+            if self.agent.ping() {
+                if let Ok(out) = self.sh(BOOT_ID, Duration::from_secs(5)) {
+                    if out.ok() && !out.stdout.trim().is_empty() && out.stdout != before {
+                        break;
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{}: not back from a reboot in {} s; console: {}",
+                    self.name(),
+                    timeout.as_secs(),
+                    self.console_log().display()
+                );
+            }
+        }
+        self.wait_ready(started, timeout)
+    }
+
     fn check_alive(&mut self) -> Result<()> {
         match &mut self.qemu {
             None => bail!("{} is powered off", self.name()),

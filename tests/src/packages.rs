@@ -57,7 +57,9 @@ pub fn udev_rules(node: &mut Node) -> Result<()> {
 }
 
 /// `dpkg -r` refuses while a volume is mounted, and once unmounted removes
-/// everything the packages installed, the DKMS-built module included.
+/// everything the packages installed, the DKMS-built module included.  On
+/// the way: umount of a busy mount says it is busy, and a mount without
+/// the module says to install mxfs-dkms.
 pub fn removal(node: &mut Node) -> Result<()> {
     let dev = single::fresh_volume(node)?;
     node.must(&format!("mount -t mxfs {dev} {MNT}"))?;
@@ -82,11 +84,48 @@ pub fn removal(node: &mut Node) -> Result<()> {
         still.lines().all(|l| l.contains("install ok installed")),
         "a refused removal should leave both packages installed: {still:?}"
     );
-    let out = node.sh(
-        "rmmod mxfs; dpkg -r mxfs mxfs-dkms",
-        Duration::from_secs(300),
+    // A busy mount: umount says so and leaves it mounted.
+    node.must(&format!("mount -t mxfs {dev} {MNT}"))?;
+    let busy = node.sh(
+        &format!("cd {MNT} && sleep 20 & sleep 1; umount {MNT}"),
+        Duration::from_secs(60),
     )?;
-    ensure!(out.ok(), "dpkg -r failed: {}{}", out.stdout, out.stderr);
+    let still_mounted = node.must(&format!("grep -c ' {MNT} mxfs ' /proc/mounts || true"))?;
+    node.must(&format!("pkill -x sleep; sleep 1; umount {MNT}"))?;
+    say(format!("umount of a busy mount: {}", busy.stderr.trim()));
+    ensure!(
+        !busy.ok() && busy.stderr.contains("busy") && still_mounted.trim() == "1",
+        "umount of a busy mount should fail saying it is busy: {busy:?}"
+    );
+
+    // Without the module: mount.mxfs says what to install, in one line.
+    let out = node.sh("rmmod mxfs; dpkg -r mxfs-dkms", Duration::from_secs(300))?;
+    ensure!(
+        out.ok(),
+        "dpkg -r mxfs-dkms failed: {}{}",
+        out.stdout,
+        out.stderr
+    );
+    let nomod = node.sh(
+        &format!("mount -t mxfs {dev} {MNT}"),
+        Duration::from_secs(60),
+    )?;
+    let msg = nomod.stderr.trim().to_string();
+    say(format!("mount without the module: {msg}"));
+    ensure!(
+        !nomod.ok()
+            && msg.starts_with("mount.mxfs: ")
+            && msg.lines().count() == 1
+            && msg.contains("mxfs-dkms"),
+        "mount without the module should say, in one line, to install mxfs-dkms: {msg:?}"
+    );
+    let out = node.sh("dpkg -r mxfs", Duration::from_secs(300))?;
+    ensure!(
+        out.ok(),
+        "dpkg -r mxfs failed: {}{}",
+        out.stdout,
+        out.stderr
+    );
     let left = node.must(
         "for f in /usr/sbin/mxfsd /sbin/mount.mxfs /lib/udev/rules.d/64-mxfs.rules \
          /usr/lib/modules-load.d/mxfs.conf /lib/systemd/system/mxfsd@.service \

@@ -170,3 +170,64 @@ pub fn no_reattach_means_eio(node: &mut Node) -> Result<()> {
     );
     Ok(())
 }
+
+/// An `/etc/fstab` entry with `_netdev` (naming the volume by its udev
+/// link): `systemctl reboot` with the volume mounted unmounts it cleanly
+/// (mxfsd, spared by the shutdown, leaves when the kernel unmounts: its
+/// journal of the previous boot says so) and the volume is mounted again
+/// at boot with no XFS log recovery and the data intact.
+pub fn reboot_with_fstab(node: &mut Node) -> Result<()> {
+    let dev = single::fresh_volume(node)?;
+    node.must(&format!("udevadm trigger --settle {dev} || udevadm settle"))?;
+    let uuid = node.must(&format!("blkid -s UUID -o value {dev}"))?;
+    let spec = format!("/dev/disk/by-mxfs-uuid/{}", uuid.trim());
+    let line = format!("{spec} {MNT} mxfs _netdev 0 0");
+    node.must(&format!(
+        "echo '{line}' >> /etc/fstab && systemctl daemon-reload && mount {MNT} && \
+         echo before-reboot > {MNT}/reboot && sync"
+    ))?;
+    let r = (|| -> Result<()> {
+        let took = node.reboot(Duration::from_secs(300))?;
+        let mounted = node.must(&format!("findmnt -n -o FSTYPE,SOURCE {MNT} || true"))?;
+        let seen = node.sh(&format!("cat {MNT}/reboot"), Duration::from_secs(30))?;
+        let previous = node.must(
+            "journalctl --no-pager -b -1 SYSLOG_IDENTIFIER=mxfsd | grep -E 'SHUTDOWN from the kernel|unregistered' || true",
+        )?;
+        let recovery = node.must("dmesg | grep -c 'Starting recovery' || true")?;
+        say(format!(
+            "rebooted in {:.1} s; {MNT}: {}; previous boot's mxfsd: {:?}; XFS log recoveries: {}",
+            took.as_secs_f64(),
+            mounted.trim(),
+            previous
+                .lines()
+                .map(|l| l.split(": ").last().unwrap_or(""))
+                .collect::<Vec<_>>(),
+            recovery.trim()
+        ));
+        ensure!(
+            mounted.split_whitespace().next() == Some("mxfs"),
+            "{MNT} was not mounted as mxfs at boot: {mounted:?}"
+        );
+        ensure!(
+            seen.ok() && seen.stdout.trim() == "before-reboot",
+            "the data written before the reboot: {seen:?}"
+        );
+        ensure!(
+            previous.contains("SHUTDOWN from the kernel") && previous.contains("unregistered"),
+            "the previous boot's mxfsd should have left at the unmount: {previous:?}"
+        );
+        ensure!(
+            recovery.trim() == "0",
+            "XFS needed log recovery after the reboot"
+        );
+        Ok(())
+    })();
+    let clean = node.sh(
+        &format!("sed -i '\\#^{spec} #d' /etc/fstab; systemctl daemon-reload; umount {MNT}"),
+        Duration::from_secs(120),
+    );
+    r?;
+    let clean = clean?;
+    ensure!(clean.ok(), "cleaning up after the reboot: {}", clean.stderr);
+    Ok(())
+}
