@@ -31,9 +31,21 @@ pub fn load_failure(detail: &str) -> Failure {
     ))
 }
 
+/// Where kmod installs modprobe; mount(8) may run us with a PATH without
+/// the sbin directories (from a unit, a cron job, an agent).
+const MODPROBE: &[&str] = &["/sbin/modprobe", "/usr/sbin/modprobe"];
+
+fn modprobe() -> &'static str {
+    MODPROBE
+        .iter()
+        .copied()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("modprobe")
+}
+
 /// Run `modprobe mxfs` and check that the type appeared.
 pub fn load() -> Result<(), Failure> {
-    let out = Command::new("modprobe")
+    let out = Command::new(modprobe())
         .arg("mxfs")
         .output()
         .map_err(|e| load_failure(&format!("cannot run modprobe: {e}")))?;

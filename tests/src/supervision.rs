@@ -190,18 +190,18 @@ pub fn reboot_with_fstab(node: &mut Node) -> Result<()> {
         let took = node.reboot(Duration::from_secs(300))?;
         let mounted = node.must(&format!("findmnt -n -o FSTYPE,SOURCE {MNT} || true"))?;
         let seen = node.sh(&format!("cat {MNT}/reboot"), Duration::from_secs(30))?;
-        let previous = node.must(
-            "journalctl --no-pager -b -1 SYSLOG_IDENTIFIER=mxfsd | grep -E 'SHUTDOWN from the kernel|unregistered' || true",
-        )?;
+        // This volume's records only (MXFS_VOLUME=): the previous boot had
+        // other mounts too.
+        let previous = node.must(&format!(
+            "journalctl --no-pager -o cat -b -1 MXFS_VOLUME={} | tail -n 4",
+            uuid.trim()
+        ))?;
         let recovery = node.must("dmesg | grep -c 'Starting recovery' || true")?;
         say(format!(
             "rebooted in {:.1} s; {MNT}: {}; previous boot's mxfsd: {:?}; XFS log recoveries: {}",
             took.as_secs_f64(),
             mounted.trim(),
-            previous
-                .lines()
-                .map(|l| l.split(": ").last().unwrap_or(""))
-                .collect::<Vec<_>>(),
+            previous.lines().map(str::trim).collect::<Vec<_>>(),
             recovery.trim()
         ));
         ensure!(
