@@ -307,6 +307,25 @@ impl PrDevice {
         self.route
     }
 
+    /// Runs one SG_IO command (`send`), again on UNIT ATTENTION or BUSY.
+    fn scsi_retried(
+        &self,
+        what: &str,
+        send: impl Fn() -> io::Result<ScsiResult>,
+    ) -> Result<ScsiResult, PrError> {
+        for _ in 0..RETRIES {
+            let r = send().map_err(PrError::NoRoute)?;
+            match classify_status(&r) {
+                Ok(()) => return Ok(r),
+                Err(Some(e)) => return Err(e),
+                Err(None) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        }
+        Err(PrError::Failed(format!(
+            "{what}: unit attention or busy {RETRIES} times"
+        )))
+    }
+
     fn scsi_out(
         &self,
         action: PrOutAction,
@@ -316,33 +335,17 @@ impl PrDevice {
     ) -> Result<(), PrError> {
         let cdb = pr_out_cdb(action, pr_type);
         let params = pr_out_params(key, sa_key);
-        for _ in 0..RETRIES {
-            let r = sgio::sg_io_data_out(&self.file, &cdb, &params, TIMEOUT_MS)
-                .map_err(PrError::NoRoute)?;
-            match classify_status(&r) {
-                Ok(()) => return Ok(()),
-                Err(Some(e)) => return Err(e),
-                Err(None) => std::thread::sleep(std::time::Duration::from_millis(50)),
-            }
-        }
-        Err(PrError::Failed(format!(
-            "{action:?}: unit attention or busy {RETRIES} times"
-        )))
+        self.scsi_retried(&format!("{action:?}"), || {
+            sgio::sg_io_data_out(&self.file, &cdb, &params, TIMEOUT_MS)
+        })
+        .map(|_| ())
     }
 
     fn scsi_in(&self, cdb: &[u8], alloc: usize) -> Result<Vec<u8>, PrError> {
-        for _ in 0..RETRIES {
-            let r = sgio::sg_io_data_in(&self.file, cdb, alloc, TIMEOUT_MS)
-                .map_err(PrError::NoRoute)?;
-            match classify_status(&r) {
-                Ok(()) => return Ok(r.data),
-                Err(Some(e)) => return Err(e),
-                Err(None) => std::thread::sleep(std::time::Duration::from_millis(50)),
-            }
-        }
-        Err(PrError::Failed(format!(
-            "PERSISTENT RESERVE IN: unit attention or busy {RETRIES} times"
-        )))
+        self.scsi_retried("PERSISTENT RESERVE IN", || {
+            sgio::sg_io_data_in(&self.file, cdb, alloc, TIMEOUT_MS)
+        })
+        .map(|r| r.data)
     }
 
     fn linux_ioctl<T>(&self, req: libc::c_ulong, arg: &T) -> Result<(), PrError> {

@@ -345,17 +345,11 @@ fn main() -> ExitCode {
     );
 
     // Paths that the unit's environment file cannot carry run on directly.
-    if supervision::should_hand_over()
-        && supervision::env_contents(&args.device, &args.mountpoint, args.token, args.fence)
-            .is_some()
-    {
-        match supervision::hand_over(
-            &args.uuid,
-            &args.device,
-            &args.mountpoint,
-            args.token,
-            args.fence,
-        ) {
+    let unit_env = supervision::should_hand_over()
+        .then(|| supervision::env_contents(&args.device, &args.mountpoint, args.token, args.fence))
+        .flatten();
+    if let Some(env) = unit_env {
+        match supervision::hand_over(&args.uuid, &env) {
             Ok(code) => return code,
             Err(e) => {
                 error!("{e:#}");

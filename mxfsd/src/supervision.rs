@@ -83,15 +83,10 @@ pub fn env_contents(
     ))
 }
 
-/// Hand over to `mxfsd@UUID.service`; returns the exit code for this
-/// process (that of `systemctl start`).
-pub fn hand_over(
-    volume: &Uuid,
-    device: &Path,
-    mountpoint: &str,
-    token: u64,
-    fence: FenceMode,
-) -> anyhow::Result<ExitCode> {
+/// Hand over to `mxfsd@UUID.service`, whose environment file gets `env`
+/// (from [`env_contents`]); returns the exit code for this process (that
+/// of `systemctl start`).
+pub fn hand_over(volume: &Uuid, env: &str) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(RUN_DIR).with_context(|| format!("creating {RUN_DIR}"))?;
     let path = env_file(volume);
     let tmp = path.with_extension("env.tmp");
@@ -103,13 +98,7 @@ pub fn hand_over(
             .mode(0o600)
             .open(&tmp)
             .with_context(|| format!("writing {}", tmp.display()))?;
-        let text = env_contents(device, mountpoint, token, fence).with_context(|| {
-            format!(
-                "{} or {mountpoint:?} cannot be passed to the unit",
-                device.display()
-            )
-        })?;
-        f.write_all(text.as_bytes())?;
+        f.write_all(env.as_bytes())?;
         f.sync_all()?;
     }
     std::fs::rename(&tmp, &path)?;
