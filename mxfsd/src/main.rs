@@ -11,15 +11,23 @@
 // format, the lock engine and the peer wire format.  They are consumed by
 // the cluster runtime, which is not written yet, hence the allows for now.
 mod dbus;
+#[allow(dead_code)]
+mod discovery;
 #[allow(dead_code, unused_imports)]
 mod dlm;
 mod fence;
+#[allow(dead_code)]
+mod fileserv;
 #[allow(dead_code, unused_imports)]
 mod lockstate;
 mod logging;
 mod netlink;
+#[allow(dead_code)]
+mod peer;
 mod supervision;
 mod uapi;
+#[allow(dead_code)]
+mod volume_keys;
 #[allow(dead_code, unused_imports)]
 mod wire;
 #[allow(dead_code, unused_imports)]

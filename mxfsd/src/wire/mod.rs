@@ -23,6 +23,9 @@
 //! Forwarded file operations ([`FileOp`]) are a stub for now: an opcode
 //! and an opaque payload, until the client path defines them.
 
+pub mod announce;
+pub mod fileop;
+
 use crate::dlm::{LockId, Mode, MAX_RESOURCE_NAME};
 
 /// The protocol version this daemon speaks.

@@ -1,0 +1,1 @@
+//! Discovery of the volume's other members over UDP multicast (being written).

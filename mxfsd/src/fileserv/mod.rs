@@ -1,0 +1,1 @@
+//! The owner's file service (being written).

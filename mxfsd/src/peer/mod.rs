@@ -1,0 +1,1 @@
+//! Peer links between mxfsd daemons (being written).

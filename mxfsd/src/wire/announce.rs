@@ -1,0 +1,1 @@
+//! Discovery announcements on the wire (being written).

@@ -1,0 +1,1 @@
+//! Forwarded file operations on the wire (being written).
