@@ -127,8 +127,9 @@ pub enum PeerError {
     Protocol(&'static str),
     #[error("the link is closed")]
     Closed,
-    #[error("shutting down")]
-    Shutdown,
+    /// Our side stopped the link (shutdown, or a newer link replaced it).
+    #[error("stopped: {0}")]
+    Stopped(&'static str),
     #[error("noise: {0}")]
     Noise(#[from] snow::Error),
     #[error("link task failed: {0}")]

@@ -23,6 +23,10 @@ use crate::wire::Message;
 const MAX_PENDING_SETUPS: usize = 16;
 /// How long a closing link waits to put its Goodbye on the wire.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Why a service stopped a link: the Goodbye to the peer, and our `Down`
+/// reason ([`PeerError::Stopped`]).
+pub const SHUTTING_DOWN: &str = "shutting down";
+pub const REPLACED: &str = "replaced by a newer link from the same node";
 
 /// What the services report, in order per link: one `Up`, its messages,
 /// one `Down`.  A listener that gets a new link from a node it already
@@ -89,6 +93,18 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
+/// How a service stops one of its links: `None` while it runs, then the
+/// reason, which goes to the peer in the Goodbye and into our `Down`.
+type StopLink = watch::Receiver<Option<&'static str>>;
+
+/// The reason, once there is one ("stopped" if the sender is gone).
+async fn link_stopped(rx: &mut StopLink) -> &'static str {
+    match rx.wait_for(|why| why.is_some()).await {
+        Ok(why) => why.unwrap_or("stopped"),
+        Err(_) => "stopped",
+    }
+}
+
 fn is_stopped(rx: &watch::Receiver<bool>) -> bool {
     *rx.borrow() || rx.has_changed().is_err()
 }
@@ -107,7 +123,7 @@ async fn drive(
     link: PeerLink,
     cfg: &LinkConfig,
     events: mpsc::Sender<LinkEvent>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: StopLink,
 ) {
     let (peer, mut tx, mut rx) = link.split();
     let node_id = peer.node_id;
@@ -123,6 +139,7 @@ async fn drive(
     }
 
     let ev = events.clone();
+    let mut writer_stop = stop.clone();
     let mut reader: JoinHandle<PeerError> = tokio::spawn(async move {
         loop {
             match rx.recv().await {
@@ -132,7 +149,7 @@ async fn drive(
                         .await
                         .is_err()
                     {
-                        return PeerError::Shutdown;
+                        return PeerError::Stopped("nobody receives the link events");
                     }
                 }
                 Err(e) => return e,
@@ -146,9 +163,9 @@ async fn drive(
                 // stop wins over queued frames: shutting down should not
                 // wait for a long queue
                 biased;
-                _ = stopped(&mut stop) => {
-                    let _ = tokio::time::timeout(GOODBYE_TIMEOUT, tx.goodbye("shutting down")).await;
-                    return PeerError::Shutdown;
+                why = link_stopped(&mut writer_stop) => {
+                    let _ = tokio::time::timeout(GOODBYE_TIMEOUT, tx.goodbye(why)).await;
+                    return PeerError::Stopped(why);
                 }
                 out = out_rx.recv(), if !handles_gone => match out {
                     Some(Outbound::Frame(f)) => {
@@ -169,6 +186,14 @@ async fn drive(
     let joined = tokio::select! {
         r = &mut reader => r,
         w = &mut writer => w,
+        why = link_stopped(&mut stop) => {
+            // The writer sees the same stop and says Goodbye, unless it is
+            // stuck in a write to a dead peer: then it is cut short.
+            match tokio::time::timeout(2 * GOODBYE_TIMEOUT, &mut writer).await {
+                Ok(w) => w,
+                Err(_) => Ok(PeerError::Stopped(why)),
+            }
+        }
     };
     // Whichever half ended first decides the reason; the other has no
     // more work on a dead link.
@@ -176,7 +201,7 @@ async fn drive(
     writer.abort();
     let reason = joined.unwrap_or_else(|e| PeerError::Task(e.to_string()));
     match &reason {
-        PeerError::Shutdown | PeerError::Closed => {
+        PeerError::Stopped(_) | PeerError::Closed => {
             info!(peer = %addr, node_id = format_args!("{node_id:#018x}"), reason = %reason, "peer link down")
         }
         _ => {
@@ -188,13 +213,13 @@ async fn drive(
 
 /// A running link of the listener.
 struct Running {
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Option<&'static str>>,
     task: JoinHandle<()>,
 }
 
 impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(true);
+    async fn stop(self, why: &'static str) {
+        let _ = self.stop.send(Some(why));
         let _ = self.task.await;
     }
 }
@@ -257,10 +282,10 @@ impl Listener {
                     // A node that dials again (it restarted, or saw its
                     // link die before we did) replaces its old link.
                     if let Some(old) = links.remove(&node_id) {
-                        old.stop().await;
+                        old.stop(REPLACED).await;
                     }
                     links.retain(|_, r| !r.task.is_finished());
-                    let (stop, stop_rx) = watch::channel(false);
+                    let (stop, stop_rx) = watch::channel(None);
                     let cfg = self.cfg.clone();
                     let events = events.clone();
                     let task = tokio::spawn(async move { drive(link, &cfg, events, stop_rx).await });
@@ -271,7 +296,7 @@ impl Listener {
         }
         setups.abort_all();
         for (_, link) in links.drain() {
-            link.stop().await;
+            link.stop(SHUTTING_DOWN).await;
         }
     }
 }
@@ -323,7 +348,17 @@ impl Connector {
             match attempt {
                 Ok(link) => {
                     self.backoff.reset();
-                    drive(link, &self.cfg, events.clone(), shutdown.clone()).await;
+                    let (stop, stop_rx) = watch::channel(None);
+                    let run = drive(link, &self.cfg, events.clone(), stop_rx);
+                    tokio::pin!(run);
+                    tokio::select! {
+                        _ = &mut run => {}
+                        _ = stopped(&mut shutdown) => {
+                            let _ = stop.send(Some(SHUTTING_DOWN));
+                            run.await;
+                            break;
+                        }
+                    }
                 }
                 Err(e) => log_failure(self.addr, &e, "to"),
             }
