@@ -481,6 +481,12 @@ mod tests {
             prop_assert!(r.map(|m| m.is_empty()).unwrap_or(true));
         }
 
+        /// The fuzz entry itself, both modes (raw and sealed).
+        #[test]
+        fn fuzz_entry_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            fuzz_decode(&bytes);
+        }
+
         /// One flipped byte anywhere in valid records: never the message,
         /// never another message.
         #[test]

@@ -201,7 +201,8 @@ async fn drive(
     writer.abort();
     let reason = joined.unwrap_or_else(|e| PeerError::Task(e.to_string()));
     match &reason {
-        PeerError::Stopped(_) | PeerError::Closed => {
+        // ordinary ends: we stopped it, or the peer closed or left saying why
+        PeerError::Stopped(_) | PeerError::Closed | PeerError::Goodbye(_) => {
             info!(peer = %addr, node_id = format_args!("{node_id:#018x}"), reason = %reason, "peer link down")
         }
         _ => {
