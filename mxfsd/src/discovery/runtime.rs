@@ -487,14 +487,11 @@ impl Runner {
                 bump(counter);
                 if let Some(p) = log.check(from.ip(), now) {
                     let what = match e {
-                        AnnounceError::Mac => {
-                            "forged announcement (not made with the volume's secret)"
-                        }
+                        AnnounceError::Mac => "forged announcement",
                         AnnounceError::Version(_) => "announcement of another format version",
-                        _ => "invalid announcement",
+                        _ => "invalid announcement (from a holder of the secret)",
                     };
                     warn!(
-                        source = %from,
                         "discovery: {what} for volume {} from {from}: {e} ({} more suppressed{})",
                         self.volume,
                         p.suppressed,

@@ -3,7 +3,9 @@
 //! host), a 100 ms interval.  Each test has its own port and a random
 //! volume, so tests running at once do not hear each other.
 
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -218,9 +220,44 @@ async fn a_restarted_daemon_is_seen_and_a_stopped_one_lost() {
     a.d.shutdown().await;
 }
 
+/// Log lines, captured: `#[tokio::test]` runs the discovery tasks on the
+/// test's own thread, so a thread-local subscriber sees them.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines(&self, with: &str) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .filter(|l| l.contains(with))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 #[tokio::test]
 async fn a_node_without_the_secret_is_not_admitted_and_counted_as_forged() {
     const PORT: u16 = 47613;
+    let log = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let log = log.clone();
+            move || log.clone()
+        })
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _log = tracing::subscriber::set_default(subscriber);
     let secret = VolumeSecret::new([3; 32]);
     let vol = volume();
     let mut a = node(PORT, local("node-a", vol, 7600), &secret).await;
@@ -260,6 +297,18 @@ async fn a_node_without_the_secret_is_not_admitted_and_counted_as_forged() {
     let evs = drain(&mut m.rx, Duration::ZERO).await;
     assert!(evs.is_empty(), "{evs:?}");
     assert_eq!(a.d.stats().other_volume, 0);
+    // logged as warnings with the source, one line per source per minute
+    // in each of the three daemons (all of them send from 127.0.0.1),
+    // although each counted several
+    let forged = log.lines("forged announcement");
+    assert_eq!(forged.len(), 3, "{forged:#?}");
+    let source = format!("from 127.0.0.1:{PORT}");
+    assert!(
+        forged.iter().all(|l| l.contains("WARN")
+            && l.contains(&source)
+            && l.contains(&Uuid::from_bytes(vol).to_string())),
+        "{forged:#?}"
+    );
     for n in [a, c, m] {
         n.d.shutdown().await;
     }
