@@ -3,8 +3,10 @@
 //! Anyone on the LAN can send us datagrams as fast as the wire allows, and
 //! can spoof the source address of each: the limiter must bound both the
 //! log volume and its own memory.  Each source gets at most one line per
-//! period; past `max_sources` tracked sources, the rest share one entry.
-//! Pure (time passed in).
+//! period; `max_sources - 1` sources are tracked one by one, and the rest
+//! share the last entry, so the table never holds more than
+//! `max_sources`.  Entries older than a period are dropped when room is
+//! needed.  Pure (time passed in).
 
 use std::collections::HashMap;
 use std::net::IpAddr;

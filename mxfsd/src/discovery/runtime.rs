@@ -312,6 +312,8 @@ pub async fn start(
         refused_log: limit(),
         io_log: limit(),
         config,
+        shutdown: shutdown_rx,
+        stopping: false,
     };
     info!(
         node_id = format_args!("{node_id:016x}"),
@@ -321,7 +323,7 @@ pub async fn start(
         runner.dest,
         runner.config.interval
     );
-    let task = tokio::spawn(runner.run(role_rx, shutdown_rx));
+    let task = tokio::spawn(runner.run(role_rx));
     Ok(Discovery {
         stats,
         node_id,
@@ -349,18 +351,18 @@ struct Runner {
     /// Send and receive errors (one "source": ourselves).
     io_log: LogLimiter,
     config: Config,
+    shutdown: watch::Receiver<bool>,
+    /// Shutdown came while we waited for room on the event channel.
+    stopping: bool,
 }
 
 impl Runner {
-    async fn run(
-        mut self,
-        mut role: watch::Receiver<(AnnouncedRole, u64)>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    async fn run(mut self, mut role: watch::Receiver<(AnnouncedRole, u64)>) {
         let mut tick = tokio::time::interval(self.config.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut buf = vec![0u8; RECV_BUF];
-        loop {
+        let mut shutdown = self.shutdown.clone();
+        while !self.stopping {
             tokio::select! {
                 // shutdown first: a dropped handle closes both channels
                 biased;
@@ -449,8 +451,13 @@ impl Runner {
             ),
             Event::Lost(id) => info!(node_id = format_args!("{id:016x}"), "discovery: lost"),
         }
-        if self.events.send(ev).await.is_err() {
-            debug!("discovery: nobody takes events any more");
+        // A consumer that stopped draining must not make shutdown hang.
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            r = self.events.send(ev) => if r.is_err() {
+                debug!("discovery: nobody takes events any more");
+            },
+            _ = shutdown.wait_for(|stop| *stop) => self.stopping = true,
         }
     }
 

@@ -394,3 +394,32 @@ async fn a_unicast_group_is_refused() {
     .await;
     assert!(r.is_err());
 }
+
+#[tokio::test]
+async fn shutdown_does_not_wait_for_a_consumer_that_stopped_draining() {
+    const PORT: u16 = 47616;
+    let secret = VolumeSecret::new([7; 32]);
+    let vol = volume();
+    // room for one event, never read: the second Joined blocks the task
+    let (tx, _rx) = mpsc::channel(1);
+    let a = start(config(PORT), local("node-a", vol, 7600), &secret, tx)
+        .await
+        .unwrap();
+    let mut b = node(PORT, local("node-b", vol, 7602), &secret).await;
+    let mut c = node(PORT, local("node-c", vol, 7604), &secret).await;
+    for n in [&mut b, &mut c] {
+        wait_for(
+            &mut n.rx,
+            WITHIN,
+            |e| matches!(e, Event::Joined(p) if p.node_id == a.node_id()),
+        )
+        .await
+        .expect("a announces");
+    }
+    sleep(INTERVAL * 3).await;
+    timeout(WITHIN, a.shutdown())
+        .await
+        .expect("shutdown returns although a's events are not read");
+    b.d.shutdown().await;
+    c.d.shutdown().await;
+}
