@@ -1128,3 +1128,10 @@ fn through_the_wire_and_back() {
     let e = again.to_file_op_reply(3, 99).unwrap();
     assert_eq!((e.errno, e.payload.len()), (libc::EEXIST, 0));
 }
+
+#[test]
+fn the_service_is_shared_by_worker_threads() {
+    // the runtime calls handle() from a blocking pool, several at once
+    fn shared<T: Send + Sync>() {}
+    shared::<FileService>();
+}
