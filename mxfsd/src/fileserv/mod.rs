@@ -224,7 +224,20 @@ impl FileService {
     /// The object a handle names, as an O_PATH fd.  Call before entering
     /// the caller's credentials.
     fn resolve(&self, h: &Handle) -> SysResult<OwnedFd> {
-        sys::open_by_handle(self.root.as_fd(), h, libc::O_PATH)
+        // exportfs turns every decoding failure into ESTALE except ENOMEM,
+        // which it passes on as "try again" (nfsd's jukebox).  Seen here
+        // under load for a handle whose inode was just deleted, the next
+        // call answering ESTALE: so retry a little before giving it up.
+        let mut tries = 0;
+        loop {
+            match sys::open_by_handle(self.root.as_fd(), h, libc::O_PATH) {
+                Err(libc::ENOMEM) if tries < 3 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(tries));
+                }
+                r => return r,
+            }
+        }
     }
 
     fn is_root(&self, fd: BorrowedFd<'_>) -> SysResult<bool> {

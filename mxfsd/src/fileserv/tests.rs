@@ -1042,7 +1042,8 @@ fn fallocate_lseek_copy_tmpfile_and_direct_io() {
     });
     let a = fx.getattr(&fx.lookup(&root, "sparse").0);
     assert_eq!(a.size, (1 << 20) + 4096);
-    assert_eq!(a.blocks, blocks + (1 << 16) / 512);
+    // (at least: the filesystem may add an extent block)
+    assert!(a.blocks >= blocks + (1 << 16) / 512, "{a:?}");
     let seek = |offset, whence| match fx.call(Op::Lseek { fh, offset, whence }) {
         FileReply::Offset(o) => o,
         r => panic!("lseek: {r:?}"),
