@@ -10,6 +10,8 @@
 // The building blocks of the cluster (issue 4): XFS walking, the lockstate
 // format, the lock engine and the peer wire format.  They are consumed by
 // the cluster runtime, which is not written yet, hence the allows for now.
+#[allow(dead_code)]
+mod cluster;
 mod dbus;
 #[allow(dead_code)]
 mod discovery;

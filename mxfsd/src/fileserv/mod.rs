@@ -526,6 +526,10 @@ impl FileService {
                 let _pos = lock(cursor);
                 readdir(d.fd.as_fd(), *root, offset, size).map(R::Dirents)
             }
+            Op::Root => Ok(R::Entry {
+                handle: self.root_handle.clone(),
+                attr: attr_of(self.root.as_fd(), &self.root_handle)?,
+            }),
             Op::Statfs { handle } => {
                 let f = self.resolve(&handle)?;
                 let s = sys::fstatfs(f.as_fd())?;

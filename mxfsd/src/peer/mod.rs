@@ -208,6 +208,9 @@ impl LocalNode {
     pub fn volume(&self) -> Uuid {
         self.volume
     }
+    pub fn tcp_port(&self) -> u16 {
+        self.tcp_port
+    }
 }
 
 /// Everything a link endpoint needs: who we are and the volume's key.

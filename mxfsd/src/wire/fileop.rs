@@ -244,6 +244,9 @@ pub enum Op {
     Statfs {
         handle: Handle,
     },
+    /// The volume root's handle and attributes: how a client's FUSE root
+    /// learns the handle that names it (not a FUSE call of its own).
+    Root,
     Setxattr {
         handle: Handle,
         name: Vec<u8>,
@@ -436,6 +439,7 @@ pub mod opcode {
     pub const LSEEK: u32 = 33;
     pub const COPY_FILE_RANGE: u32 = 34;
     pub const TMPFILE: u32 = 35;
+    pub const ROOT: u32 = 36;
 }
 
 // Reply kinds (first payload byte of a successful reply).
@@ -744,6 +748,7 @@ impl Op {
             Op::Releasedir { .. } => RELEASEDIR,
             Op::Fsyncdir { .. } => FSYNCDIR,
             Op::Statfs { .. } => STATFS,
+            Op::Root => ROOT,
             Op::Setxattr { .. } => SETXATTR,
             Op::Getxattr { .. } => GETXATTR,
             Op::Listxattr { .. } => LISTXATTR,
@@ -795,6 +800,7 @@ impl Op {
                 }
             }
             Op::Readlink { handle } | Op::Statfs { handle } => w.handle(handle)?,
+            Op::Root => {}
             Op::Mknod {
                 parent,
                 name,
@@ -1167,6 +1173,7 @@ impl Op {
             STATFS => Op::Statfs {
                 handle: r.handle()?,
             },
+            ROOT => Op::Root,
             SETXATTR => Op::Setxattr {
                 handle: r.handle()?,
                 name: r.xattr_name()?,
@@ -1666,6 +1673,7 @@ mod tests {
                 any::<u64>().prop_map(|fh| Op::Releasedir { fh }),
                 any::<(u64, bool)>().prop_map(|(fh, datasync)| Op::Fsyncdir { fh, datasync }),
                 handle().prop_map(|handle| Op::Statfs { handle }),
+                Just(Op::Root),
                 (handle(), xname(), bytes(MAX_XATTR), any::<(i32, u32)>()).prop_map(
                     |(handle, name, value, (flags, position))| Op::Setxattr {
                         handle,

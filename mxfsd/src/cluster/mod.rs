@@ -1,0 +1,605 @@
+//! The cluster runtime: membership over discovery and peer links, and the
+//! forwarding of clients' file operations to the owner (design sections
+//! 3, 4 and 6).
+//!
+//! This module owns the daemon's view of the other members of its
+//! volume: which peers discovery has heard ([`crate::discovery`]), which
+//! of them have an authenticated link up ([`crate::peer`]), who the owner
+//! is and at what epoch, and the requests in flight between a client and
+//! the owner.  It does not decide who the owner is (the caller passes the
+//! [`Role`] in; see `main.rs` for how the first owner of a volume is
+//! chosen), and it does not run file operations itself: on the owner they
+//! go to a [`FileService`], on a client they come from the FUSE server
+//! through [`ClusterHandle::call_blocking`].
+//!
+//! Links: every pair of members keeps one link, dialled by the lower node
+//! id ([`crate::peer::should_connect`]).  The members are this node and
+//! every peer whose link is up.
+//!
+//! A client request waits for the owner's link (queued) and then for the
+//! reply, for at most [`Config::request_timeout`] in all, then fails with
+//! EIO.  Requests are not re-sent on a new link: a request that reached
+//! the owner and lost its reply would be run twice (failover with re-send
+//! is issue 5's work and needs request ids the owner remembers).
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::discovery;
+use crate::fileserv::FileService;
+use crate::peer::{self, LinkConfig, LinkEvent, LinkHandle, Listener};
+use crate::volume_keys::VolumeSecret;
+use crate::wire::announce::AnnouncedRole;
+use crate::wire::fileop::{FileReply, FileRequest};
+use crate::wire::{FileOp, FileOpReply, Message};
+
+/// The first TCP port tried for the peer listener; the next ones are
+/// tried when several volumes are mounted on one node (design 6).
+pub const FIRST_PORT: u16 = 7600;
+/// How many ports from [`FIRST_PORT`] are tried.
+pub const PORTS: u16 = 64;
+
+/// This node's part in the volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Mounts the XFS and serves every other member.
+    Owner { epoch: u64 },
+    /// Forwards its file operations to `owner`.
+    Client { owner: u64, epoch: u64 },
+}
+
+impl Role {
+    pub fn epoch(self) -> u64 {
+        match self {
+            Role::Owner { epoch } | Role::Client { epoch, .. } => epoch,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Owner { .. } => "owner",
+            Role::Client { .. } => "client",
+        }
+    }
+}
+
+pub struct Config {
+    pub node_uuid: Uuid,
+    pub volume: Uuid,
+    pub hostname: String,
+    pub secret: VolumeSecret,
+    pub role: Role,
+    pub discovery: discovery::Config,
+    /// Address the peer listener binds (all interfaces by default).
+    pub listen: Ipv4Addr,
+    pub first_port: u16,
+    pub ports: u16,
+    /// Longest a client request waits for the owner's link and reply.
+    pub request_timeout: Duration,
+}
+
+impl Config {
+    pub fn new(
+        node_uuid: Uuid,
+        volume: Uuid,
+        hostname: String,
+        secret: VolumeSecret,
+        role: Role,
+    ) -> Self {
+        Config {
+            node_uuid,
+            volume,
+            hostname,
+            secret,
+            role,
+            discovery: discovery::Config::default(),
+            listen: Ipv4Addr::UNSPECIFIED,
+            first_port: FIRST_PORT,
+            ports: PORTS,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the rest of the daemon (D-Bus, the journal) sees of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub node_id: u64,
+    pub role: Role,
+    /// This node and every peer with a link up, sorted.
+    pub members: Vec<u64>,
+    pub owner: u64,
+    pub tcp_port: u16,
+    /// Requests forwarded to the owner (client) or served (owner).
+    pub forwarded: u64,
+}
+
+struct Outgoing {
+    req: FileRequest,
+    reply: oneshot::Sender<FileReply>,
+    deadline: Instant,
+}
+
+struct Shared {
+    requests: mpsc::Sender<Outgoing>,
+    status: Mutex<Status>,
+    timeout: Duration,
+}
+
+/// A cheap, cloneable handle for the FUSE threads and D-Bus.
+#[derive(Clone)]
+pub struct ClusterHandle {
+    shared: Arc<Shared>,
+}
+
+impl ClusterHandle {
+    /// Forward one request to the owner and wait for its reply.
+    pub async fn call(&self, req: FileRequest) -> FileReply {
+        let (tx, rx) = oneshot::channel();
+        let out = Outgoing {
+            req,
+            reply: tx,
+            deadline: Instant::now() + self.shared.timeout,
+        };
+        if self.shared.requests.send(out).await.is_err() {
+            return FileReply::Errno(libc::EIO);
+        }
+        rx.await.unwrap_or(FileReply::Errno(libc::EIO))
+    }
+
+    /// [`ClusterHandle::call`] from a thread outside the runtime (the
+    /// FUSE server's).  Must not be called from inside the runtime.
+    pub fn call_blocking(&self, req: FileRequest) -> FileReply {
+        let (tx, rx) = oneshot::channel();
+        let out = Outgoing {
+            req,
+            reply: tx,
+            deadline: Instant::now() + self.shared.timeout,
+        };
+        if self.shared.requests.blocking_send(out).is_err() {
+            return FileReply::Errno(libc::EIO);
+        }
+        rx.blocking_recv().unwrap_or(FileReply::Errno(libc::EIO))
+    }
+
+    pub fn status(&self) -> Status {
+        self.shared
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The running cluster runtime; [`Cluster::shutdown`] stops it.
+pub struct Cluster {
+    handle: ClusterHandle,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Cluster {
+    pub fn handle(&self) -> ClusterHandle {
+        self.handle.clone()
+    }
+
+    /// Stop discovery, close every link (peers hear Goodbye) and fail
+    /// whatever is still waiting with EIO.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if self.task.await.is_err() {
+            warn!("the cluster task panicked");
+        }
+    }
+}
+
+/// Bind the peer listener on the first free port, start discovery and
+/// run the cluster in a task of the current runtime.  `service` is the
+/// owner's file service (None on a client).
+pub async fn start(cfg: Config, service: Option<Arc<FileService>>) -> anyhow::Result<Cluster> {
+    let (listener, link_cfg) = bind_listener(&cfg).await?;
+    let port = link_cfg.local().tcp_port();
+    let node_id = link_cfg.local().node_id();
+    let (disc_tx, disc_rx) = mpsc::channel(256);
+    let (announced_role, epoch) = match cfg.role {
+        Role::Owner { epoch } => (AnnouncedRole::Owner, epoch),
+        Role::Client { epoch, .. } => (AnnouncedRole::Client, epoch),
+    };
+    let disc = discovery::start(
+        cfg.discovery.clone(),
+        discovery::Local {
+            node_uuid: cfg.node_uuid,
+            volume_uuid: *cfg.volume.as_bytes(),
+            tcp_port: port,
+            hostname: cfg.hostname.clone(),
+            role: announced_role,
+            owner_epoch: epoch,
+        },
+        &cfg.secret,
+        disc_tx,
+    )
+    .await
+    .context("starting discovery")?;
+
+    let owner = match cfg.role {
+        Role::Owner { .. } => node_id,
+        Role::Client { owner, .. } => owner,
+    };
+    let (req_tx, req_rx) = mpsc::channel(1024);
+    let shared = Arc::new(Shared {
+        requests: req_tx,
+        status: Mutex::new(Status {
+            node_id,
+            role: cfg.role,
+            members: vec![node_id],
+            owner,
+            tcp_port: port,
+            forwarded: 0,
+        }),
+        timeout: cfg.request_timeout,
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let (link_tx, link_rx) = mpsc::channel(1024);
+    let (served_tx, served_rx) = mpsc::channel(1024);
+    let listener_task = tokio::spawn(listener.run(link_tx.clone(), stop_rx.clone()));
+    info!(
+        port,
+        role = cfg.role.name(),
+        owner = %format!("{owner:016x}"),
+        epoch,
+        "cluster: peer listener and discovery started"
+    );
+    let runtime = Runtime {
+        node_id,
+        role: cfg.role,
+        owner,
+        link_cfg,
+        service,
+        shared: shared.clone(),
+        links: HashMap::new(),
+        connectors: HashMap::new(),
+        pending: HashMap::new(),
+        waiting: VecDeque::new(),
+        next_request: 1,
+        link_tx,
+        served_tx,
+        stop_rx,
+    };
+    let task = tokio::spawn(runtime.run(disc, disc_rx, link_rx, req_rx, served_rx, listener_task));
+    Ok(Cluster {
+        handle: ClusterHandle { shared },
+        stop,
+        task,
+    })
+}
+
+async fn bind_listener(cfg: &Config) -> anyhow::Result<(Listener, Arc<LinkConfig>)> {
+    let mut last = None;
+    for i in 0..cfg.ports.max(1) {
+        let Some(port) = cfg.first_port.checked_add(i) else {
+            break;
+        };
+        let local = peer::LocalNode::new(cfg.node_uuid, cfg.volume, &cfg.hostname, port)
+            .context("this node's uuid hashes to node id 0")?;
+        let link_cfg = Arc::new(LinkConfig::new(local, &cfg.secret));
+        let addr = SocketAddr::V4(SocketAddrV4::new(cfg.listen, port));
+        match Listener::bind(link_cfg.clone(), addr).await {
+            Ok(l) => return Ok((l, link_cfg)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(e).with_context(|| format!("peer listener on {addr}")),
+        }
+    }
+    Err(anyhow::anyhow!(
+        "no free peer port in {}..{} ({})",
+        cfg.first_port,
+        cfg.first_port.saturating_add(cfg.ports),
+        last.map(|e| e.to_string()).unwrap_or_default()
+    ))
+}
+
+struct Pending {
+    reply: oneshot::Sender<FileReply>,
+    deadline: Instant,
+}
+
+struct ConnectorTask {
+    addr: SocketAddr,
+    /// Dropping it stops the connector.
+    _stop: watch::Sender<bool>,
+}
+
+struct Runtime {
+    node_id: u64,
+    role: Role,
+    owner: u64,
+    link_cfg: Arc<LinkConfig>,
+    service: Option<Arc<FileService>>,
+    shared: Arc<Shared>,
+    links: HashMap<u64, LinkHandle>,
+    connectors: HashMap<u64, ConnectorTask>,
+    /// Client: requests sent to the owner, by request id.
+    pending: HashMap<u64, Pending>,
+    /// Client: requests waiting for the owner's link.
+    waiting: VecDeque<Outgoing>,
+    next_request: u64,
+    link_tx: mpsc::Sender<LinkEvent>,
+    /// Owner: replies computed by blocking tasks, to send to node.
+    served_tx: mpsc::Sender<(u64, FileOpReply)>,
+    stop_rx: watch::Receiver<bool>,
+}
+
+impl Runtime {
+    async fn run(
+        mut self,
+        disc: discovery::Discovery,
+        mut disc_rx: mpsc::Receiver<discovery::Event>,
+        mut link_rx: mpsc::Receiver<LinkEvent>,
+        mut req_rx: mpsc::Receiver<Outgoing>,
+        mut served_rx: mpsc::Receiver<(u64, FileOpReply)>,
+        listener_task: JoinHandle<()>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut stop_rx = self.stop_rx.clone();
+        loop {
+            tokio::select! {
+                _ = stop_rx.changed() => break,
+                Some(ev) = disc_rx.recv() => self.on_discovery(ev),
+                Some(ev) = link_rx.recv() => self.on_link(ev).await,
+                Some(out) = req_rx.recv() => self.on_request(out).await,
+                Some((node, reply)) = served_rx.recv() => {
+                    if let Some(l) = self.links.get(&node) {
+                        if let Err(e) = l.send(&Message::FileOpReply(reply)).await {
+                            debug!(node = %format!("{node:016x}"), "reply not sent: {e}");
+                        }
+                    }
+                }
+                _ = tick.tick() => self.expire(Instant::now()),
+            }
+        }
+        // Stop dialling and accepting, then drain the links' last events
+        // so their tasks can finish.
+        self.connectors.clear();
+        disc.shutdown().await;
+        for (_, p) in self.pending.drain() {
+            let _ = p.reply.send(FileReply::Errno(libc::EIO));
+        }
+        for o in self.waiting.drain(..) {
+            let _ = o.reply.send(FileReply::Errno(libc::EIO));
+        }
+        drop(self.link_tx);
+        let drain = async { while link_rx.recv().await.is_some() {} };
+        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+        let _ = listener_task.await;
+    }
+
+    fn publish(&self) {
+        let mut members: BTreeSet<u64> = self.links.keys().copied().collect();
+        members.insert(self.node_id);
+        let mut s = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
+        s.members = members.into_iter().collect();
+    }
+
+    fn count_forwarded(&self) {
+        let mut s = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
+        s.forwarded += 1;
+    }
+
+    fn on_discovery(&mut self, ev: discovery::Event) {
+        use discovery::Event as E;
+        match ev {
+            E::Joined(p) | E::Restarted(p) | E::Changed(p) => {
+                if !peer::should_connect(self.node_id, p.node_id) {
+                    return; // it dials us
+                }
+                if self.connectors.get(&p.node_id).map(|c| c.addr) == Some(p.addr) {
+                    return;
+                }
+                match peer::Connector::new(self.link_cfg.clone(), p.node_id, p.addr) {
+                    Ok(c) => {
+                        let (stop, stop_rx) = watch::channel(false);
+                        tokio::spawn(c.run(self.link_tx.clone(), stop_rx));
+                        info!(
+                            peer = %format!("{:016x}", p.node_id),
+                            host = %p.hostname,
+                            addr = %p.addr,
+                            "cluster: dialling a discovered member"
+                        );
+                        self.connectors.insert(
+                            p.node_id,
+                            ConnectorTask {
+                                addr: p.addr,
+                                _stop: stop,
+                            },
+                        );
+                    }
+                    Err(e) => warn!("cluster: not dialling {:016x}: {e}", p.node_id),
+                }
+            }
+            E::Lost(id) => {
+                info!(peer = %format!("{id:016x}"), "cluster: member no longer announces");
+                self.connectors.remove(&id);
+            }
+        }
+    }
+
+    async fn on_link(&mut self, ev: LinkEvent) {
+        match ev {
+            LinkEvent::Up { peer, handle } => {
+                info!(
+                    peer = %format!("{:016x}", peer.node_id),
+                    host = %peer.hostname,
+                    "cluster: link up"
+                );
+                self.links.insert(peer.node_id, handle);
+                self.publish();
+                if peer.node_id == self.owner {
+                    while let Some(out) = self.waiting.pop_front() {
+                        self.send_request(out).await;
+                    }
+                }
+            }
+            LinkEvent::Down { node_id, reason } => {
+                info!(peer = %format!("{node_id:016x}"), "cluster: link down: {reason}");
+                self.links.remove(&node_id);
+                self.publish();
+            }
+            LinkEvent::Message { node_id, message } => self.on_message(node_id, message),
+        }
+    }
+
+    fn on_message(&mut self, from: u64, m: Message) {
+        match m {
+            Message::FileOp(op) => self.serve(from, op),
+            Message::FileOpReply(r) => {
+                if from != self.owner {
+                    warn!(peer = %format!("{from:016x}"), "cluster: file reply from a non-owner, dropped");
+                    return;
+                }
+                let Some(p) = self.pending.remove(&r.request_id) else {
+                    debug!(
+                        id = r.request_id,
+                        "cluster: reply to a request no longer waiting"
+                    );
+                    return;
+                };
+                let reply = FileReply::from_file_op_reply(&r).unwrap_or_else(|e| {
+                    warn!("cluster: undecodable file reply from the owner: {e}");
+                    FileReply::Errno(libc::EIO)
+                });
+                let _ = p.reply.send(reply);
+            }
+            other => debug!(
+                peer = %format!("{from:016x}"),
+                kind = other.type_code(),
+                "cluster: message not handled yet"
+            ),
+        }
+    }
+
+    /// Owner: run a forwarded operation on a blocking thread.
+    fn serve(&mut self, from: u64, op: FileOp) {
+        let epoch = self.role.epoch();
+        let reply_err = |errno: i32| FileOpReply {
+            owner_epoch: epoch,
+            request_id: op.request_id,
+            errno,
+            payload: Vec::new(),
+        };
+        let (Role::Owner { .. }, Some(service)) = (self.role, self.service.clone()) else {
+            warn!(peer = %format!("{from:016x}"), "cluster: a file request, but this node is not the owner");
+            let _ = self.served_tx.try_send((from, reply_err(libc::EIO)));
+            return;
+        };
+        if op.owner_epoch != epoch {
+            warn!(
+                peer = %format!("{from:016x}"),
+                theirs = op.owner_epoch,
+                ours = epoch,
+                "cluster: file request for another owner epoch, refused"
+            );
+            let _ = self.served_tx.try_send((from, reply_err(libc::ESTALE)));
+            return;
+        }
+        let req = match FileRequest::from_file_op(&op) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(peer = %format!("{from:016x}"), "cluster: undecodable file request: {e}");
+                let _ = self.served_tx.try_send((from, reply_err(libc::EIO)));
+                return;
+            }
+        };
+        self.count_forwarded();
+        let tx = self.served_tx.clone();
+        let id = op.request_id;
+        tokio::task::spawn_blocking(move || {
+            let reply = service.handle_from(from, req);
+            let wire = reply
+                .to_file_op_reply(epoch, id)
+                .unwrap_or_else(|_| FileOpReply {
+                    owner_epoch: epoch,
+                    request_id: id,
+                    errno: libc::EIO,
+                    payload: Vec::new(),
+                });
+            let _ = tx.blocking_send((from, wire));
+        });
+    }
+
+    async fn on_request(&mut self, out: Outgoing) {
+        match self.role {
+            Role::Owner { .. } => {
+                // The owner's own operations never come here: its mount
+                // stacks over XFS.  Refuse rather than loop.
+                let _ = out.reply.send(FileReply::Errno(libc::EIO));
+            }
+            Role::Client { .. } => {
+                if self.links.contains_key(&self.owner) {
+                    self.send_request(out).await;
+                } else {
+                    self.waiting.push_back(out);
+                }
+            }
+        }
+    }
+
+    async fn send_request(&mut self, out: Outgoing) {
+        let id = self.next_request;
+        self.next_request += 1;
+        let op = match out.req.to_file_op(self.role.epoch(), id) {
+            Ok(op) => op,
+            Err(e) => {
+                warn!("cluster: request not encodable: {e}");
+                let _ = out.reply.send(FileReply::Errno(libc::EINVAL));
+                return;
+            }
+        };
+        let Some(link) = self.links.get(&self.owner) else {
+            self.waiting.push_back(out);
+            return;
+        };
+        if let Err(e) = link.send(&Message::FileOp(op)).await {
+            debug!("cluster: request not sent: {e}");
+            let _ = out.reply.send(FileReply::Errno(libc::EIO));
+            return;
+        }
+        self.count_forwarded();
+        self.pending.insert(
+            id,
+            Pending {
+                reply: out.reply,
+                deadline: out.deadline,
+            },
+        );
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let late: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if let Some(p) = self.pending.remove(&id) {
+                warn!(id, "cluster: no reply from the owner in time: EIO");
+                let _ = p.reply.send(FileReply::Errno(libc::EIO));
+            }
+        }
+        while self.waiting.front().is_some_and(|o| o.deadline <= now) {
+            if let Some(o) = self.waiting.pop_front() {
+                warn!("cluster: no link to the owner in time: EIO");
+                let _ = o.reply.send(FileReply::Errno(libc::EIO));
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Two cluster runtimes in one process, over loopback: real discovery
+//! (multicast on lo), real authenticated peer links, the owner's real
+//! file service on a temp dir.
+
+use super::*;
+use crate::wire::fileop::{Creds, Op};
+use std::net::SocketAddrV4;
+
+fn node_uuid() -> Uuid {
+    loop {
+        let u = Uuid::new_v4();
+        if mxfs_core::identity::node_id(&u).is_some() {
+            return u;
+        }
+    }
+}
+
+fn config(node: Uuid, volume: Uuid, secret: [u8; 32], role: Role, disc_port: u16) -> Config {
+    let mut c = Config::new(
+        node,
+        volume,
+        "test".to_string(),
+        VolumeSecret::new(secret),
+        role,
+    );
+    c.discovery = discovery::Config {
+        group: SocketAddrV4::new(*discovery::DEFAULT_GROUP.ip(), disc_port),
+        interface: Some(Ipv4Addr::LOCALHOST),
+        timeout: Duration::from_secs(2),
+        ..discovery::Config::with_interval(Duration::from_millis(100))
+    };
+    c.listen = Ipv4Addr::LOCALHOST;
+    // ports away from the daemon's and from other tests'
+    c.first_port = 20000 + (std::process::id() % 20000) as u16;
+    c.request_timeout = Duration::from_secs(5);
+    c
+}
+
+fn root_creds() -> Creds {
+    Creds {
+        uid: 0,
+        gid: 0,
+        pid: 1,
+        groups: vec![],
+    }
+}
+
+async fn wait_members(h: &ClusterHandle, n: usize) -> Vec<u64> {
+    for _ in 0..100 {
+        let m = h.status().members;
+        if m.len() == n {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    h.status().members
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reaches_the_owners_files_and_an_outsider_does_not_join() {
+    let dir = std::env::temp_dir().join(format!("mxfs-cluster-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hello"), b"from the owner").unwrap();
+    let service = Arc::new(FileService::open(&dir).unwrap());
+
+    let volume = Uuid::new_v4();
+    let secret = [0x42; 32];
+    let disc_port = 17000 + (std::process::id() % 1000) as u16;
+    let owner_uuid = node_uuid();
+    let owner_id = mxfs_core::identity::node_id(&owner_uuid).unwrap();
+    let client_uuid = node_uuid();
+    let owner = start(
+        config(
+            owner_uuid,
+            volume,
+            secret,
+            Role::Owner { epoch: 3 },
+            disc_port,
+        ),
+        Some(service),
+    )
+    .await
+    .unwrap();
+    let client = start(
+        config(
+            client_uuid,
+            volume,
+            secret,
+            Role::Client {
+                owner: owner_id,
+                epoch: 3,
+            },
+            disc_port,
+        ),
+        None,
+    )
+    .await
+    .unwrap();
+    // a node of the same volume with another secret: never a member
+    let outsider = start(
+        config(
+            node_uuid(),
+            volume,
+            [0x43; 32],
+            Role::Client {
+                owner: owner_id,
+                epoch: 3,
+            },
+            disc_port,
+        ),
+        None,
+    )
+    .await
+    .unwrap();
+
+    let ch = client.handle();
+    let members = wait_members(&ch, 2).await;
+    assert_eq!(members.len(), 2, "client members: {members:?}");
+    assert!(members.contains(&owner_id));
+    assert_eq!(wait_members(&owner.handle(), 2).await, members);
+
+    // root, lookup, read, create+write: all through the owner
+    let FileReply::Entry { handle: root, .. } = ch
+        .call(FileRequest {
+            creds: root_creds(),
+            op: Op::Root,
+        })
+        .await
+    else {
+        panic!("no root entry");
+    };
+    let r = ch
+        .call(FileRequest {
+            creds: root_creds(),
+            op: Op::Lookup {
+                parent: root.clone(),
+                name: b"hello".to_vec(),
+            },
+        })
+        .await;
+    let FileReply::Entry { attr, .. } = r else {
+        panic!("lookup: {r:?}");
+    };
+    assert_eq!(attr.size, 14);
+    let r = ch
+        .call(FileRequest {
+            creds: root_creds(),
+            op: Op::Lookup {
+                parent: root.clone(),
+                name: b"absent".to_vec(),
+            },
+        })
+        .await;
+    assert_eq!(r, FileReply::Errno(libc::ENOENT));
+    assert!(owner.handle().status().forwarded >= 3);
+
+    // the outsider's requests never reach the owner: EIO after its timeout
+    let oh = outsider.handle();
+    assert_eq!(oh.status().members, vec![oh.status().node_id]);
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        oh.call(FileRequest {
+            creds: root_creds(),
+            op: Op::Root,
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r, FileReply::Errno(libc::EIO));
+    assert_eq!(wait_members(&owner.handle(), 2).await.len(), 2);
+
+    client.shutdown().await;
+    outsider.shutdown().await;
+    owner.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
