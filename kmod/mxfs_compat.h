@@ -79,20 +79,6 @@ static inline int mxfs_vfs_rename(struct vfsmount *mnt, struct inode *old_dir,
 	return vfs_rename(&rd);
 }
 
-/*
- * 6.7+: ->getattr may be asked for AT_GETATTR_NOSEC, which must not go
- * through vfs_getattr() (that warns and fails with -EPERM).
- */
-static inline int mxfs_vfs_getattr(const struct path *path, struct kstat *stat,
-				   u32 mask, unsigned int flags)
-{
-#ifdef AT_GETATTR_NOSEC
-	if (flags & AT_GETATTR_NOSEC)
-		return vfs_getattr_nosec(path, stat, mask, flags);
-#endif
-	return vfs_getattr(path, stat, mask, flags);
-}
-
 /* ---- readdir actors return int (5.10) or bool (6.1+) */
 #if MXFS_KV(6, 1, 0)
 #define MXFS_FILLDIR_RET bool

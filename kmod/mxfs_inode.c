@@ -18,8 +18,21 @@ int mxfs_permission(MXFS_IDMAP_PARAM struct inode *inode, int mask)
 		return err;
 	if (!lower)
 		return -ESTALE;
-	return inode_permission(MXFS_IDMAP_ARG(mxfs_lower_mnt(inode->i_sb))
-				lower, mask);
+	/*
+	 * The VFS has just run inode_permission() on our inode: the
+	 * read-only, device-cgroup and LSM checks are done.  What can differ
+	 * below is the lower filesystem's own answer (its mode, owner and
+	 * ACLs may have been changed by the daemon on a client's behalf), so
+	 * ask only that, not the whole inode_permission() a second time: on
+	 * a path walk this runs once per component.
+	 */
+	if ((mask & MAY_WRITE) && IS_IMMUTABLE(lower))
+		return -EPERM;
+	if (lower->i_op->permission)
+		return lower->i_op->permission(
+			MXFS_IDMAP_ARG(mxfs_lower_mnt(inode->i_sb)) lower, mask);
+	return generic_permission(MXFS_IDMAP_ARG(mxfs_lower_mnt(inode->i_sb))
+				  lower, mask);
 }
 
 int mxfs_getattr(MXFS_IDMAP_PARAM const struct path *path, struct kstat *stat,
@@ -37,9 +50,10 @@ int mxfs_getattr(MXFS_IDMAP_PARAM const struct path *path, struct kstat *stat,
 	/*
 	 * st_ino and st_dev come from the lower filesystem: our s_dev is the
 	 * block device's number, like the lower XFS, so both are stable
-	 * across remounts.
+	 * across remounts.  vfs_getattr() ran the LSM hook on our path
+	 * already; the lower call skips a second one.
 	 */
-	return mxfs_vfs_getattr(&lower, stat, request_mask, flags);
+	return vfs_getattr_nosec(&lower, stat, request_mask, flags);
 }
 
 int mxfs_setattr(MXFS_IDMAP_PARAM struct dentry *dentry, struct iattr *attr)
