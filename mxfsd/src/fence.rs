@@ -156,10 +156,24 @@ impl NodeFence {
             };
         }
         match dev.read_reservation().map_err(pr)?.holder {
-            None => {
-                dev.reserve(self.key).map_err(pr)?;
-                Ok(Joined::Reserved)
-            }
+            None => match dev.reserve(self.key) {
+                Ok(()) => Ok(Joined::Reserved),
+                // Another node reserved between our read and our reserve
+                // (two nodes mounting at once): the target decided, and
+                // the holder is whoever it chose.
+                Err(PrError::Conflict) => match dev.read_reservation().map_err(pr)?.holder {
+                    Some(h) if h.pr_type == SCSI_TYPE_WRITE_EXCLUSIVE_REG_ONLY => {
+                        Ok(Joined::AlreadyReserved { holder: h.key })
+                    }
+                    Some(h) => Err(FenceError::ForeignReservation {
+                        dev: self.path.clone(),
+                        key: h.key,
+                        pr_type: h.pr_type,
+                    }),
+                    None => Err(pr(PrError::Conflict)),
+                },
+                Err(e) => Err(pr(e)),
+            },
             Some(h) if h.pr_type == SCSI_TYPE_WRITE_EXCLUSIVE_REG_ONLY => {
                 Ok(Joined::AlreadyReserved { holder: h.key })
             }

@@ -34,6 +34,8 @@ mod volume_keys;
 mod wire;
 #[allow(dead_code, unused_imports)]
 mod xfs;
+#[allow(dead_code)]
+mod xfs_view;
 
 // The node identity lives in mxfs-core (shared with mount.mxfs); this
 // keeps `crate::identity::...` paths working in the modules below.
