@@ -9,7 +9,9 @@ use anyhow::Result;
 use mxfs_testbed::cluster::{self, Assets, Cluster, Options};
 use mxfs_testbed::kernel::{self, Series};
 use mxfs_testbed::scenario::Runner;
-use mxfs_testbed::{checks, dbus, deb, fencing, host, kmod, packages, single, supervision, tools};
+use mxfs_testbed::{
+    checks, dbus, deb, fencing, host, kmod, multinode, packages, single, supervision, tools,
+};
 use std::path::PathBuf;
 
 const TESTBED_STEPS: &[&str] = &[
@@ -42,6 +44,10 @@ const SINGLE_STEPS: &[&str] = &[
     "mxfs_packages_remove_cleanly",
 ];
 
+/// Several nodes on one volume (issue 4): run on nodes 1 and 2, after
+/// the single-node steps and before node 1's packages are removed.
+const CLUSTER_STEPS: &[&str] = &["cluster_two_nodes_share_files"];
+
 /// Benchmark: files per metadata round, and rounds (medians are
 /// reported).
 const BENCH_FILES: usize = 4000;
@@ -73,7 +79,12 @@ fn main() {
         }
         Ok(())
     });
-    let all: Vec<&str> = TESTBED_STEPS.iter().chain(SINGLE_STEPS).copied().collect();
+    let all: Vec<&str> = TESTBED_STEPS
+        .iter()
+        .chain(SINGLE_STEPS)
+        .chain(CLUSTER_STEPS)
+        .copied()
+        .collect();
     if all.iter().any(|s| r.wants(s)) {
         let started = cluster::prepare(Series::V6_1).and_then(|assets| {
             let opts = Options {
@@ -128,6 +139,14 @@ fn main() {
                         r.step(SINGLE_STEPS[14], || {
                             supervision::reboot_with_fstab(c.node(1))
                         });
+                        if CLUSTER_STEPS.iter().any(|s| r.wants(s)) {
+                            match single::install(c.node(2)) {
+                                Err(e) => r.fail_all(CLUSTER_STEPS, &e),
+                                Ok(_) => r.step(CLUSTER_STEPS[0], || {
+                                    multinode::two_nodes_share_files(&mut c)
+                                }),
+                            }
+                        }
                         r.step(SINGLE_STEPS[15], || packages::udev_rules(c.node(1)));
                         // Last: it uninstalls MXFS from node 1.
                         r.step(SINGLE_STEPS[16], || packages::removal(c.node(1)));

@@ -37,6 +37,7 @@ pub mod host;
 pub mod initramfs;
 pub mod kernel;
 pub mod kmod;
+pub mod multinode;
 pub mod net;
 pub mod node;
 pub mod opcheck;

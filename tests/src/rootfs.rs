@@ -20,6 +20,7 @@ pub const GUEST_PACKAGES: &[&str] = &[
     "procps",
     "e2fsprogs",
     "xfsprogs",
+    "attr",
     "sg3-utils",
     "fio",
     "socat",
