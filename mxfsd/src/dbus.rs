@@ -38,6 +38,19 @@ pub struct VolumeStatus {
     pub fence_reason: String,
     /// `scsi`, `nvme` or `none`.
     pub pr_capability: String,
+    /// Metric: file requests forwarded to the owner (client) or served
+    /// for clients (owner).
+    pub forwarded_requests: u64,
+}
+
+/// The parts of the status that the cluster runtime changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    pub role: String,
+    pub owner_node: u64,
+    pub epoch: u64,
+    pub members: Vec<u64>,
+    pub forwarded_requests: u64,
 }
 
 struct VolumeObject {
@@ -90,6 +103,21 @@ impl VolumeObject {
     fn pr_capability(&self) -> String {
         self.status.pr_capability.clone()
     }
+    #[zbus(property)]
+    fn forwarded_requests(&self) -> u64 {
+        self.status.forwarded_requests
+    }
+
+    /// A node became a member (its peer link is up).
+    #[zbus(signal)]
+    async fn member_joined(emitter: &SignalEmitter<'_>, node: u64) -> zbus::Result<()>;
+    /// A member left or was lost.
+    #[zbus(signal)]
+    async fn member_lost(emitter: &SignalEmitter<'_>, node: u64) -> zbus::Result<()>;
+    /// Another node owns the volume, at a new epoch.
+    #[zbus(signal)]
+    async fn owner_changed(emitter: &SignalEmitter<'_>, owner: u64, epoch: u64)
+        -> zbus::Result<()>;
 
     /// This node has been fenced: its mount fails with EIO.
     #[zbus(signal)]
@@ -110,6 +138,51 @@ impl Bus {
             .build()
             .await?;
         Ok(Bus { conn })
+    }
+
+    /// Shows the cluster's current view: changed properties and the
+    /// membership and owner signals.
+    pub async fn update(&self, view: &ClusterView) {
+        let r = async {
+            let iface = self
+                .conn
+                .object_server()
+                .interface::<_, VolumeObject>(PATH)
+                .await?;
+            let e = iface.signal_emitter();
+            let mut obj = iface.get_mut().await;
+            let old = obj.status.clone();
+            obj.status.role = view.role.clone();
+            obj.status.owner_node = view.owner_node;
+            obj.status.epoch = view.epoch;
+            obj.status.members = view.members.clone();
+            obj.status.forwarded_requests = view.forwarded_requests;
+            for n in view.members.iter().filter(|n| !old.members.contains(n)) {
+                VolumeObject::member_joined(e, *n).await?;
+            }
+            for n in old.members.iter().filter(|n| !view.members.contains(n)) {
+                VolumeObject::member_lost(e, *n).await?;
+            }
+            if old.members != view.members {
+                obj.members_changed(e).await?;
+            }
+            if old.role != view.role {
+                obj.role_changed(e).await?;
+            }
+            if (old.owner_node, old.epoch) != (view.owner_node, view.epoch) {
+                obj.owner_node_changed(e).await?;
+                obj.epoch_changed(e).await?;
+                VolumeObject::owner_changed(e, view.owner_node, view.epoch).await?;
+            }
+            if old.forwarded_requests != view.forwarded_requests {
+                obj.forwarded_requests_changed(e).await?;
+            }
+            Ok::<(), zbus::Error>(())
+        }
+        .await;
+        if let Err(e) = r {
+            warn!("D-Bus: could not show the cluster's state: {e}");
+        }
     }
 
     /// Shows this node fenced: property change and the `Fenced` signal.

@@ -10,7 +10,6 @@
 // The building blocks of the cluster (issue 4): XFS walking, the lockstate
 // format, the lock engine and the peer wire format.  They are consumed by
 // the cluster runtime, which is not written yet, hence the allows for now.
-#[allow(dead_code)]
 mod cluster;
 mod dbus;
 #[allow(dead_code)]
@@ -18,6 +17,9 @@ mod discovery;
 #[allow(dead_code, unused_imports)]
 mod dlm;
 mod fence;
+#[allow(dead_code)]
+mod fuse_client;
+mod join;
 #[allow(dead_code)]
 mod fileserv;
 #[allow(dead_code, unused_imports)]
@@ -50,7 +52,8 @@ use clap::Parser;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use crate::fence::{FenceMode, NodeFence, WATCH_INTERVAL};
+use crate::fence::{FenceMode, Joined, NodeFence, WATCH_INTERVAL};
+use crate::wire::fileop::{Creds, FileReply, FileRequest, Op};
 use crate::netlink::{check_shutdown, Channel, Session};
 use crate::uapi::{cmd_name, Role, MXFS_CMD_SHUTDOWN};
 
@@ -141,22 +144,142 @@ impl<E: Into<anyhow::Error>> From<E> for Stop {
 enum Event {
     Ready(dbus::VolumeStatus),
     Fenced(String),
+    /// The cluster runtime runs: D-Bus follows its status.
+    Cluster(cluster::ClusterHandle),
 }
 
 type Events = tokio::sync::mpsc::UnboundedSender<Event>;
 
-fn serve(args: &Args, node_id: u64, events: Events) -> Result<(), Stop> {
+/// How long a client waits for its link to the owner before the mount
+/// fails.
+const OWNER_LINK_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// What runs while the volume is mounted, stopped in this order at
+/// SHUTDOWN: the FUSE server (client), the cluster runtime, the file
+/// service and the XFS view (owner).
+#[derive(Default)]
+struct Running {
+    fuse: Option<fuse_client::FuseMount>,
+    cluster: Option<cluster::Cluster>,
+    owner: Option<join::OwnerParts>,
+}
+
+impl Running {
+    fn stop(&mut self, rt: &tokio::runtime::Handle) {
+        if let Some(mut f) = self.fuse.take() {
+            if let Err(e) = f.unmount() {
+                warn!("unmounting the FUSE client: {e}");
+            }
+        }
+        if let Some(c) = self.cluster.take() {
+            rt.block_on(c.shutdown());
+        }
+        // The service's descriptors first, then the view's unmount: then
+        // nothing of ours holds the XFS.
+        if let Some(o) = self.owner.take() {
+            drop(o.service);
+            drop(o.view);
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// The FUSE mount a client serves, which the module stacks over.
+fn fuse_mountpoint(volume: &Uuid) -> PathBuf {
+    PathBuf::from(format!("/run/mxfs/{}.fuse", volume.hyphenated()))
+}
+
+/// Start the cluster runtime for `plan`; on a client, wait for the
+/// owner's link and mount the FUSE server.
+fn start_cluster(
+    args: &Args,
+    node_uuid: Uuid,
+    plan: join::Plan,
+    rt: &tokio::runtime::Handle,
+    running: &mut Running,
+) -> anyhow::Result<()> {
+    let cfg = cluster::Config::new(node_uuid, args.uuid, hostname(), plan.secret, plan.role);
+    let service = plan.owner.as_ref().map(|o| o.service.clone());
+    running.owner = plan.owner;
+    let c = rt
+        .block_on(cluster::start(cfg, service))
+        .context("starting the cluster runtime")?;
+    let handle = c.handle();
+    running.cluster = Some(c);
+    let cluster::Role::Client { owner, .. } = plan.role else {
+        return Ok(());
+    };
+    supervision::status(&format!("waiting for the owner, node {owner:016x}"));
+    let deadline = std::time::Instant::now() + OWNER_LINK_WAIT;
+    while !handle.status().members.contains(&owner) {
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "no link to the owner (node {owner:016x}) within {} s: is it up and on this network?",
+                OWNER_LINK_WAIT.as_secs()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let root = match handle.call_blocking(FileRequest {
+        creds: Creds {
+            uid: 0,
+            gid: 0,
+            pid: std::process::id(),
+            groups: Vec::new(),
+        },
+        op: Op::Root,
+    }) {
+        FileReply::Entry { handle, .. } => handle,
+        other => anyhow::bail!("the owner did not give the volume root: {other:?}"),
+    };
+    let dir = fuse_mountpoint(&args.uuid);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let fuse = fuse_client::mount(
+        &dir,
+        root,
+        ForwardToOwner(handle),
+        &fuse_client::MountConfig::default(),
+    )
+    .with_context(|| format!("mounting the FUSE client at {}", dir.display()))?;
+    running.fuse = Some(fuse);
+    Ok(())
+}
+
+/// The client's FUSE server forwards through the cluster runtime.
+struct ForwardToOwner(cluster::ClusterHandle);
+
+impl fuse_client::Forward for ForwardToOwner {
+    fn call(&self, req: FileRequest) -> FileReply {
+        self.0.call_blocking(req)
+    }
+}
+
+fn serve(
+    args: &Args,
+    node_id: u64,
+    node_uuid: Uuid,
+    events: Events,
+    rt: tokio::runtime::Handle,
+) -> Result<(), Stop> {
     let session = Session {
         token: args.token,
         uuid: *args.uuid.as_bytes(),
     };
     let mut ch = Channel::open().context("opening the netlink channel")?;
     let reattach = supervision::is_reattach(&args.uuid);
-    let fence = if reattach {
+    let (fence, joined) = if reattach {
         // systemd restarted us while the mount lives: no new registration.
         info!("restarted while the volume is mounted: re-attaching");
         supervision::status("re-attaching to the mounted volume");
-        NodeFence::attach(&args.device, node_id, args.fence).context("opening the device")?
+        let f = NodeFence::attach(&args.device, node_id, args.fence).context("opening the device")?;
+        (f, None)
     } else {
         // Fencing first: this node writes to the device only once its key
         // is registered and the registrants-only reservation is in place.
@@ -164,7 +287,7 @@ fn serve(args: &Args, node_id: u64, events: Events) -> Result<(), Stop> {
         match NodeFence::join(&args.device, node_id, args.fence) {
             Ok((f, joined)) => {
                 info!(fence = args.fence.as_str(), joined = ?joined, "fencing in place");
-                f
+                (f, Some(joined))
             }
             Err(e) => {
                 let reason = e.to_string();
@@ -178,10 +301,62 @@ fn serve(args: &Args, node_id: u64, events: Events) -> Result<(), Stop> {
             }
         }
     };
-    // One node: the owner at once.  The epoch comes from the lockstate
-    // file in the multi-node work; until then it is 1.
-    let epoch = 1;
-    if let Err(e) = ch.daemon_ready(&session, Role::Owner, epoch, node_id) {
+
+    // Which part this node takes (join.rs).  fence=none and a re-attach
+    // run as the lone owner, without the cluster: without PR there is no
+    // arbiter of ownership, and a restarted daemon cannot bring back a
+    // client's FUSE server, whose connection died with it.
+    let plan = match joined {
+        None | Some(Joined::Unfenced) => None,
+        Some(Joined::Reserved) => Some(join::as_owner(&args.device, &args.uuid, node_id, false)),
+        // our own reservation, left by a daemon that was killed
+        Some(Joined::AlreadyReserved { holder }) if holder == node_id => {
+            Some(join::as_owner(&args.device, &args.uuid, node_id, false))
+        }
+        Some(Joined::AlreadyReserved { holder: 0 }) => Some(Err(anyhow::anyhow!(
+            "the device's reservation holder cannot be read (NVMe): clients are not supported there yet"
+        ))),
+        Some(Joined::AlreadyReserved { holder }) => {
+            supervision::status(&format!("waiting for the lockstate of owner {holder:016x}"));
+            Some(join::as_client(&args.device, holder, join::LOCKSTATE_WAIT))
+        }
+    };
+    let mut running = Running::default();
+    let started = match plan {
+        None => Ok(cluster::Role::Owner { epoch: 1 }),
+        Some(Err(e)) => Err(e),
+        Some(Ok(plan)) => {
+            let role = plan.role;
+            start_cluster(args, node_uuid, plan, &rt, &mut running).map(|()| role)
+        }
+    };
+    let role = match started {
+        Ok(r) => r,
+        Err(e) => {
+            running.stop(&rt);
+            let reason = format!("{e:#}");
+            if let Err(ne) = ch.daemon_exited(&session, EIO, &reason) {
+                warn!("DAEMON_EXITED not delivered: {ne}");
+            }
+            if !reattach {
+                fence.leave();
+            }
+            return Err(Stop::GaveUp(e.context("joining the volume")));
+        }
+    };
+    let epoch = role.epoch();
+    let (role_name, owner_node) = match role {
+        cluster::Role::Owner { .. } => ("owner", node_id),
+        cluster::Role::Client { owner, .. } => ("client", owner),
+    };
+    let ready = match role {
+        cluster::Role::Owner { .. } => ch.daemon_ready(&session, Role::Owner, epoch, node_id),
+        cluster::Role::Client { .. } => {
+            ch.daemon_ready_client(&session, epoch, node_id, &fuse_mountpoint(&args.uuid))
+        }
+    };
+    if let Err(e) = ready {
+        running.stop(&rt);
         if !reattach {
             fence.leave();
         }
@@ -189,13 +364,20 @@ fn serve(args: &Args, node_id: u64, events: Events) -> Result<(), Stop> {
         return Err(Stop::GaveUp(anyhow::Error::new(e).context("DAEMON_READY")));
     }
     if reattach {
-        info!(role = "owner", epoch, "re-attached to the mounted volume");
+        info!(role = role_name, epoch, "re-attached to the mounted volume");
+    } else if owner_node == node_id {
+        info!(role = role_name, epoch, "ready; the module now mounts XFS");
     } else {
-        info!(role = "owner", epoch, "ready; the module now mounts XFS");
+        info!(
+            role = role_name,
+            epoch,
+            owner = %format!("{owner_node:016x}"),
+            "ready; the module now stacks over the FUSE client"
+        );
     }
     supervision::joined(
         &args.uuid,
-        &format!("owner, epoch {epoch}, fence={}", args.fence.as_str()),
+        &format!("{role_name}, epoch {epoch}, fence={}", args.fence.as_str()),
     );
     let fenced_meanwhile = reattach && matches!(fence.still_registered(), Some(Ok(false)));
     let _ = events.send(Event::Ready(dbus::VolumeStatus {
@@ -203,8 +385,8 @@ fn serve(args: &Args, node_id: u64, events: Events) -> Result<(), Stop> {
         device: args.device.display().to_string(),
         mountpoint: args.mountpoint.clone(),
         node_id,
-        role: "owner".to_string(),
-        owner_node: node_id,
+        role: role_name.to_string(),
+        owner_node,
         epoch,
         members: vec![node_id],
         fencing_state: match args.fence {
@@ -214,7 +396,11 @@ fn serve(args: &Args, node_id: u64, events: Events) -> Result<(), Stop> {
         .to_string(),
         fence_reason: String::new(),
         pr_capability: fence.capability().to_string(),
+        forwarded_requests: 0,
     }));
+    if let Some(c) = &running.cluster {
+        let _ = events.send(Event::Cluster(c.handle()));
+    }
     if fenced_meanwhile {
         let reason = format!(
             "key 0x{node_id:016x} was removed from {} while mxfsd was restarting (preempted)",
@@ -271,6 +457,9 @@ fn serve(args: &Args, node_id: u64, events: Events) -> Result<(), Stop> {
                 if watcher.join().is_err() {
                     warn!("the fence watch panicked");
                 }
+                // FUSE, links, file service, then our XFS view: after this
+                // nothing of ours uses the volume.
+                running.stop(&rt);
                 fence.leave();
                 supervision::finished(&args.uuid);
                 if let Err(e) = ch.daemon_exited(&session, 0, "shutdown requested") {
@@ -287,12 +476,16 @@ fn serve(args: &Args, node_id: u64, events: Events) -> Result<(), Stop> {
 /// EIO: the error a refused join reports to the kernel in DAEMON_EXITED.
 const EIO: u32 = 5;
 
-async fn run(args: Args, node_id: u64) -> Result<(), Stop> {
+async fn run(args: Args, node_id: u64, node_uuid: Uuid) -> Result<(), Stop> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     let volume = args.uuid;
     let (events, mut incoming) = tokio::sync::mpsc::unbounded_channel();
-    let mut worker = tokio::task::spawn_blocking(move || serve(&args, node_id, events));
+    let rt = tokio::runtime::Handle::current();
+    let mut worker =
+        tokio::task::spawn_blocking(move || serve(&args, node_id, node_uuid, events, rt));
+    let mut cluster: Option<cluster::ClusterHandle> = None;
+    let mut refresh = tokio::time::interval(std::time::Duration::from_secs(1));
     const GONE: &str = "exiting while mounted; the mount fails with EIO unless a restarted mxfsd \
                         re-attaches in time (module parameter reattach_timeout)";
     let mut bus: Option<dbus::Bus> = None;
@@ -314,7 +507,21 @@ async fn run(args: Args, node_id: u64) -> Result<(), Stop> {
                         b.fenced(&reason).await;
                     }
                 }
+                Some(Event::Cluster(h)) => cluster = Some(h),
             },
+            _ = refresh.tick(), if cluster.is_some() && bus.is_some() => {
+                if let (Some(h), Some(b)) = (&cluster, &bus) {
+                    let st = h.status();
+                    b.update(&dbus::ClusterView {
+                        role: st.role.name().to_string(),
+                        owner_node: st.owner,
+                        epoch: st.role.epoch(),
+                        members: st.members,
+                        forwarded_requests: st.forwarded,
+                    })
+                    .await;
+                }
+            }
             _ = sigterm.recv() => {
                 warn!("SIGTERM: {GONE}");
                 return Ok(());
@@ -380,7 +587,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = rt.block_on(run(args, ident.id));
+    let result = rt.block_on(run(args, ident.id, ident.uuid));
     // Do not wait for a worker still blocked in recv().
     rt.shutdown_background();
     match result {

@@ -465,6 +465,30 @@ impl Runtime {
                     warn!(peer = %format!("{from:016x}"), "cluster: file reply from a non-owner, dropped");
                     return;
                 }
+                // Replies of a stale owner are refused; a newer epoch is
+                // the owner's own bump after we read the header.
+                let known = self.role.epoch();
+                if r.owner_epoch < known {
+                    warn!(
+                        theirs = r.owner_epoch,
+                        ours = known,
+                        "cluster: reply from a stale owner epoch, dropped"
+                    );
+                    return;
+                }
+                if r.owner_epoch > known {
+                    if let Role::Client { owner, .. } = self.role {
+                        self.role = Role::Client {
+                            owner,
+                            epoch: r.owner_epoch,
+                        };
+                        self.shared
+                            .status
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .role = self.role;
+                    }
+                }
                 let Some(p) = self.pending.remove(&r.request_id) else {
                     debug!(
                         id = r.request_id,
@@ -500,12 +524,15 @@ impl Runtime {
             let _ = self.served_tx.try_send((from, reply_err(libc::EIO)));
             return;
         };
-        if op.owner_epoch != epoch {
+        // A client that knows a newer epoch has seen a newer owner: this
+        // one is stale and must not serve.  An older epoch is a client
+        // that read the lockstate header before this owner bumped it.
+        if op.owner_epoch > epoch {
             warn!(
                 peer = %format!("{from:016x}"),
                 theirs = op.owner_epoch,
                 ours = epoch,
-                "cluster: file request for another owner epoch, refused"
+                "cluster: file request for a newer owner epoch: this owner is stale, refused"
             );
             let _ = self.served_tx.try_send((from, reply_err(libc::ESTALE)));
             return;
