@@ -480,8 +480,10 @@ static int mxfs_check_fuse_lower(struct fs_context *fc,
  * mxfsd's own umount of FUSE ends the FUSE superblock while mxfsd waits
  * for its session to end.  Path-based LSMs (AppArmor, Landlock) also treat
  * an MNT_INTERNAL mount as "not mounted anywhere", as for the owner's XFS,
- * rather than as a disconnected path.  Nothing else can see the clone yet,
- * so setting the flag here races with nothing.
+ * rather than as a disconnected path.  Nobody else holds the clone yet; the
+ * only other writer of its mnt_flags would be a read-only remount of the
+ * FUSE superblock (MNT_WRITE_HOLD on each of its mounts, under mount_lock,
+ * which modules cannot take), which mxfsd does not do while mounting.
  */
 static int mxfs_take_fuse_lower(struct fs_context *fc,
 				struct mxfs_sb_info *sbi)
