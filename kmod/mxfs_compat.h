@@ -174,6 +174,20 @@ static inline int mxfs_mmap_lower(struct file *file, struct vm_area_struct *vma,
 #endif
 }
 
+/*
+ * ---- VMA flags: set through vm_flags_clear() from 6.3 (vm_flags became
+ * const; the helper also takes the per-VMA lock).  Called from ->mmap,
+ * with mmap_lock held for writing.
+ */
+static inline void mxfs_vma_clear_maywrite(struct vm_area_struct *vma)
+{
+#if MXFS_KV(6, 3, 0)
+	vm_flags_clear(vma, VM_MAYWRITE);
+#else
+	vma->vm_flags &= ~VM_MAYWRITE;
+#endif
+}
+
 /* ---- splice_read: generic_file_splice_read went away in 6.5 */
 #if MXFS_KV(6, 5, 0)
 static inline ssize_t mxfs_splice_read(struct file *in, loff_t *ppos,

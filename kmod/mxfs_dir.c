@@ -25,8 +25,20 @@ static int mxfs_d_revalidate(struct dentry *dentry, unsigned int flags)
 		return 0;
 	if (inode && READ_ONCE(MXFS_I(inode)->lower) != linode)
 		return 0;
-	if (lower->d_flags & DCACHE_OP_REVALIDATE)
-		return lower->d_op->d_revalidate(lower, flags);
+	if (lower->d_flags & DCACHE_OP_REVALIDATE) {
+		int ret = lower->d_op->d_revalidate(lower, flags);
+
+		/*
+		 * A client's FUSE lower revalidates with the owner (entry
+		 * timeout 0) and refreshes its inode: refresh ours too, so
+		 * that what the VFS checks on it (sticky bit, owner, append
+		 * and immutable flags) is what other nodes left.
+		 */
+		if (ret > 0 && inode && !(flags & LOOKUP_RCU) &&
+		    mxfs_is_client(dentry->d_sb))
+			mxfs_copy_attr(inode);
+		return ret;
+	}
 	return 1;
 }
 
@@ -102,11 +114,22 @@ static int mxfs_lock_lower_parent(struct dentry *dentry,
 }
 
 static int mxfs_instantiate(struct inode *dir, struct dentry *dentry,
-			    struct dentry *lower)
+			    struct dentry *lower, bool is_dir)
 {
 	struct inode *inode;
 
 	if (d_really_is_negative(lower) || d_unhashed(lower)) {
+		/*
+		 * FUSE's mkdir (as NFS's) may succeed and leave the dentry it
+		 * was given unhashed and negative: d_splice_alias() moved an
+		 * existing alias of the new directory's inode to that name
+		 * instead.  The directory exists; like those filesystems, leave
+		 * ours unhashed, and the next lookup finds it.
+		 */
+		if (is_dir && d_unhashed(lower)) {
+			d_drop(dentry);
+			return 0;
+		}
 		/* XFS always instantiates; anything else is a surprise */
 		pr_warn_ratelimited("lower create of %pd left no inode\n",
 				    dentry);
@@ -161,7 +184,8 @@ static int mxfs_new_object(struct inode *dir, struct dentry *dentry,
 		err = -EINVAL;
 	}
 	if (!err)
-		err = mxfs_instantiate(dir, dentry, lower);
+		err = mxfs_instantiate(dir, dentry, lower,
+				       kind == MXFS_NEW_MKDIR);
 	inode_unlock(ldir);
 	mxfs_copy_attr(dir);
 out_drop_write:

@@ -130,6 +130,35 @@ static ssize_t mxfs_write_iter(struct kiocb *iocb, struct iov_iter *iter)
 	return ret;
 }
 
+/*
+ * A client keeps no cache (every read and write goes to the owner), so a
+ * shared writable mapping, whose stores other nodes must see, cannot be
+ * made coherent until client caching exists: mmap gives ENODEV (what mmap
+ * returns when a filesystem does not support the mapping, and what FUSE
+ * itself returns for shared mappings of direct-I/O files), logged once per
+ * mount.  A read-only shared mapping goes on to FUSE, made unable to
+ * become writable (mprotect(PROT_WRITE) then gives EACCES).  Private
+ * mappings are not affected.
+ */
+static int mxfs_client_mmap_check(struct file *file,
+				  struct vm_area_struct *vma)
+{
+	struct super_block *sb = file_inode(file)->i_sb;
+	struct mxfs_sb_info *sbi = MXFS_SB(sb);
+
+	if (!mxfs_is_client(sb) || !(vma->vm_flags & VM_SHARED))
+		return 0;
+	if (!(vma->vm_flags & VM_WRITE)) {
+		mxfs_vma_clear_maywrite(vma);
+		return 0;
+	}
+	if (!test_and_set_bit(MXFS_SBI_WARNED_SHARED_MMAP, &sbi->flags))
+		pr_warn_ratelimited("volume %pU: %s[%d]: shared writable mmap of %pD is not supported on a client until client caching exists; mmap returns ENODEV (logged once per mount)\n",
+				    sbi->uuid, current->comm,
+				    task_pid_nr(current), file);
+	return -ENODEV;
+}
+
 static int mxfs_mmap(struct file *file, struct vm_area_struct *vma)
 {
 	struct file *lf = file->private_data;
@@ -142,6 +171,9 @@ static int mxfs_mmap(struct file *file, struct vm_area_struct *vma)
 		return -ENODEV;
 	if (WARN_ON(file != vma->vm_file))
 		return -EIO;
+	err = mxfs_client_mmap_check(file, vma);
+	if (err)
+		return err;
 	return mxfs_mmap_lower(file, vma, lf);
 }
 

@@ -38,22 +38,37 @@ int mxfs_permission(MXFS_IDMAP_PARAM struct inode *inode, int mask)
 int mxfs_getattr(MXFS_IDMAP_PARAM const struct path *path, struct kstat *stat,
 		 u32 request_mask, unsigned int flags)
 {
+	struct super_block *sb = path->dentry->d_sb;
 	struct path lower;
 	int err;
 
-	err = mxfs_check(path->dentry->d_sb);
+	err = mxfs_check(sb);
 	if (err)
 		return err;
 	mxfs_lower_path(path->dentry, &lower);
 	if (!lower.dentry)
 		return -ESTALE;
 	/*
-	 * st_ino and st_dev come from the lower filesystem: our s_dev is the
-	 * block device's number, like the lower XFS, so both are stable
-	 * across remounts.  vfs_getattr() ran the LSM hook on our path
-	 * already; the lower call skips a second one.
+	 * st_ino comes from the lower filesystem: XFS's inode number on the
+	 * owner, and on a client the one mxfsd gives FUSE (the owner's XFS
+	 * inode number).  st_dev is our s_dev, the block device's number:
+	 * what the owner's XFS reports too, so both are stable across
+	 * remounts and the same on every node, and match /proc/self/mountinfo.
+	 * FUSE would report its anonymous device number.  vfs_getattr() ran
+	 * the LSM hook on our path already; the lower call skips a second.
 	 */
-	return vfs_getattr_nosec(&lower, stat, request_mask, flags);
+	err = vfs_getattr_nosec(&lower, stat, request_mask, flags);
+	if (err)
+		return err;
+	if (mxfs_is_client(sb)) {
+		stat->dev = sb->s_dev;
+		/*
+		 * FUSE just refreshed its inode from the owner (other nodes
+		 * change files too): refresh what the VFS checks on ours.
+		 */
+		mxfs_copy_attr(d_inode(path->dentry));
+	}
+	return 0;
 }
 
 int mxfs_setattr(MXFS_IDMAP_PARAM struct dentry *dentry, struct iattr *attr)
@@ -79,6 +94,13 @@ int mxfs_setattr(MXFS_IDMAP_PARAM struct dentry *dentry, struct iattr *attr)
 	/* ia_file is our file, not the lower one: do not pass it down. */
 	la.ia_valid &= ~ATTR_FILE;
 	la.ia_file = NULL;
+	/*
+	 * ATTR_OPEN says the open already truncated: our lower open never has
+	 * O_TRUNC, so this truncate must reach the lower.  FUSE with
+	 * atomic_o_trunc skips it on ATTR_OPEN (and the file would keep its
+	 * data); XFS ignores the flag.
+	 */
+	la.ia_valid &= ~ATTR_OPEN;
 
 	err = mnt_want_write(mnt);
 	if (err)

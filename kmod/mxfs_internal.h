@@ -68,6 +68,8 @@ struct mxfs_volume {
 	bool daemon_gone;		/* its netlink socket closed */
 	int ready_err;			/* DAEMON_READY refused the mount */
 	char reason[MXFS_REASON_MAX];
+	/* client: LOWER_PATH of the accepted DAEMON_READY, until mount takes it */
+	char *lower_path;
 
 	struct completion ready;	/* DAEMON_READY accepted */
 	struct completion exited;	/* DAEMON_EXITED or socket closed */
@@ -75,9 +77,20 @@ struct mxfs_volume {
 	struct delayed_work reattach_work;
 };
 
+/* mxfs_sb_info.flags bits */
+#define MXFS_SBI_WARNED_SHARED_MMAP 0	/* client: shared writable mmap logged */
+
 struct mxfs_sb_info {
 	struct mxfs_volume *vol;
-	struct vfsmount *lower_mnt;	/* private mount of the lower fs */
+	/*
+	 * Private mount of the lower fs: the owner's XFS (vfs_kern_mount) or
+	 * a client's clone of mxfsd's FUSE mount (clone_private_mount); either
+	 * way released with kern_unmount().
+	 */
+	struct vfsmount *lower_mnt;
+	u32 role;			/* MXFS_ROLE_OWNER or MXFS_ROLE_CLIENT */
+	char *lower_path;		/* client: where mxfsd mounted FUSE */
+	unsigned long flags;		/* MXFS_SBI_* */
 	unsigned int daemon_timeout;	/* seconds */
 	char *mountpoint;		/* from the mountpoint= option */
 	int fence;			/* enum mxfs_fence_mode, fence= option */
@@ -129,6 +142,14 @@ static inline bool mxfs_is_dead(struct super_block *sb)
 	struct mxfs_sb_info *sbi = MXFS_SB(sb);
 
 	return sbi && sbi->vol && READ_ONCE(sbi->vol->dead);
+}
+
+/* A client's mount: the lower is mxfsd's FUSE mount, not XFS. */
+static inline bool mxfs_is_client(struct super_block *sb)
+{
+	struct mxfs_sb_info *sbi = MXFS_SB(sb);
+
+	return sbi && sbi->role == MXFS_ROLE_CLIENT;
 }
 
 static inline bool mxfs_is_dead_vol(struct mxfs_volume *vol)

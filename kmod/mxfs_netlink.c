@@ -29,6 +29,7 @@ static void mxfs_volume_release(struct kref *ref)
 	struct mxfs_volume *vol = container_of(ref, struct mxfs_volume, ref);
 
 	put_pid(vol->daemon_pid);
+	kfree(vol->lower_path);
 	kfree(vol);
 }
 
@@ -215,10 +216,30 @@ static void mxfs_volume_set_daemon(struct mxfs_volume *vol, u32 portid)
 	put_pid(old);
 }
 
+/*
+ * Why a client's DAEMON_READY cannot be taken, or NULL if it can: the
+ * client role needs LOWER_PATH, the absolute path of the FUSE mount that
+ * mxfsd made and serves (mxfs_super.c resolves it in the mount(2)
+ * caller's context and takes it as the lower layer).
+ */
+static const char *mxfs_client_ready_problem(struct nlattr **a,
+					     const char *lower_path)
+{
+	if (!a[MXFS_A_LOWER_PATH])
+		return a[MXFS_A_LOWER_FD] ?
+			"mxfsd sent LOWER_FD for the client role; this module takes the FUSE mount by LOWER_PATH only" :
+			"mxfsd reported the client role without LOWER_PATH (the path of its FUSE mount)";
+	if (lower_path[0] != '/')
+		return "mxfsd reported a relative LOWER_PATH; it must be the absolute path of its FUSE mount";
+	return NULL;
+}
+
 static int mxfs_nl_daemon_ready(struct sk_buff *skb, struct genl_info *info)
 {
 	struct nlattr **a = info->attrs;
 	struct mxfs_volume *vol;
+	char *lower_path = NULL;
+	const char *problem;
 	u32 role;
 	int err;
 
@@ -230,6 +251,12 @@ static int mxfs_nl_daemon_ready(struct sk_buff *skb, struct genl_info *info)
 		return -EINVAL;
 	}
 	role = nla_get_u32(a[MXFS_A_ROLE]);
+	/* The policy checked it: NUL-terminated, < MXFS_PATH_MAX bytes. */
+	if (role == MXFS_ROLE_CLIENT && a[MXFS_A_LOWER_PATH]) {
+		lower_path = kstrdup(nla_data(a[MXFS_A_LOWER_PATH]), GFP_KERNEL);
+		if (!lower_path)
+			return -ENOMEM;
+	}
 
 	mutex_lock(&mxfs_vol_mutex);
 	vol = mxfs_nl_volume(info);
@@ -240,7 +267,12 @@ static int mxfs_nl_daemon_ready(struct sk_buff *skb, struct genl_info *info)
 	spin_lock(&vol->lock);
 	if (vol->state == MXFS_VOL_READY && vol->daemon_gone &&
 	    role == vol->role) {
-		/* A restarted daemon (systemd) re-attaches to the live mount. */
+		/*
+		 * A restarted daemon (systemd) re-attaches to the live mount.
+		 * A client's lower stays the FUSE mount taken at mount time:
+		 * a LOWER_PATH sent now is ignored (the mount's dentries all
+		 * refer to that superblock).
+		 */
 		mxfs_volume_set_daemon(vol, info->snd_portid);
 		reinit_completion(&vol->exited);
 		cancel_delayed_work(&vol->reattach_work);
@@ -250,14 +282,20 @@ static int mxfs_nl_daemon_ready(struct sk_buff *skb, struct genl_info *info)
 	} else if (vol->state != MXFS_VOL_SPAWNING) {
 		err = -EALREADY;
 		NL_SET_ERR_MSG(info->extack, "mxfs: daemon already attached");
-	} else if (role != MXFS_ROLE_OWNER) {
+	} else if (role != MXFS_ROLE_OWNER && role != MXFS_ROLE_CLIENT) {
 		/* Fail the mount at once, with a reason, rather than time out. */
 		err = -EOPNOTSUPP;
 		vol->ready_err = -EOPNOTSUPP;
-		strscpy(vol->reason, role == MXFS_ROLE_CLIENT ?
-			"mxfsd reported the client role, which this version does not implement" :
-			"mxfsd reported an unknown role", sizeof(vol->reason));
-		NL_SET_ERR_MSG(info->extack, "mxfs: only the owner role is implemented");
+		strscpy(vol->reason, "mxfsd reported an unknown role",
+			sizeof(vol->reason));
+		NL_SET_ERR_MSG(info->extack, "mxfs: unknown role");
+	} else if (role == MXFS_ROLE_CLIENT &&
+		   (problem = mxfs_client_ready_problem(a, lower_path))) {
+		err = -EINVAL;
+		vol->ready_err = -EINVAL;
+		strscpy(vol->reason, problem, sizeof(vol->reason));
+		NL_SET_ERR_MSG(info->extack,
+			       "mxfs: the client role needs an absolute LOWER_PATH");
 	} else {
 		/* The sender may be the unit the spawned process handed over to. */
 		mxfs_volume_set_daemon(vol, info->snd_portid);
@@ -265,6 +303,8 @@ static int mxfs_nl_daemon_ready(struct sk_buff *skb, struct genl_info *info)
 		vol->epoch = nla_get_u64(a[MXFS_A_EPOCH]);
 		if (a[MXFS_A_NODE_ID])
 			vol->node_id = nla_get_u64(a[MXFS_A_NODE_ID]);
+		/* owner: LOWER_PATH is not looked at (lower_path is NULL) */
+		swap(vol->lower_path, lower_path);
 		vol->state = MXFS_VOL_READY;
 	}
 	spin_unlock(&vol->lock);
@@ -272,6 +312,7 @@ static int mxfs_nl_daemon_ready(struct sk_buff *skb, struct genl_info *info)
 		complete_all(&vol->ready);
 out:
 	mutex_unlock(&mxfs_vol_mutex);
+	kfree(lower_path);	/* not taken (or a stale one swapped out) */
 	return err;
 }
 
@@ -447,9 +488,17 @@ static int mxfs_nl_notify(struct notifier_block *nb, unsigned long event,
 				__mxfs_volume_mark_dead(vol,
 					"mxfsd closed its netlink socket (it exited or was killed)");
 			} else if (vol->state == MXFS_VOL_READY && !vol->dead) {
-				/* The lower XFS needs no daemon: operations go on. */
-				pr_warn("volume %pU: mxfsd closed its netlink socket (it exited or was killed); operations go on and fail with EIO unless a restarted mxfsd re-attaches within %u s\n",
-					vol->uuid, grace);
+				/*
+				 * The owner's lower XFS needs no daemon:
+				 * operations go on.  A client's FUSE lower is
+				 * served by mxfsd: once its /dev/fuse is
+				 * closed, operations fail with ENOTCONN.
+				 */
+				pr_warn("volume %pU: mxfsd closed its netlink socket (it exited or was killed); operations go on%s and fail with EIO unless a restarted mxfsd re-attaches within %u s\n",
+					vol->uuid,
+					vol->role == MXFS_ROLE_CLIENT ?
+					" (on this client only while mxfsd's FUSE connection lives)" : "",
+					grace);
 				schedule_delayed_work(&vol->reattach_work,
 						      grace * HZ);
 			}

@@ -9,12 +9,17 @@
  *   3. spawn mxfsd --device DEV --mountpoint DIR --uuid HEX --token T
  *      --fence scsi|none and wait (killable, daemon_timeout=SECONDS) for
  *      its DAEMON_READY (or a DAEMON_EXITED saying why it gave up);
- *   4. mount XFS privately as the lower layer and stack over its root.
+ *   4. owner: mount XFS privately as the lower layer;
+ *      client: take mxfsd's FUSE mount, named by DAEMON_READY's
+ *      LOWER_PATH, as a private clone (mxfs_take_fuse_lower);
+ *      then stack over the lower root.
  * Every failure unwinds all of it (mxfs_sbi_destroy): no daemon, no lower
  * mount, no reference is left, and the kernel log says why.
  *
- * umount: drop our dentries and inodes, unmount the lower XFS (before
- * umount returns), send SHUTDOWN, wait for mxfsd to exit.
+ * umount: drop our dentries and inodes, drop the lower (owner: XFS is
+ * unmounted before umount returns; client: our clone of the FUSE mount is
+ * released, the daemon unmounts its own), send SHUTDOWN, wait for mxfsd
+ * to exit.
  */
 #include "mxfs_internal.h"	/* first: it defines pr_fmt */
 #include <linux/module.h>
@@ -355,13 +360,22 @@ static void mxfs_sbi_destroy(struct mxfs_sb_info *sbi, const char *why)
 {
 	if (!sbi)
 		return;
-	/* XFS first, so it is cleanly unmounted before the daemon lets go */
+	/*
+	 * The lower first.  Owner: XFS is cleanly unmounted before the daemon
+	 * lets go.  Client: our private clone of mxfsd's FUSE mount goes
+	 * (synchronously, see mxfs_take_fuse_lower), so that when mxfsd
+	 * unmounts its own FUSE mount on SHUTDOWN, the FUSE superblock ends
+	 * and its session with it.  Both are long-term internal mounts:
+	 * kern_unmount(), not mntput() (which would leak one whose mnt_ns is
+	 * MNT_NS_INTERNAL, as clone_private_mount() makes it from 5.11).
+	 */
 	if (sbi->lower_mnt)
 		kern_unmount(sbi->lower_mnt);
 	if (sbi->vol) {
 		mxfs_daemon_stop(sbi->vol, why);
 		mxfs_volume_unregister(sbi->vol);
 	}
+	kfree(sbi->lower_path);
 	kfree(sbi->mountpoint);
 	kfree(sbi->devpath);
 	kfree(sbi);
@@ -390,6 +404,121 @@ static int mxfs_mount_lower(struct fs_context *fc, struct mxfs_sb_info *sbi)
 	return 0;
 }
 
+/* Is the mount of @path mounted (at any depth) under an mxfs mount? */
+static bool mxfs_path_under_mxfs(const struct path *path)
+{
+	struct path p = *path;
+	bool under = false;
+
+	path_get(&p);
+	while (follow_up(&p)) {		/* the parent mount, till the ns root */
+		if (p.mnt->mnt_sb->s_type == &mxfs_fs_type) {
+			under = true;
+			break;
+		}
+	}
+	path_put(&p);
+	return under;
+}
+
+/* Is @path a FUSE mount that a client's mxfs mount may stack over? */
+static int mxfs_check_fuse_lower(struct fs_context *fc,
+				 struct mxfs_sb_info *sbi,
+				 const struct path *path)
+{
+	struct super_block *lsb = path->mnt->mnt_sb;
+	const char *name = sbi->lower_path;
+
+	if (path->dentry != path->mnt->mnt_root) {
+		mxfs_mount_err(fc, "volume %pU: mxfsd's LOWER_PATH %s is not the root of a mount (it must name mxfsd's FUSE mount point)",
+			       sbi->uuid, name);
+		return -EINVAL;
+	}
+	/* "fuse" also for fuse.SUBTYPE; not "fuseblk", "virtiofs" or others */
+	if (strcmp(lsb->s_type->name, "fuse") != 0) {
+		mxfs_mount_err(fc, "volume %pU: mxfsd's LOWER_PATH %s is a %s mount, not FUSE; a client stacks only over mxfsd's FUSE mount",
+			       sbi->uuid, name, lsb->s_type->name);
+		return -EINVAL;
+	}
+	if (mxfs_path_under_mxfs(path)) {
+		mxfs_mount_err(fc, "volume %pU: mxfsd's FUSE mount %s lies under an mxfs mount; it must be mounted outside every mxfs mount",
+			       sbi->uuid, name);
+		return -EINVAL;
+	}
+	if (!(fc->sb_flags & SB_RDONLY) &&
+	    (sb_rdonly(lsb) || (path->mnt->mnt_flags & MNT_READONLY))) {
+		mxfs_mount_err(fc, "volume %pU: mxfsd's FUSE mount %s is read-only; mount mxfs read-only (-o ro) or have mxfsd mount FUSE read-write",
+			       sbi->uuid, name);
+		return -EROFS;
+	}
+	return 0;
+}
+
+/*
+ * Client: the lower layer is the FUSE mount that mxfsd made, serves, and
+ * named in DAEMON_READY (LOWER_PATH).  Taken as overlayfs takes its
+ * layers: kern_path() + clone_private_mount(), a private mount of the same
+ * FUSE superblock that is in no namespace and that only we hold.
+ *
+ * Mount namespaces: the path is resolved, and clone_private_mount()
+ * checks the mount (check_mnt()), in the mount namespace of the task
+ * calling mount(2).  On 5.10, 6.1 and 6.12 clone_private_mount() refuses
+ * (-EINVAL) a mount that is not in that namespace (6.15 also takes the
+ * root of an anonymous one), and recent stable updates also want
+ * CAP_SYS_ADMIN over the mount's namespace (-EPERM).  The mount(2) caller
+ * is mount.mxfs, in the initial mount namespace; mxfsd (the process
+ * call_usermodehelper() started, in init's namespaces, or the systemd unit
+ * mxfsd@.service it hands over to) mounts FUSE there too.  So that unit
+ * must not get a mount namespace of its own (no PrivateMounts=,
+ * ProtectSystem=, ProtectHome=, PrivateTmp=, ReadOnlyPaths= and the like:
+ * each makes one, and a FUSE mount made in it would not be found here),
+ * and mount.mxfs must not run in another one.
+ *
+ * The clone is marked MNT_INTERNAL, as a kernel mount (our owner's XFS) is:
+ * its last mntput() then ends it at once instead of at the umount caller's
+ * return to user space (task_work), i.e. before SHUTDOWN is sent, so that
+ * mxfsd's own umount of FUSE ends the FUSE superblock while mxfsd waits
+ * for its session to end.  Path-based LSMs (AppArmor, Landlock) also treat
+ * an MNT_INTERNAL mount as "not mounted anywhere", as for the owner's XFS,
+ * rather than as a disconnected path.  Nobody else holds the clone yet; the
+ * only other writer of its mnt_flags would be a read-only remount of the
+ * FUSE superblock (MNT_WRITE_HOLD on each of its mounts, under mount_lock,
+ * which modules cannot take), which mxfsd does not do while mounting.
+ */
+static int mxfs_take_fuse_lower(struct fs_context *fc,
+				struct mxfs_sb_info *sbi)
+{
+	const char *name = sbi->lower_path;
+	struct vfsmount *mnt;
+	struct path path;
+	int err;
+
+	err = kern_path(name, LOOKUP_FOLLOW | LOOKUP_DIRECTORY, &path);
+	if (err) {
+		mxfs_mount_err(fc, "volume %pU: cannot find mxfsd's FUSE mount %s: error %d (it must be mounted in the mount namespace of the mount(2) caller)",
+			       sbi->uuid, name, err);
+		return err;
+	}
+	err = mxfs_check_fuse_lower(fc, sbi, &path);
+	if (err)
+		goto out;
+	mnt = clone_private_mount(&path);
+	if (IS_ERR(mnt)) {
+		err = PTR_ERR(mnt);
+		mxfs_mount_err(fc, "volume %pU: cannot take mxfsd's FUSE mount %s: error %d%s",
+			       sbi->uuid, name, err,
+			       err == -EINVAL ? " (it must be a bindable mount in the mount namespace of the mount(2) caller, with nothing locked on it)" :
+			       err == -EPERM ? " (the mount(2) caller needs CAP_SYS_ADMIN over the FUSE mount's namespace)" :
+			       "");
+		goto out;
+	}
+	WRITE_ONCE(mnt->mnt_flags, mnt->mnt_flags | MNT_INTERNAL);
+	sbi->lower_mnt = mnt;
+out:
+	path_put(&path);
+	return err;
+}
+
 /* ---- superblock */
 
 static int mxfs_statfs(struct dentry *dentry, struct kstatfs *buf)
@@ -402,9 +531,17 @@ static int mxfs_statfs(struct dentry *dentry, struct kstatfs *buf)
 	if (err)
 		return err;
 	err = vfs_statfs(&lower, buf);
-	if (!err)
-		buf->f_type = MXFS_SUPER_MAGIC;
-	return err;
+	if (err)
+		return err;
+	buf->f_type = MXFS_SUPER_MAGIC;
+	/*
+	 * f_fsid as XFS makes it (from the data device's number, our
+	 * s_dev), so the owner and every client report the same; FUSE
+	 * leaves it 0.
+	 */
+	if (mxfs_is_client(dentry->d_sb))
+		buf->f_fsid = u64_to_fsid(huge_encode_dev(dentry->d_sb->s_dev));
+	return 0;
 }
 
 static int mxfs_sync_fs(struct super_block *sb, int wait)
@@ -460,6 +597,7 @@ static int mxfs_fill_super(struct super_block *sb, struct fs_context *fc)
 	struct dentry *lroot = sbi->lower_mnt->mnt_root;
 	struct inode *inode;
 
+	/* one above the lower: 1 over XFS or FUSE (both 0) */
 	sb->s_stack_depth = lsb->s_stack_depth + 1;
 	if (sb->s_stack_depth > FILESYSTEM_MAX_STACK_DEPTH) {
 		mxfs_mount_err(fc, "the lower filesystem is stacked too deep");
@@ -468,7 +606,15 @@ static int mxfs_fill_super(struct super_block *sb, struct fs_context *fc)
 	sb->s_magic = MXFS_SUPER_MAGIC;
 	sb->s_op = &mxfs_super_ops;
 	sb->s_d_op = &mxfs_dentry_ops;
-	sb->s_export_op = &mxfs_export_ops;
+	/*
+	 * File handles are the lower's: XFS's on the owner; on a client
+	 * FUSE's (node id + generation from mxfsd, valid while this mount
+	 * lives; decoding needs mxfsd to enable FUSE_EXPORT_SUPPORT, else
+	 * ESTALE).  FUSE always has export operations; a lower without them
+	 * gets none here (name_to_handle_at: EOPNOTSUPP).
+	 */
+	if (lsb->s_export_op)
+		sb->s_export_op = &mxfs_export_ops;
 	sb->s_xattr = mxfs_xattr_handlers;
 	sb->s_maxbytes = lsb->s_maxbytes;
 	sb->s_blocksize = lsb->s_blocksize;
@@ -520,7 +666,15 @@ static int mxfs_get_tree(struct fs_context *fc)
 	err = mxfs_daemon_wait(fc, sbi);
 	if (err)
 		return err;
-	err = mxfs_mount_lower(fc, sbi);
+	/* DAEMON_READY was accepted: the role is set, and no longer changes */
+	spin_lock(&vol->lock);
+	sbi->role = vol->role;
+	swap(sbi->lower_path, vol->lower_path);
+	spin_unlock(&vol->lock);
+	if (sbi->role == MXFS_ROLE_CLIENT)
+		err = mxfs_take_fuse_lower(fc, sbi);
+	else
+		err = mxfs_mount_lower(fc, sbi);
 	if (err)
 		return err;
 	if (mxfs_is_dead_vol(vol)) {
@@ -539,8 +693,13 @@ static int mxfs_get_tree(struct fs_context *fc)
 	}
 	sb->s_flags |= SB_ACTIVE;
 	fc->root = dget(sb->s_root);
-	pr_info("volume %pU on %s mounted (owner, epoch %llu)\n",
-		vol->uuid, MXFS_SB(sb)->devpath, vol->epoch);
+	if (MXFS_SB(sb)->role == MXFS_ROLE_CLIENT)
+		pr_info("volume %pU on %s mounted (client over mxfsd's FUSE mount %s, epoch %llu)\n",
+			vol->uuid, MXFS_SB(sb)->devpath,
+			MXFS_SB(sb)->lower_path, vol->epoch);
+	else
+		pr_info("volume %pU on %s mounted (owner, epoch %llu)\n",
+			vol->uuid, MXFS_SB(sb)->devpath, vol->epoch);
 	return 0;
 }
 

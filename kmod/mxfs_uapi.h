@@ -35,8 +35,11 @@
 
 enum mxfs_cmd {
 	MXFS_CMD_UNSPEC = 0,
-	/* daemon -> kernel: TOKEN, VOLUME_UUID, ROLE, EPOCH, NODE_ID,
-	 * optional LOWER_PATH / LOWER_FD (client role only). */
+	/* daemon -> kernel: TOKEN, VOLUME_UUID, ROLE, EPOCH, NODE_ID;
+	 * role CLIENT also LOWER_PATH, the absolute path of the FUSE mount
+	 * the daemon made and serves, in the mount(2) caller's mount
+	 * namespace (required; LOWER_FD is not taken).  The owner's is
+	 * ignored. */
 	MXFS_CMD_DAEMON_READY = 1,
 	/* kernel -> daemon: TOKEN, VOLUME_UUID, optional REASON. */
 	MXFS_CMD_SHUTDOWN = 2,
@@ -64,8 +67,8 @@ enum mxfs_attr {
 	MXFS_A_ROLE = 4,	/* u32: enum mxfs_role */
 	MXFS_A_EPOCH = 5,	/* u64: owner epoch */
 	MXFS_A_NODE_ID = 6,	/* u64: FNV-1a 64 of the node UUID, never 0 */
-	MXFS_A_LOWER_PATH = 7,	/* NUL-terminated string */
-	MXFS_A_LOWER_FD = 8,	/* u32: file descriptor in the sender */
+	MXFS_A_LOWER_PATH = 7,	/* NUL-terminated string, < MXFS_PATH_MAX */
+	MXFS_A_LOWER_FD = 8,	/* u32: fd in the sender (reserved, refused) */
 	MXFS_A_ERROR = 9,	/* u32: positive errno */
 	MXFS_A_REASON = 10,	/* NUL-terminated string, < MXFS_REASON_MAX */
 	MXFS_A_INODE = 11,	/* u64: inode number (lock/cache/map steps) */

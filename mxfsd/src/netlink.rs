@@ -5,6 +5,8 @@
 //! malformed input and never panic (they are unit-tested on bad input).
 
 use std::io::{self, Cursor};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use neli::{
     consts::{
@@ -252,6 +254,33 @@ pub fn reason_attr(reason: &str) -> Vec<u8> {
     v
 }
 
+/// A LOWER_PATH attribute: the absolute path of the client's FUSE mount,
+/// NUL-terminated, at most MXFS_PATH_MAX bytes with the NUL (the kernel's
+/// policy).  Any bytes but NUL; not cut, since a cut path names something
+/// else.
+pub fn lower_path_attr(path: &Path) -> Result<Vec<u8>, ChannelError> {
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(ChannelError::Encode(format!(
+            "LOWER_PATH {} is not absolute",
+            path.display()
+        )));
+    }
+    if bytes.contains(&0) {
+        return Err(ChannelError::Encode("LOWER_PATH contains a NUL".into()));
+    }
+    if bytes.len() > MXFS_PATH_MAX - 1 {
+        return Err(ChannelError::Encode(format!(
+            "LOWER_PATH is {} bytes; the kernel takes at most {}",
+            bytes.len(),
+            MXFS_PATH_MAX - 1
+        )));
+    }
+    let mut v = bytes.to_vec();
+    v.push(0);
+    Ok(v)
+}
+
 impl Channel {
     pub fn open() -> Result<Self, ChannelError> {
         let mut resolver = NlSocketHandle::connect(NlFamily::Generic, None, &[])?;
@@ -352,6 +381,31 @@ impl Channel {
         self.request(MXFS_CMD_DAEMON_READY, attrs)
     }
 
+    /// DAEMON_READY for the client role.  `lower` is the FUSE mount this
+    /// daemon made and serves: the module stacks the volume's mxfs mount
+    /// over it.  It must already be mounted (and served) in the initial
+    /// mount namespace, where mount.mxfs runs, and stay mounted until
+    /// SHUTDOWN.
+    // Called by the client's FUSE server, which is being written.
+    #[allow(dead_code)]
+    pub fn daemon_ready_client(
+        &mut self,
+        s: &Session,
+        epoch: u64,
+        node_id: u64,
+        lower: &Path,
+    ) -> Result<(), ChannelError> {
+        let mut attrs = Self::base_attrs(s)?;
+        attrs.push(attr(MXFS_A_ROLE, Role::Client.to_wire())?);
+        attrs.push(attr(MXFS_A_EPOCH, epoch)?);
+        attrs.push(attr(MXFS_A_NODE_ID, node_id)?);
+        attrs.push(attr(
+            MXFS_A_LOWER_PATH,
+            Buffer::from(lower_path_attr(lower)?),
+        )?);
+        self.request(MXFS_CMD_DAEMON_READY, attrs)
+    }
+
     pub fn daemon_exited(
         &mut self,
         s: &Session,
@@ -433,6 +487,34 @@ mod tests {
         assert_eq!(a.last(), Some(&0));
         assert!(std::str::from_utf8(&a[..a.len() - 1]).is_ok());
         assert_eq!(reason_attr(&"x".repeat(300)).len(), MXFS_REASON_MAX);
+    }
+
+    #[test]
+    fn lower_paths_are_absolute_nul_terminated_and_bounded() {
+        assert_eq!(
+            lower_path_attr(Path::new("/run/mxfs/lower")).unwrap(),
+            b"/run/mxfs/lower\0"
+        );
+        assert!(lower_path_attr(Path::new("run/mxfs")).is_err());
+        assert!(lower_path_attr(Path::new("")).is_err());
+        let nul = std::ffi::OsStr::from_bytes(b"/a\0b");
+        assert!(lower_path_attr(Path::new(nul)).is_err());
+        let longest = format!("/{}", "x".repeat(MXFS_PATH_MAX - 2));
+        assert_eq!(
+            lower_path_attr(Path::new(&longest)).unwrap().len(),
+            MXFS_PATH_MAX
+        );
+        let too_long = format!("/{}", "x".repeat(MXFS_PATH_MAX - 1));
+        assert!(lower_path_attr(Path::new(&too_long)).is_err());
+        // what the kernel decodes back
+        let a = lower_path_attr(Path::new("/run/mxfs/lower")).unwrap();
+        assert_eq!(
+            decode_attrs([(MXFS_A_LOWER_PATH, &a[..])])
+                .unwrap()
+                .lower_path
+                .as_deref(),
+            Some("/run/mxfs/lower")
+        );
     }
 
     #[test]

@@ -271,5 +271,6 @@ mod tests {
         assert_eq!(cmd_name(MXFS_CMD_SHUTDOWN), "SHUTDOWN");
         assert_eq!(cmd_name(200), "UNKNOWN");
         assert_eq!(Role::Owner.to_wire(), MXFS_ROLE_OWNER);
+        assert_eq!(Role::Client.to_wire(), MXFS_ROLE_CLIENT);
     }
 }
