@@ -294,7 +294,12 @@ pub fn create(root: &File, p: &CreateParams) -> Result<Header, CreateError> {
             .unwrap_or(0),
     };
     let len = p.layout.file_len();
-    let first = encode(&Slot::Header(header.clone()), 0, &p.volume, p.layout.slot_size())?;
+    let first = encode(
+        &Slot::Header(header.clone()),
+        0,
+        &p.volume,
+        p.layout.slot_size(),
+    )?;
     let off_len = libc::off_t::try_from(len).map_err(|_| CreateError::Io {
         step: "sizing the lockstate file",
         source: io::Error::from(io::ErrorKind::InvalidInput),
@@ -356,5 +361,7 @@ pub fn freeze_thaw(root: &File) -> Result<(), FreezeError> {
         }
         err = Some(io::Error::last_os_error());
     }
-    Err(FreezeError::Thaw(err.unwrap_or_else(|| io::Error::other("FITHAW failed"))))
+    Err(FreezeError::Thaw(
+        err.unwrap_or_else(|| io::Error::other("FITHAW failed")),
+    ))
 }

@@ -35,8 +35,7 @@ use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{
-    decode, encode, DeviceMap, Header, Layout, LockstateError, Slot, SlotId, FORMAT_VERSION,
-    MAGIC,
+    decode, encode, DeviceMap, Header, Layout, LockstateError, Slot, SlotId, FORMAT_VERSION, MAGIC,
 };
 use crate::xfs::{AlignedReader, Extent, Volume, XfsError};
 
@@ -109,6 +108,9 @@ pub struct Absent {
     /// The device's logical block size, which is the slot size to create.
     pub block_size: u32,
 }
+
+/// Slots read in bulk, each with its own decode result.
+pub type SlotReads = Vec<(SlotId, Result<Slot, LockstateError>)>;
 
 /// The lockstate file of one volume, opened on the raw device.
 #[derive(Debug)]
@@ -225,12 +227,11 @@ impl LockstateDevice {
         };
         // The walk reads through the O_DIRECT descriptor, so it needs
         // whole aligned blocks: AlignedReader turns its reads into those.
-        let reader = AlignedReader::new(&file, block_size as usize).map_err(|source| {
-            DeviceError::Open {
+        let reader =
+            AlignedReader::new(&file, block_size as usize).map_err(|source| DeviceError::Open {
                 path: path.to_path_buf(),
                 source,
-            }
-        })?;
+            })?;
         let vol = Volume::open(reader).map_err(xfs_err)?;
         let volume = vol.uuid();
         let absent = |missing| {
@@ -257,7 +258,6 @@ impl LockstateDevice {
         }
         let extents = vol.extents(&inode).map_err(xfs_err)?;
         let fs_block_size = vol.block_size();
-        drop(vol);
 
         // Before mapping the whole file: a file made for another slot size
         // would fail the map or the CRC with a misleading message, so look
@@ -377,10 +377,7 @@ impl LockstateDevice {
     /// slots contiguous on the device, up to 1 MiB each).  The outer error
     /// is an I/O or mapping failure (nothing was decided); each slot's
     /// decode result is separate, so one torn slot does not hide the rest.
-    pub fn read_slots(
-        &self,
-        slots: &[SlotId],
-    ) -> Result<Vec<(SlotId, Result<Slot, LockstateError>)>, LockstateError> {
+    pub fn read_slots(&self, slots: &[SlotId]) -> Result<SlotReads, LockstateError> {
         let ss = u64::from(self.block_size);
         let offsets = slots
             .iter()
@@ -414,8 +411,7 @@ impl LockstateDevice {
 
     #[cfg(test)]
     pub(crate) fn inject_fault(&self, errno: i32) {
-        self.fault
-            .store(errno, std::sync::atomic::Ordering::SeqCst);
+        self.fault.store(errno, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn check_fault(&self) -> io::Result<()> {
@@ -442,7 +438,7 @@ impl LockstateDevice {
 
 fn check_aligned(align: u32, offset: u64, len: usize) -> io::Result<()> {
     let a = u64::from(align);
-    if offset % a != 0 || len as u64 % a != 0 || len == 0 {
+    if !offset.is_multiple_of(a) || !(len as u64).is_multiple_of(a) || len == 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("unaligned lockstate I/O: {len} bytes at {offset}"),
@@ -477,7 +473,7 @@ fn check_slot_size(file: &File, block_size: u32, extents: &[Extent]) -> Result<(
         // No data at file offset 0: DeviceMap::new names the problem.
         return Ok(());
     };
-    if first.disk_byte_offset % u64::from(block_size) != 0 {
+    if !first.disk_byte_offset.is_multiple_of(u64::from(block_size)) {
         return Ok(()); // likewise reported by DeviceMap::new
     }
     let offset = first.disk_byte_offset;

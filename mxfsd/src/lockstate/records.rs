@@ -44,7 +44,13 @@ pub const RECORDS_PER_NODE: u32 = LOCK_SLOTS / HEARTBEAT_SLOTS;
 /// The lock slots heartbeat slot `hb_slot` owns.
 pub fn partition(hb_slot: u32) -> std::ops::Range<u32> {
     let start = hb_slot.min(HEARTBEAT_SLOTS) * RECORDS_PER_NODE;
-    start..start + if hb_slot < HEARTBEAT_SLOTS { RECORDS_PER_NODE } else { 0 }
+    start
+        ..start
+            + if hb_slot < HEARTBEAT_SLOTS {
+                RECORDS_PER_NODE
+            } else {
+                0
+            }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +114,8 @@ impl RecordBook {
                 }
                 Ok(other) => {
                     used.insert(i, None);
-                    left.corrupt.push((i, format!("not a lock record: {other:?}")));
+                    left.corrupt
+                        .push((i, format!("not a lock record: {other:?}")));
                 }
                 Err(e) => {
                     used.insert(i, None);
