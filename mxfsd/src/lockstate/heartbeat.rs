@@ -38,6 +38,10 @@
 //! have written in the window.  Only wait times are trusted, measured on
 //! the claimant's own clock; no clocks are compared across nodes.
 //!
+//! A claimant that wins also clears any other slot still carrying its
+//! UUID (an attempt it abandoned, an older slot), so no stale slot with a
+//! live node's id is left for monitors to report as dead.
+//!
 //! After the claim, the writer re-reads its slot before every beat and
 //! stops with [`HeartbeatEvent::SlotLost`] if anything but its own last
 //! beat is there, so the one case the protocol cannot prevent (a node
@@ -247,7 +251,12 @@ pub fn claim_slot(
         let read_at = Instant::now();
         let current = read_content(dev, id)?;
         if current != previous.content {
-            continue; // it moved since the scan: look again
+            // It moved since the scan: look again (bounded like a loss).
+            lost += 1;
+            if lost >= params.max_attempts {
+                return Err(ClaimError::Contended(lost));
+            }
+            continue;
         }
         dev.write_slot(id, &Slot::Heartbeat(claim.clone()))?;
         let delta = read_at.elapsed();
@@ -262,6 +271,7 @@ pub fn claim_slot(
         } else {
             thread::sleep(params.claim_wait);
             if read_content(dev, id)? == SlotContent::Node(claim.clone()) {
+                clear_other_slots_of(dev, me, slot, &views)?;
                 return Ok(Claimed { slot, beat: claim });
             }
         }
@@ -273,6 +283,32 @@ pub fn claim_slot(
         let jitter = params.interval.as_micros() as u64 / 4 + 1;
         thread::sleep(Duration::from_micros(u64::from(random_u32()) % jitter));
     }
+}
+
+/// Once a slot is ours, clear any other slot still carrying our UUID (a
+/// claim abandoned as too slow, or an older slot of ours): left alone, it
+/// would go stale and make monitors report this live node as dead.  Only
+/// this node writes its UUID, so such a slot is ours to clear; a claimant
+/// that judged it stale meanwhile either wrote after our re-read (we see
+/// the change and leave it) or has its claim erased by our clear and backs
+/// off at its re-read.
+fn clear_other_slots_of(
+    dev: &LockstateDevice,
+    me: &NodeIdentity,
+    ours: u32,
+    views: &[SlotView],
+) -> Result<(), LockstateError> {
+    for v in views.iter().filter(|v| v.index != ours) {
+        if !matches!(&v.content, SlotContent::Node(h) if h.node_uuid == *me.uuid.as_bytes()) {
+            continue;
+        }
+        let id = SlotId::Heartbeat(v.index);
+        if read_content(dev, id)? == v.content {
+            tracing::info!(slot = v.index, "clearing an old heartbeat slot of ours");
+            dev.write_slot(id, &Slot::Empty)?;
+        }
+    }
+    Ok(())
 }
 
 fn read_content(dev: &LockstateDevice, id: SlotId) -> Result<SlotContent, LockstateError> {
@@ -357,7 +393,8 @@ impl HeartbeatWriter {
         let shared = Arc::new(Shared {
             counter: AtomicU64::new(claimed.beat.counter),
             owner_epoch: AtomicU64::new(claimed.beat.owner_epoch),
-            state: AtomicU8::new(HeartbeatState::Member as u8),
+            // The claim's state (Joining) until the caller says Member.
+            state: AtomicU8::new(claimed.beat.state as u8),
         });
         let (ctl, ctl_rx) = mpsc::channel();
         let slot = claimed.slot;
@@ -387,7 +424,8 @@ impl HeartbeatWriter {
         self.shared.owner_epoch.store(epoch, Ordering::SeqCst);
     }
 
-    /// Carried in the next beats (e.g. `Fenced` before stopping).
+    /// Carried in the next beats: `Member` once joined, `Fenced` before
+    /// stopping after a fence.
     pub fn set_state(&self, state: HeartbeatState) {
         self.shared.state.store(state as u8, Ordering::SeqCst);
     }

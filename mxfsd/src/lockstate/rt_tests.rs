@@ -595,7 +595,8 @@ fn beats_advance_and_a_stopped_node_goes_stale() {
     let v1 = mon.scan(&watcher).unwrap();
     let h1 = heartbeat_of(&v1[slot as usize].content).clone();
     assert!(h1.counter >= c0 + 4, "{c0} -> {}", h1.counter);
-    assert_eq!(h1.state, HeartbeatState::Member);
+    assert_eq!(h1.state, HeartbeatState::Joining);
+    w.set_state(HeartbeatState::Member);
     assert_eq!(h1.owner_epoch, 5);
     assert!(v1[slot as usize].unchanged_for(Instant::now()) < Duration::from_millis(200));
     assert!(w.counter() >= h1.counter);
@@ -603,6 +604,10 @@ fn beats_advance_and_a_stopped_node_goes_stale() {
     thread::sleep(Duration::from_millis(100));
     let v = mon.scan(&watcher).unwrap();
     assert_eq!(heartbeat_of(&v[slot as usize].content).owner_epoch, 6);
+    assert_eq!(
+        heartbeat_of(&v[slot as usize].content).state,
+        HeartbeatState::Member
+    );
     // The other slots are empty and seen as such.
     assert!(v
         .iter()
@@ -635,6 +640,22 @@ fn leave_clears_and_a_restart_reuses_its_slot() {
     let img = fresh(&s);
     let dev = Arc::new(ready(&img));
     let p = fast();
+    // The wait must exceed a beat, and staleness must take longer than one.
+    for bad in [
+        HeartbeatParams {
+            claim_wait: p.interval,
+            ..p.clone()
+        },
+        HeartbeatParams {
+            dead_after: p.interval,
+            ..p.clone()
+        },
+    ] {
+        assert!(matches!(
+            claim_slot(&dev, &node(1), 0, &bad),
+            Err(ClaimError::BadParams(_))
+        ));
+    }
     let c = claim_slot(&dev, &node(1), 0, &p).unwrap();
     let (slot, gen) = (c.slot, c.beat.generation);
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
@@ -650,6 +671,31 @@ fn leave_clears_and_a_restart_reuses_its_slot() {
     thread::sleep(Duration::from_millis(100));
     w.leave().unwrap();
     assert_eq!(dev.read_slot(SlotId::Heartbeat(slot)).unwrap(), Slot::Empty);
+
+    // Two old slots carry our UUID (an abandoned claim and an old slot):
+    // the claim keeps one and clears the other, so no stale slot with our
+    // id is left for monitors to call dead.
+    let mut old = match fake_beat(1, 50) {
+        Slot::Heartbeat(h) => h,
+        _ => unreachable!(),
+    };
+    old.node_uuid = [1; 16];
+    old.node_id = node(1).id;
+    dev.write_slot(SlotId::Heartbeat(20), &Slot::Heartbeat(old.clone()))
+        .unwrap();
+    dev.write_slot(SlotId::Heartbeat(40), &Slot::Heartbeat(old))
+        .unwrap();
+    let c3 = claim_slot(&dev, &node(1), 0, &p).unwrap();
+    let mut mon = HeartbeatMonitor::new();
+    let ours: Vec<u32> = mon
+        .scan(&dev)
+        .unwrap()
+        .into_iter()
+        .filter(|v| v.node_id() == Some(node(1).id))
+        .map(|v| v.index)
+        .collect();
+    assert_eq!(ours, vec![c3.slot]);
+    assert!(c3.slot == 20 || c3.slot == 40);
 }
 
 fn fake_beat(n: u8, counter: u64) -> Slot {
