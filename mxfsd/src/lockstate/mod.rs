@@ -40,7 +40,23 @@
 mod layout;
 mod slot;
 
+// The runtime on top of the format: creating the file (first owner),
+// opening it on the raw device, heartbeats, lock records.
+pub mod create;
+pub mod device;
+pub mod heartbeat;
+pub mod records;
+#[cfg(test)]
+mod rt_tests;
+
+pub use create::{create, freeze_thaw, CreateError, CreateParams, FreezeError};
+pub use device::{io_failure, Absent, DeviceError, IoFailure, LockstateDevice, Opened};
+pub use heartbeat::{
+    claim_slot, ClaimError, Claimed, HeartbeatEvent, HeartbeatMonitor, HeartbeatParams,
+    HeartbeatWriter, LeaveError, Pick, SlotContent, SlotView,
+};
 pub use layout::{probe_sequence, BlockIo, DeviceMap, Layout, SlotId};
+pub use records::{partition, purge, PurgeReport, RecordBook, RecordError, RECORDS_PER_NODE};
 pub use slot::{decode, encode, Header, Heartbeat, HeartbeatState, LockRecord, Slot};
 
 pub const MAGIC: [u8; 4] = *b"MXLS";
