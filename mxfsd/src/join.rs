@@ -52,7 +52,12 @@ pub struct Plan {
 
 /// The owner: view, lockstate (made if missing), a new epoch.
 /// `reattach`: a restarted daemon of a live mount keeps the epoch.
-pub fn as_owner(device: &Path, volume: &uuid::Uuid, node_id: u64, reattach: bool) -> anyhow::Result<Plan> {
+pub fn as_owner(
+    device: &Path,
+    volume: &uuid::Uuid,
+    node_id: u64,
+    reattach: bool,
+) -> anyhow::Result<Plan> {
     let view = XfsView::mount(device, volume).context("mounting the daemon's view of the XFS")?;
     let root = view
         .root()
@@ -65,12 +70,16 @@ pub fn as_owner(device: &Path, volume: &uuid::Uuid, node_id: u64, reattach: bool
             if !reattach {
                 h.owner_epoch += 1;
                 h.owner_node = node_id;
-                dev.write_header(&h).context("writing the new owner epoch")?;
+                dev.write_header(&h)
+                    .context("writing the new owner epoch")?;
             }
             h
         }
         Opened::Absent(a) => {
-            info!(missing = a.missing, "a fresh volume: making .mxfs/lockstate");
+            info!(
+                missing = a.missing,
+                "a fresh volume: making .mxfs/lockstate"
+            );
             let layout = Layout::new(a.block_size).context("lockstate layout")?;
             let h = lockstate::create(
                 &root,
@@ -125,6 +134,7 @@ fn wait_for_lockstate(device: &Path, wait: Duration) -> anyhow::Result<Header> {
                         wait.as_secs()
                     );
                 }
+                crate::supervision::watchdog();
                 std::thread::sleep(Duration::from_millis(500));
             }
         }

@@ -18,10 +18,10 @@ mod discovery;
 mod dlm;
 mod fence;
 #[allow(dead_code)]
+mod fileserv;
+#[allow(dead_code)]
 mod fuse_client;
 mod join;
-#[allow(dead_code)]
-mod fileserv;
 #[allow(dead_code, unused_imports)]
 mod lockstate;
 mod logging;
@@ -53,9 +53,9 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::fence::{FenceMode, Joined, NodeFence, WATCH_INTERVAL};
-use crate::wire::fileop::{Creds, FileReply, FileRequest, Op};
 use crate::netlink::{check_shutdown, Channel, Session};
 use crate::uapi::{cmd_name, Role, MXFS_CMD_SHUTDOWN};
+use crate::wire::fileop::{Creds, FileReply, FileRequest, Op};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -225,6 +225,7 @@ fn start_cluster(
                 OWNER_LINK_WAIT.as_secs()
             );
         }
+        supervision::watchdog();
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     let root = match handle.call_blocking(FileRequest {
@@ -278,7 +279,8 @@ fn serve(
         // systemd restarted us while the mount lives: no new registration.
         info!("restarted while the volume is mounted: re-attaching");
         supervision::status("re-attaching to the mounted volume");
-        let f = NodeFence::attach(&args.device, node_id, args.fence).context("opening the device")?;
+        let f =
+            NodeFence::attach(&args.device, node_id, args.fence).context("opening the device")?;
         (f, None)
     } else {
         // Fencing first: this node writes to the device only once its key

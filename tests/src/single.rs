@@ -171,7 +171,7 @@ pub fn mount_and_umount(node: &mut Node) -> Result<()> {
 pub fn hides_dot_mxfs(node: &mut Node) -> Result<()> {
     let dev = fresh_volume(node)?;
     node.must(&format!(
-        "mount -t xfs {dev} {XFS_MNT} && mkdir {XFS_MNT}/.mxfs && echo state > {XFS_MNT}/.mxfs/lockstate \
+        "mount -t xfs {dev} {XFS_MNT} && mkdir {XFS_MNT}/.mxfs && echo state > {XFS_MNT}/.mxfs/notes \
          && umount {XFS_MNT}"
     ))?;
     node.must(&format!("mount -t mxfs {dev} {MNT}"))?;
@@ -183,7 +183,7 @@ pub fn hides_dot_mxfs(node: &mut Node) -> Result<()> {
         );
         for (what, cmd) in [
             ("lookup", format!("stat {MNT}/.mxfs")),
-            ("open below it", format!("cat {MNT}/.mxfs/lockstate")),
+            ("open below it", format!("cat {MNT}/.mxfs/notes")),
             ("mkdir over it", format!("mkdir {MNT}/.mxfs")),
             ("create it", format!("touch {MNT}/.mxfs")),
             (
@@ -200,10 +200,25 @@ pub fn hides_dot_mxfs(node: &mut Node) -> Result<()> {
     })();
     node.must(&format!("umount {MNT}"))?;
     r?;
-    let seen = xfs_clean(node, &dev, &format!("cat {XFS_MNT}/.mxfs/lockstate"))?;
+    // The daemon made its lockstate next to what was there, and nothing
+    // through the mount changed either.
+    let seen = xfs_clean(
+        node,
+        &dev,
+        &format!("cat {XFS_MNT}/.mxfs/notes && stat -c %s {XFS_MNT}/.mxfs/lockstate"),
+    )?;
+    let mut lines = seen.lines();
     ensure!(
-        seen.trim() == "state",
+        lines.next() == Some("state"),
         "the daemon's .mxfs was changed: {seen:?}"
+    );
+    let size: u64 = lines
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    ensure!(
+        size > 0,
+        "the first owner made no .mxfs/lockstate: {seen:?}"
     );
     Ok(())
 }

@@ -143,7 +143,9 @@ pub struct ClusterHandle {
 }
 
 impl ClusterHandle {
-    /// Forward one request to the owner and wait for its reply.
+    /// Forward one request to the owner and wait for its reply (from
+    /// async code: the tests, and later the D-Bus layer).
+    #[allow(dead_code)]
     pub async fn call(&self, req: FileRequest) -> FileReply {
         let (tx, rx) = oneshot::channel();
         let out = Outgoing {
