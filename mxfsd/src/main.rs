@@ -18,6 +18,8 @@ mod dlm;
 mod fence;
 #[allow(dead_code)]
 mod fileserv;
+#[allow(dead_code)]
+mod fuse_client;
 #[allow(dead_code, unused_imports)]
 mod lockstate;
 mod logging;
