@@ -123,6 +123,10 @@ impl Groups {
             }
         };
         let g = Arc::new(groups_for(status.as_ref(), uid, gid));
+        if status.is_none() {
+            // Not cached: a failure says nothing about the next request.
+            return g;
+        }
         let mut c = lock(&self.cache);
         if c.len() >= CACHE_MAX {
             c.clear();
