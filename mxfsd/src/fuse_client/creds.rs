@@ -83,10 +83,15 @@ pub fn groups_for(status: Option<&StatusIds>, uid: u32, gid: u32) -> Vec<u32> {
     }
 }
 
+/// (pid, uid, gid) of a request.
+type Caller = (u32, u32, u32);
+/// When the groups were read, and what they were.
+type Cached = (Instant, Arc<Vec<u32>>);
+
 /// Supplementary groups of request callers, briefly cached.
 #[derive(Default)]
 pub struct Groups {
-    cache: Mutex<HashMap<(u32, u32, u32), (Instant, Arc<Vec<u32>>)>>,
+    cache: Mutex<HashMap<Caller, Cached>>,
 }
 
 impl Groups {
