@@ -613,3 +613,70 @@ fn open_files_survive_a_new_owner() {
     drop((f, d));
     fx.done();
 }
+
+#[test]
+fn a_write_by_another_user_clears_setuid_on_the_owner() {
+    let fx = Fx::new("killpriv");
+    fs::write(fx.b("suid"), b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(fx.b("suid"), fs::Permissions::from_mode(0o4777)).unwrap();
+    // HANDLE_KILLPRIV: the owner's kernel clears the bit (the caller has
+    // no CAP_FSETID there); the client's must not send a chmod of its own,
+    // which a non-owner would be refused.
+    let r = as_user(1000, &[], || {
+        let mut f = OpenOptions::new().write(true).open(fx.m("suid"))?;
+        f.write_all(b"echo hi\n")
+    });
+    r.unwrap();
+    assert_eq!(fs::metadata(fx.b("suid")).unwrap().mode() & 0o7777, 0o777);
+    // truncate by a non-owner too
+    fs::set_permissions(fx.b("suid"), fs::Permissions::from_mode(0o4777)).unwrap();
+    let r = as_user(1000, &[], || {
+        OpenOptions::new()
+            .write(true)
+            .open(fx.m("suid"))?
+            .set_len(1)
+    });
+    r.unwrap();
+    let b = fs::metadata(fx.b("suid")).unwrap();
+    assert_eq!((b.len(), b.mode() & 0o7777), (1, 0o777));
+    fx.done();
+}
+
+#[test]
+fn a_default_acl_wins_over_the_umask() {
+    let fx = Fx::new("acl");
+    fs::create_dir(fx.b("d")).unwrap();
+    // system.posix_acl_default = user::rwx group::rwx other::rwx (version
+    // 2 header, then tag, perm, id per entry, little endian)
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for tag in [0x01u16, 0x04, 0x20] {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&7u16.to_le_bytes());
+        acl.extend_from_slice(&u32::MAX.to_le_bytes());
+    }
+    let d = cpath(&fx.b("d"));
+    // SAFETY: valid path, name and buffer with its length.
+    let rc = unsafe {
+        libc::setxattr(
+            d.as_ptr(),
+            c"system.posix_acl_default".as_ptr(),
+            acl.as_ptr().cast(),
+            acl.len(),
+            0,
+        )
+    };
+    if rc != 0 {
+        eprintln!("no POSIX ACLs on the temp dir ({}): skipped", last_errno());
+        return fx.done();
+    }
+    fs::write(fx.m("d/f"), b"").unwrap();
+    // DONT_MASK: the client's kernel leaves the mode alone and the owner's
+    // applies the umask only where no default ACL is.
+    assert_eq!(fs::metadata(fx.b("d/f")).unwrap().mode() & 0o777, 0o666);
+    fs::write(fx.m("g"), b"").unwrap();
+    assert_eq!(
+        fs::metadata(fx.b("g")).unwrap().mode() & 0o777,
+        0o666 & !current_umask()
+    );
+    fx.done();
+}
