@@ -186,7 +186,7 @@ impl DlmMsg {
         }
     }
 
-    fn to_master(&self) -> bool {
+    fn is_for_master(&self) -> bool {
         matches!(
             self,
             DlmMsg::Request(_) | DlmMsg::Convert(_) | DlmMsg::Unlock(_) | DlmMsg::Cancel(_)
@@ -503,7 +503,7 @@ impl DlmNode {
                 }),
             },
         );
-        self.to_master(
+        self.route_to_master(
             resource,
             DlmMsg::Request(LockRequest {
                 lock: id,
@@ -550,7 +550,7 @@ impl DlmNode {
             Started::Pending
         };
         let resource = own.resource.clone();
-        self.to_master(
+        self.route_to_master(
             &resource.clone(),
             DlmMsg::Convert(LockRequest {
                 lock,
@@ -574,7 +574,7 @@ impl DlmNode {
         }
         p.cancelling = true;
         let resource = own.resource.clone();
-        self.to_master(
+        self.route_to_master(
             &resource.clone(),
             DlmMsg::Cancel(LockRef { lock, resource }),
         );
@@ -592,7 +592,7 @@ impl DlmNode {
         let resource = own.resource.clone();
         if own.granted.is_some() {
             self.own.remove(&lock);
-            self.to_master(
+            self.route_to_master(
                 &resource.clone(),
                 DlmMsg::Unlock(LockRef { lock, resource }),
             );
@@ -600,7 +600,7 @@ impl DlmNode {
             p.abandon = true;
             if !p.cancelling {
                 p.cancelling = true;
-                self.to_master(
+                self.route_to_master(
                     &resource.clone(),
                     DlmMsg::Cancel(LockRef { lock, resource }),
                 );
@@ -736,7 +736,7 @@ impl DlmNode {
         self.out.push_back(Output::Local(c));
     }
 
-    fn to_master(&mut self, resource: &[u8], msg: DlmMsg) {
+    fn route_to_master(&mut self, resource: &[u8], msg: DlmMsg) {
         match master_of(resource, &self.members) {
             Some(m) => self.send(m, msg),
             None => warn!("dlm: no members to master a resource"),
@@ -806,7 +806,7 @@ impl DlmNode {
     }
 
     fn handle_current(&mut self, from: NodeId, msg: DlmMsg) {
-        if msg.to_master() {
+        if msg.is_for_master() {
             self.master_input(from, msg);
             return;
         }
@@ -1105,7 +1105,7 @@ impl DlmNode {
                 };
                 if p.abandon {
                     self.own.remove(&lock);
-                    self.to_master(
+                    self.route_to_master(
                         &resource,
                         DlmMsg::Unlock(LockRef {
                             lock,
@@ -1130,15 +1130,13 @@ impl DlmNode {
                     mode: g.mode,
                 });
             }
-            DlmMsg::Blocking(b) => {
-                if own.granted.is_some() {
-                    self.complete(Completion::Blocking {
-                        lock,
-                        resource,
-                        granted: b.granted,
-                        requested: b.requested,
-                    });
-                }
+            DlmMsg::Blocking(b) if own.granted.is_some() => {
+                self.complete(Completion::Blocking {
+                    lock,
+                    resource,
+                    granted: b.granted,
+                    requested: b.requested,
+                });
             }
             DlmMsg::Cancelled(c) => {
                 let Some(p) = own.pending.take() else {

@@ -178,22 +178,27 @@ async fn basts_noqueue_cancel_and_conversion() {
 async fn shutdown_fails_waiters_and_releases_locks() {
     let mut c = Cluster::new(&IDS).await;
     let (a, b) = (c.dlms[0].clone(), c.dlms[1].clone());
-    let _ha = a.lock(b"s", EX, Q).await.unwrap();
+    // mastered by the node that stays, so the leavers' last words reach it
+    let r = (0..)
+        .map(|i| format!("s{i}").into_bytes())
+        .find(|n| master_of(n, &IDS) == Some(IDS[2]))
+        .unwrap();
+    let _ha = a.lock(&r, EX, Q).await.unwrap();
     let bw = tokio::spawn({
-        let b = b.clone();
-        async move { b.lock(b"s", EX, Q).await }
+        let (b, r) = (b.clone(), r.clone());
+        async move { b.lock(&r, EX, Q).await }
     });
     tokio::time::sleep(Duration::from_millis(20)).await;
     b.shutdown();
-    let r = timeout(T, bw).await.unwrap().unwrap();
-    assert_eq!(r.unwrap_err(), LockError::Shutdown);
-    assert_eq!(b.lock(b"s", EX, Q).await.unwrap_err(), LockError::Shutdown);
+    let res = timeout(T, bw).await.unwrap().unwrap();
+    assert_eq!(res.unwrap_err(), LockError::Shutdown);
+    assert_eq!(b.lock(&r, EX, Q).await.unwrap_err(), LockError::Shutdown);
     // a graceful shutdown releases A's lock, and B's withdrawn request
     // is not in the way: C gets EX at once
     a.shutdown();
     let _ = (&mut c.tasks[0]).await;
     let _ = (&mut c.tasks[1]).await;
-    let h = c.dlms[2].lock(b"s", EX, NOQ).await;
+    let h = timeout(T, c.dlms[2].lock(&r, EX, NOQ)).await.unwrap();
     assert!(h.is_ok(), "{h:?}");
 }
 
@@ -219,8 +224,8 @@ async fn a_departed_holder_is_purged_and_waiters_granted() {
 
 async fn elect(dlms: &[Dlm], disk: &Arc<AtomicU64>) -> Vec<(NodeId, Role, OwnerElection)> {
     let mut jobs = Vec::new();
-    for d in dlms.iter().cloned() {
-        let disk = disk.clone();
+    for d in dlms {
+        let (d, disk) = (d.clone(), disk.clone());
         jobs.push(tokio::spawn(async move {
             let mut e = OwnerElection::new(d.clone());
             let role = e.try_acquire(|| disk.load(Ordering::SeqCst)).await.unwrap();
