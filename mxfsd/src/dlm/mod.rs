@@ -11,10 +11,25 @@
 //! chosen by the requesting node ([`LockId`]: node id + that node's own
 //! counter), so when a resource changes master the new master can take
 //! the locks over with their ids ([`LockSpace::import_resource`]).
+//!
+//! Above the engine: [`node`] is the protocol between nodes (routing to
+//! masters, requester records, rebuild at membership changes) as a
+//! sans-I/O state machine; [`runtime`] runs it in a tokio task for the
+//! daemon ([`Dlm`], [`LockHandle`]); [`election`] decides the owner.
 
+pub mod election;
 mod engine;
+pub mod node;
+pub mod runtime;
+#[cfg(test)]
+mod tests_node;
+#[cfg(test)]
+mod tests_runtime;
 
+pub use election::{OwnerElection, Role, OWNER_RESOURCE};
 pub use engine::{DlmError, Event, LockSpace, LockState, RequestFlags};
+pub use node::{Completion, DlmMsg, DlmNode, OpError, Output, RecordedLock, Refusal, View};
+pub use runtime::{Bast, Dlm, LinkTransport, LockError, LockHandle, Transport};
 
 use crate::identity::fnv1a64;
 

@@ -1,0 +1,307 @@
+//! The tokio facade and the owner election over in-memory channels.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+use super::election::{OwnerElection, Role};
+use super::runtime::{Dlm, LockError, Transport};
+use super::*;
+use Mode::*;
+
+const Q: RequestFlags = RequestFlags { noqueue: false };
+const NOQ: RequestFlags = RequestFlags { noqueue: true };
+const T: Duration = Duration::from_secs(10);
+
+type Routes = Arc<Mutex<HashMap<NodeId, Dlm>>>;
+
+/// Delivers straight into the destination's driver: FIFO per pair.
+struct Chan {
+    me: NodeId,
+    routes: Routes,
+}
+
+impl Transport for Chan {
+    fn send(&mut self, to: NodeId, msg: DlmMsg) {
+        let routes = self.routes.lock().unwrap();
+        // a killed node (no route any more) sends nothing either
+        if !routes.contains_key(&self.me) {
+            return;
+        }
+        let dst = routes.get(&to).cloned();
+        drop(routes);
+        if let Some(d) = dst {
+            d.deliver(self.me, msg);
+        }
+    }
+}
+
+struct Cluster {
+    routes: Routes,
+    dlms: Vec<Dlm>,
+    tasks: Vec<JoinHandle<()>>,
+    view: View,
+}
+
+impl Cluster {
+    async fn new(ids: &[NodeId]) -> Cluster {
+        let routes: Routes = Arc::default();
+        let mut dlms = Vec::new();
+        let mut tasks = Vec::new();
+        for &id in ids {
+            let (d, t) = Dlm::spawn(
+                id,
+                Chan {
+                    me: id,
+                    routes: routes.clone(),
+                },
+            );
+            routes.lock().unwrap().insert(id, d.clone());
+            dlms.push(d);
+            tasks.push(t);
+        }
+        let mut c = Cluster {
+            routes,
+            dlms,
+            tasks,
+            view: 0,
+        };
+        c.set_members(ids).await;
+        c
+    }
+
+    async fn set_members(&mut self, ids: &[NodeId]) {
+        self.view += 1;
+        for d in &self.dlms {
+            if ids.contains(&d.node_id()) {
+                d.set_members(self.view, ids).await.unwrap();
+            }
+        }
+    }
+
+    /// Node `i` dies: its driver stops without telling anyone (no
+    /// unlocks reach the others), then the survivors change view.
+    async fn kill(&mut self, i: usize) {
+        let id = self.dlms[i].node_id();
+        self.routes.lock().unwrap().remove(&id);
+        self.dlms[i].shutdown();
+        let _ = (&mut self.tasks[i]).await;
+        let ids: Vec<NodeId> = self
+            .dlms
+            .iter()
+            .map(|d| d.node_id())
+            .filter(|n| *n != id)
+            .collect();
+        self.set_members(&ids).await;
+    }
+}
+
+const IDS: [NodeId; 3] = [0x11, 0x22, 0x33];
+
+#[tokio::test]
+async fn exclusive_counter_across_three_nodes() {
+    let c = Cluster::new(&IDS).await;
+    let inside = Arc::new(AtomicBool::new(false));
+    let counter = Arc::new(AtomicU64::new(0));
+    let mut jobs = Vec::new();
+    for d in c.dlms.clone() {
+        let (inside, counter) = (inside.clone(), counter.clone());
+        jobs.push(tokio::spawn(async move {
+            for _ in 0..20 {
+                let h = d.lock(b"counter", EX, Q).await.unwrap();
+                assert!(!inside.swap(true, Ordering::SeqCst), "two EX holders");
+                let v = counter.load(Ordering::SeqCst);
+                for _ in 0..3 {
+                    tokio::task::yield_now().await;
+                }
+                counter.store(v + 1, Ordering::SeqCst);
+                inside.store(false, Ordering::SeqCst);
+                h.unlock();
+            }
+        }));
+    }
+    for j in jobs {
+        timeout(T, j).await.unwrap().unwrap();
+    }
+    assert_eq!(counter.load(Ordering::SeqCst), 60);
+}
+
+#[tokio::test]
+async fn basts_noqueue_cancel_and_conversion() {
+    let c = Cluster::new(&IDS).await;
+    let (a, b, x) = (c.dlms[0].clone(), c.dlms[1].clone(), c.dlms[2].clone());
+    // shared PR
+    let mut ha = a.lock(b"r", PR, Q).await.unwrap();
+    let hb = b.lock(b"r", PR, Q).await.unwrap();
+    // NOQUEUE EX refused
+    assert_eq!(
+        x.lock(b"r", EX, NOQ).await.unwrap_err(),
+        LockError::NotGranted
+    );
+    // a queued EX that gives up (timeout) leaves nothing behind
+    assert!(timeout(Duration::from_millis(50), x.lock(b"r", EX, Q))
+        .await
+        .is_err());
+    // A converts to EX: B is told, releases, A gets it
+    let conv = tokio::spawn(async move {
+        let m = ha.convert(EX, Q).await;
+        (ha, m)
+    });
+    let mut hb = hb;
+    let bast = timeout(T, hb.blocked()).await.unwrap().unwrap();
+    assert_eq!((bast.granted, bast.requested), (PR, EX));
+    hb.unlock();
+    let (mut ha, m) = timeout(T, conv).await.unwrap().unwrap();
+    assert_eq!(m, Ok(EX));
+    assert_eq!(ha.mode(), EX);
+    // X queues for PR; A sees the BAST and down-converts, which grants X
+    let xw = tokio::spawn(async move { x.lock(b"r", PR, Q).await });
+    let bast = timeout(T, ha.blocked()).await.unwrap().unwrap();
+    assert_eq!(bast.requested, PR);
+    assert_eq!(ha.convert(PR, Q).await, Ok(PR));
+    let hx = timeout(T, xw).await.unwrap().unwrap().unwrap();
+    assert_eq!(hx.mode(), PR);
+    // the abandoned EX request above did not get in anyone's way: B's
+    // NOQUEUE PR is granted now
+    let hb2 = b.lock(b"r", PR, NOQ).await.unwrap();
+    drop((ha, hx, hb2));
+    // everything released (drops): EX is free again
+    let h = timeout(T, b.lock(b"r", EX, NOQ)).await.unwrap();
+    assert!(h.is_ok(), "{h:?}");
+}
+
+#[tokio::test]
+async fn shutdown_fails_waiters_and_releases_locks() {
+    let mut c = Cluster::new(&IDS).await;
+    let (a, b) = (c.dlms[0].clone(), c.dlms[1].clone());
+    // mastered by the node that stays, so the leavers' last words reach it
+    let r = (0..)
+        .map(|i| format!("s{i}").into_bytes())
+        .find(|n| master_of(n, &IDS) == Some(IDS[2]))
+        .unwrap();
+    let _ha = a.lock(&r, EX, Q).await.unwrap();
+    let bw = tokio::spawn({
+        let (b, r) = (b.clone(), r.clone());
+        async move { b.lock(&r, EX, Q).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    b.shutdown();
+    let res = timeout(T, bw).await.unwrap().unwrap();
+    assert_eq!(res.unwrap_err(), LockError::Shutdown);
+    assert_eq!(b.lock(&r, EX, Q).await.unwrap_err(), LockError::Shutdown);
+    // a graceful shutdown releases A's lock, and B's withdrawn request
+    // is not in the way: C gets EX at once
+    a.shutdown();
+    let _ = (&mut c.tasks[0]).await;
+    let _ = (&mut c.tasks[1]).await;
+    let h = timeout(T, c.dlms[2].lock(&r, EX, NOQ)).await.unwrap();
+    assert!(h.is_ok(), "{h:?}");
+}
+
+#[tokio::test]
+async fn a_departed_holder_is_purged_and_waiters_granted() {
+    let mut c = Cluster::new(&IDS).await;
+    let (a, b, x) = (c.dlms[0].clone(), c.dlms[1].clone(), c.dlms[2].clone());
+    let ha = a.lock(b"d", EX, Q).await.unwrap();
+    let hb = b.lock(b"held-by-b", PR, Q).await.unwrap();
+    let xw = tokio::spawn(async move { x.lock(b"d", EX, Q).await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    std::mem::forget(ha); // A dies holding it
+    c.kill(0).await;
+    let hx = timeout(T, xw).await.unwrap().unwrap().unwrap();
+    assert_eq!(hx.mode(), EX);
+    // B's lock survived the re-mastering
+    assert_eq!(
+        c.dlms[2].lock(b"held-by-b", EX, NOQ).await.unwrap_err(),
+        LockError::NotGranted
+    );
+    drop(hb);
+}
+
+async fn elect(dlms: &[Dlm], disk: &Arc<AtomicU64>) -> Vec<(NodeId, Role, OwnerElection)> {
+    let mut jobs = Vec::new();
+    for d in dlms {
+        let (d, disk) = (d.clone(), disk.clone());
+        jobs.push(tokio::spawn(async move {
+            let mut e = OwnerElection::new(d.clone());
+            let role = e.try_acquire(|| disk.load(Ordering::SeqCst)).await.unwrap();
+            if let Role::Owner { epoch } = role {
+                disk.store(epoch, Ordering::SeqCst);
+            }
+            (d.node_id(), role, e)
+        }));
+    }
+    let mut out = Vec::new();
+    for j in jobs {
+        out.push(timeout(T, j).await.unwrap().unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn owner_election_one_owner_then_takeover_with_epoch_plus_one() {
+    let mut c = Cluster::new(&IDS).await;
+    let disk = Arc::new(AtomicU64::new(7));
+    let mut res = elect(&c.dlms, &disk).await;
+    let owners: Vec<_> = res
+        .iter()
+        .filter_map(|(n, r, _)| matches!(r, Role::Owner { .. }).then_some((*n, *r)))
+        .collect();
+    assert_eq!(owners.len(), 1, "{res:?}");
+    let (owner, role) = owners[0];
+    assert_eq!(role, Role::Owner { epoch: 8 });
+    assert_eq!(disk.load(Ordering::SeqCst), 8);
+    // clients find the owner (retry: the winner takes its marker just
+    // after `owner`)
+    for (_, r, e) in &res {
+        if let Role::Client { .. } = r {
+            let mut found = None;
+            for _ in 0..50 {
+                found = e.find_owner().await.unwrap();
+                if found.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(found, Some(owner));
+        }
+    }
+    // clients queue for a takeover; the owner is told
+    let oi = res.iter().position(|(n, _, _)| *n == owner).unwrap();
+    let (_, _, mut oe) = res.remove(oi);
+    let mut waits = Vec::new();
+    for (n, _, mut e) in res {
+        let disk = disk.clone();
+        waits.push(tokio::spawn(async move {
+            let epoch = e.wait_for_ownership(|| disk.load(Ordering::SeqCst)).await;
+            (n, epoch, e)
+        }));
+    }
+    assert_eq!(timeout(T, oe.contested()).await.unwrap(), Some(EX));
+    // the owner dies
+    std::mem::forget(oe);
+    let di = c.dlms.iter().position(|d| d.node_id() == owner).unwrap();
+    c.kill(di).await;
+    // exactly one survivor wins, with epoch + 1
+    let mut winner = None;
+    let mut rest = Vec::new();
+    for w in waits {
+        match timeout(Duration::from_millis(500), w).await {
+            Ok(r) => {
+                let (n, epoch, e) = r.unwrap();
+                assert!(winner.is_none(), "two new owners");
+                assert_eq!(epoch, Ok(9));
+                winner = Some((n, e));
+            }
+            Err(_) => rest.push(()),
+        }
+    }
+    let (n, e) = winner.expect("a survivor became owner");
+    assert_ne!(n, owner);
+    assert_eq!(e.epoch(), Some(9));
+    assert_eq!(rest.len(), 1);
+}
