@@ -18,6 +18,8 @@ mod dlm;
 mod fence;
 #[allow(dead_code)]
 mod fileserv;
+#[cfg(test)]
+mod fuzz;
 #[allow(dead_code, unused_imports)]
 mod lockstate;
 mod logging;
