@@ -21,6 +21,8 @@ mod fence;
 mod fileserv;
 #[allow(dead_code)]
 mod fuse_client;
+#[cfg(test)]
+mod fuzz;
 mod join;
 #[allow(dead_code, unused_imports)]
 mod lockstate;

@@ -249,7 +249,9 @@ impl Superblock {
                 "{dblocks} blocks of {block_size} bytes overflow 64 bits"
             )));
         }
-        if u32::from(dir_block_log) > 16 || (block_size << dir_block_log) > 65536 {
+        // In u64: 64 KiB blocks shifted by 16 wrap a u32 to 0 (found by
+        // the fuzzer; Volume::read_dir then indexed an empty block).
+        if u32::from(dir_block_log) > 16 || (u64::from(block_size) << dir_block_log) > 65536 {
             return Err(bad(format!(
                 "directory block log {dir_block_log} over 64 KiB"
             )));

@@ -3,9 +3,11 @@
 //! - `cargo xtask demo [--nodes N] [--kernel 6.1]`: set up what is missing,
 //!   bring up a virtual cluster and show MXFS working in it.
 //! - `cargo xtask test`: set up what is missing and run every test the
-//!   project has (format, lints, unit tests, cluster scenarios).
+//!   project has (format, lints, unit tests, 3 s of fuzzing per decoder,
+//!   cluster scenarios).
 //! - `cargo xtask test --long`: the same with the long tier's sizes
-//!   (fsx 100,000 operations per run instead of 10,000).
+//!   (fsx 100,000 operations per run instead of 10,000, 60 s of fuzzing
+//!   per decoder).
 //! - `cargo xtask setup [--kernel 6.1]`: only the set-up.
 //! - `cargo xtask run [--nodes N] -- SCRIPT`: boot a cluster with MXFS
 //!   installed on every node, run SCRIPT with `sh -c` on node 1, print
@@ -152,6 +154,25 @@ fn test(args: &Args) -> Result<()> {
     // the scenario runner share one build of the dependencies.
     step("running unit tests", || {
         cargo(&["test", "--release", "--workspace"])
+    })?;
+    // mxfsd's decoders of network, netlink and disk input, each fuzzed for
+    // a bounded time (issue 4); the targets print their seeds, and a crash
+    // prints the input to replay.
+    let fuzz_secs = if args.long { "60" } else { "3" };
+    step("fuzzing the decoders", || {
+        std::env::set_var("MXFS_FUZZ_SECS", fuzz_secs);
+        cargo(&[
+            "test",
+            "--release",
+            "-p",
+            "mxfsd",
+            "fuzz::",
+            "--",
+            "--ignored",
+            "--test-threads",
+            "2",
+            "--nocapture",
+        ])
     })?;
     build_artifacts()?;
     step("running cluster scenarios", || {
