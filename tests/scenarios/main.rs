@@ -46,7 +46,10 @@ const SINGLE_STEPS: &[&str] = &[
 
 /// Several nodes on one volume (issue 4): run on nodes 1 and 2, after
 /// the single-node steps and before node 1's packages are removed.
-const CLUSTER_STEPS: &[&str] = &["cluster_two_nodes_share_files"];
+const CLUSTER_STEPS: &[&str] = &[
+    "cluster_two_nodes_share_files",
+    "cluster_client_conformance",
+];
 
 /// Benchmark: files per metadata round, and rounds (medians are
 /// reported).
@@ -142,9 +145,14 @@ fn main() {
                         if CLUSTER_STEPS.iter().any(|s| r.wants(s)) {
                             match single::install(c.node(2)) {
                                 Err(e) => r.fail_all(CLUSTER_STEPS, &e),
-                                Ok(_) => r.step(CLUSTER_STEPS[0], || {
-                                    multinode::two_nodes_share_files(&mut c)
-                                }),
+                                Ok(_) => {
+                                    r.step(CLUSTER_STEPS[0], || {
+                                        multinode::two_nodes_share_files(&mut c)
+                                    });
+                                    r.step(CLUSTER_STEPS[1], || {
+                                        multinode::client_conformance(&mut c)
+                                    });
+                                }
                             }
                         }
                         r.step(SINGLE_STEPS[15], || packages::udev_rules(c.node(1)));

@@ -131,3 +131,101 @@ pub fn two_nodes_share_files(c: &mut Cluster) -> Result<()> {
     say("both unmounted; no mxfsd left; xfs_repair -n clean");
     Ok(())
 }
+
+/// On a client: pjdfstest gives what it gives on the same XFS mounted
+/// directly; the O_DIRECT exerciser passes; two nodes appending to one
+/// file through O_APPEND lose and tear no record.
+pub fn client_conformance(c: &mut Cluster) -> Result<()> {
+    use std::collections::BTreeMap;
+    let conf = crate::tools::PJDFSTEST_CONF.as_bytes();
+    c.node(2).write_file("/tmp/pjdfstest.toml", conf)?;
+    c.node(1).write_file("/tmp/pjdfstest.toml", conf)?;
+    let dev = single::fresh_volume(c.node(1))?;
+    c.node(1)
+        .must(&format!("mount -t xfs {dev} {}", single::XFS_MNT))?;
+    let xfs = single::run_pjdfstest(c.node(1), single::XFS_MNT);
+    c.node(1).must(&format!("umount {}", single::XFS_MNT))?;
+    let xfs = xfs?;
+
+    let dev = single::fresh_volume(c.node(1))?;
+    let dev2 = crate::checks::lun_device(c.node(2))?;
+    c.node(1).must(&format!("mount -t mxfs {dev} {MNT}"))?;
+    let r = (|| -> Result<()> {
+        c.node(2).must(&format!("mount -t mxfs {dev2} {MNT}"))?;
+        let client = single::run_pjdfstest(c.node(2), MNT)?;
+        let count = |r: &BTreeMap<String, String>, o: &str| r.values().filter(|v| *v == o).count();
+        say(format!(
+            "pjdfstest: XFS {} ok / {} failed; client {} ok / {} failed / {} skipped",
+            count(&xfs, "ok"),
+            count(&xfs, "FAILED"),
+            count(&client, "ok"),
+            count(&client, "FAILED"),
+            count(&client, "skipped")
+        ));
+        let diffs: Vec<String> = xfs
+            .keys()
+            .chain(client.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter(|k| xfs.get(*k) != client.get(*k))
+            .map(|k| format!("{k}: xfs {:?}, client {:?}", xfs.get(k), client.get(k)))
+            .collect();
+        ensure!(
+            diffs.is_empty(),
+            "pjdfstest differs between XFS and a client:\n{}",
+            diffs.join("\n")
+        );
+
+        let out = c.node(2).sh(
+            &format!(
+                "{}/mxfs-opcheck --dio-fsx {MNT}/dio.file 3000 7 2>&1 | tail -n 3",
+                crate::rootfs::GUEST_ARTIFACTS
+            ),
+            std::time::Duration::from_secs(1800),
+        )?;
+        say(format!("client O_DIRECT exerciser: {}", out.stdout.trim()));
+        ensure!(
+            out.ok(),
+            "the O_DIRECT exerciser failed on a client:\n{}",
+            out.stdout
+        );
+
+        // both nodes append 500 records of 64 bytes at once
+        let append = |n: usize| {
+            format!(
+                "for i in $(seq 1 500); do printf 'node{n} record %05d %047d\\n' $i 0 >> {MNT}/log; done"
+            )
+        };
+        c.node(1).must(&format!(
+            "rm -f /tmp/append.done; ({}; touch /tmp/append.done) > /dev/null 2>&1 & echo started",
+            append(1)
+        ))?;
+        c.node(2).must(&append(2))?;
+        c.node(1).must(
+            "for i in $(seq 1 120); do [ -e /tmp/append.done ] && exit 0; sleep 1; done; exit 1",
+        )?;
+        let summary = c.node(2).must(&format!(
+            "wc -l < {MNT}/log; grep -c '^node1 record [0-9]\\{{5\\}} 0\\{{47\\}}$' {MNT}/log; \
+             grep -c '^node2 record [0-9]\\{{5\\}} 0\\{{47\\}}$' {MNT}/log"
+        ))?;
+        let v: Vec<&str> = summary.split_whitespace().collect();
+        ensure!(
+            v == ["1000", "500", "500"],
+            "O_APPEND from two nodes: lines, node1 records, node2 records = {v:?}"
+        );
+        say("O_APPEND from both nodes: 1000 whole records, 500 from each");
+        Ok(())
+    })();
+    let u2 = c
+        .node(2)
+        .sh(&format!("umount {MNT}"), std::time::Duration::from_secs(60));
+    let u1 = c
+        .node(1)
+        .sh(&format!("umount {MNT}"), std::time::Duration::from_secs(60));
+    r?;
+    ensure!(u2?.ok() && u1?.ok(), "umount failed");
+    c.node(1)
+        .must(&format!("xfs_repair -n {dev}"))
+        .context("xfs_repair -n")?;
+    Ok(())
+}

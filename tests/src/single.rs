@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub const MNT: &str = "/mnt/shared";
-const XFS_MNT: &str = "/mnt/xfs";
+pub const XFS_MNT: &str = "/mnt/xfs";
 
 /// Installs MXFS the way an admin does, from the project's Debian packages
 /// on the artifacts disk (`apt install ./mxfs-dkms_*.deb ./mxfs_*.deb`):
@@ -408,7 +408,7 @@ fn pjdfstest_results(output: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn run_pjdfstest(node: &mut Node, dir: &str) -> Result<BTreeMap<String, String>> {
+pub fn run_pjdfstest(node: &mut Node, dir: &str) -> Result<BTreeMap<String, String>> {
     let out = node.sh(
         &format!("cd {dir} && NO_COLOR=1 {GUEST_ARTIFACTS}/pjdfstest -c /tmp/pjdfstest.toml -p {dir} 2>&1"),
         Duration::from_secs(1800),
