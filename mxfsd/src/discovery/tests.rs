@@ -220,10 +220,32 @@ async fn a_restarted_daemon_is_seen_and_a_stopped_one_lost() {
     a.d.shutdown().await;
 }
 
-/// Log lines, captured: `#[tokio::test]` runs the discovery tasks on the
-/// test's own thread, so a thread-local subscriber sees them.
+/// Log lines, captured by one process-wide subscriber.  A thread-local
+/// one (`set_default`) missed lines now and then: tracing caches each
+/// call site's interest globally, and tests running on other threads
+/// without that subscriber could cache "not interested".  Lines are told
+/// apart by the volume UUID each test makes at random.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
+
+fn captured_log() -> Captured {
+    static LOG: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer({
+                let log = log.clone();
+                move || log.clone()
+            })
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other global subscriber in the test binary");
+        log
+    })
+    .clone()
+}
 
 impl io::Write for Captured {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
@@ -248,16 +270,7 @@ impl Captured {
 #[tokio::test]
 async fn a_node_without_the_secret_is_not_admitted_and_counted_as_forged() {
     const PORT: u16 = 47613;
-    let log = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer({
-            let log = log.clone();
-            move || log.clone()
-        })
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _log = tracing::subscriber::set_default(subscriber);
+    let log = captured_log();
     let secret = VolumeSecret::new([3; 32]);
     let vol = volume();
     let mut a = node(PORT, local("node-a", vol, 7600), &secret).await;
@@ -300,7 +313,12 @@ async fn a_node_without_the_secret_is_not_admitted_and_counted_as_forged() {
     // logged as warnings with the source, one line per source per minute
     // in each of the three daemons (all of them send from 127.0.0.1),
     // although each counted several
-    let forged = log.lines("forged announcement");
+    let vol_text = Uuid::from_bytes(vol).to_string();
+    let forged: Vec<String> = log
+        .lines("forged announcement")
+        .into_iter()
+        .filter(|l| l.contains(&vol_text))
+        .collect();
     assert_eq!(forged.len(), 3, "{forged:#?}");
     let source = format!("from 127.0.0.1:{PORT}");
     assert!(

@@ -599,7 +599,14 @@ fn beats_advance_and_a_stopped_node_goes_stale() {
     w.set_state(HeartbeatState::Member);
     assert_eq!(h1.owner_epoch, 5);
     assert!(v1[slot as usize].unchanged_for(Instant::now()) < Duration::from_millis(200));
-    assert!(w.counter() >= h1.counter);
+    // The writer counts a beat once its write has returned, so a scan can
+    // see the disk one beat ahead.
+    assert!(
+        w.counter() + 1 >= h1.counter,
+        "{} vs {}",
+        w.counter(),
+        h1.counter
+    );
     w.set_owner_epoch(6);
     thread::sleep(Duration::from_millis(100));
     let v = mon.scan(&watcher).unwrap();
@@ -628,7 +635,10 @@ fn beats_advance_and_a_stopped_node_goes_stale() {
     assert!(!v3[slot as usize].is_stale(now, Duration::from_secs(10)));
     // Empty slots are never stale.
     assert!(!v3[(slot as usize + 1) % 64].is_stale(now, Duration::ZERO));
-    assert!(rx.try_recv().is_err(), "no events from a healthy writer");
+    // A healthy writer reports nothing but, on a loaded machine, `Late`.
+    while let Ok(ev) = rx.try_recv() {
+        assert!(matches!(ev, HeartbeatEvent::Late { .. }), "{ev:?}");
+    }
 }
 
 #[test]
@@ -772,6 +782,19 @@ fn a_full_table_waits_for_a_stale_slot() {
     assert!(matches!(r, Err(ClaimError::Full)), "{r:?}");
 }
 
+/// The next event but `Late` (a loaded test machine makes beats late;
+/// that is reported and is not what these tests look for).
+fn next_event(rx: &mut tokio::sync::mpsc::UnboundedReceiver<HeartbeatEvent>) -> HeartbeatEvent {
+    loop {
+        let ev = rx
+            .blocking_recv()
+            .expect("the writer's event channel closed");
+        if !matches!(ev, HeartbeatEvent::Late { .. }) {
+            return ev;
+        }
+    }
+}
+
 #[test]
 fn lost_slots_and_device_errors_are_events() {
     if !have_xfsprogs() {
@@ -791,7 +814,7 @@ fn lost_slots_and_device_errors_are_events() {
     other
         .write_slot(SlotId::Heartbeat(slot), &fake_beat(2, 1))
         .unwrap();
-    let ev = rx.blocking_recv().unwrap();
+    let ev = next_event(&mut rx);
     assert!(
         matches!(&ev, HeartbeatEvent::SlotLost { slot: s, found } if *s == slot && found.contains("counter 1")),
         "{ev:?}"
@@ -815,7 +838,7 @@ fn lost_slots_and_device_errors_are_events() {
         let w = HeartbeatWriter::start(dev.clone(), c, p.interval, tx).unwrap();
         thread::sleep(Duration::from_millis(100));
         dev.inject_fault(errno);
-        let ev = rx.blocking_recv().unwrap();
+        let ev = next_event(&mut rx);
         match &ev {
             HeartbeatEvent::DeviceError {
                 slot: s,

@@ -108,16 +108,31 @@ fn demo(args: &Args) -> Result<()> {
         checks::pr_fencing(&mut c)?;
         checks::network(&mut c)?;
     }
-    say("MXFS on node1 (single node: the cluster part is not built yet)");
-    let node = c.node(1);
-    single::install(node)?;
-    let dev = single::fresh_volume(node)?;
+    say("installing MXFS on every node (apt install of the .debs; DKMS builds the module)");
+    for n in 1..=c.len() {
+        single::install(c.node(n))?;
+    }
+    let dev = single::fresh_volume(c.node(1))?;
     let m = single::MNT;
-    let shown = node.must(&format!(
-        "set -e; mount -t mxfs {dev} {m}; echo 'hello from mxfs' > {m}/hello; \
-         grep ' {m} ' /proc/mounts; ls -la {m}; cat {m}/hello; \
-         echo \"mxfsd: $(pgrep -a -x mxfsd)\"; umount {m}; \
-         echo \"after umount, mxfsd processes: $(pgrep -c -x mxfsd || true)\"; xfs_repair -n {dev} >/dev/null && echo 'xfs_repair -n: clean'"
+    // node1 mounts first and owns the volume; the others are its clients
+    for n in 1..=c.len() {
+        let dev_n = checks::lun_device(c.node(n))?;
+        let shown = c.node(n).must(&format!(
+            "set -e; mount -t mxfs {dev_n} {m}; echo \"hello from $(hostname)\" > {m}/hello-$(hostname); \
+             grep ' {m} ' /proc/mounts; \
+             echo \"role: $(busctl get-property org.mxfs1.Volume.U$(blkid -s UUID -o value {dev_n} | tr -d -) \
+             /org/mxfs1/Volume org.mxfs1.Volume Role)\"; cat {m}/hello-*"
+        ))?;
+        say(format!("node{n}:"));
+        println!("{shown}");
+    }
+    // clients first, then the owner (the owner does not hand over yet)
+    for n in (1..=c.len()).rev() {
+        c.node(n).must(&format!("umount {m}"))?;
+    }
+    let shown = c.node(1).must(&format!(
+        "echo \"after umount on every node, mxfsd processes on node1: $(pgrep -c -x mxfsd || true)\"; \
+         xfs_repair -n {dev} >/dev/null && echo 'xfs_repair -n: clean'"
     ))?;
     println!("{shown}");
     say("demo done; tearing the cluster down");
