@@ -41,6 +41,8 @@ mod netlink;
 #[allow(dead_code)]
 mod peer;
 mod supervision;
+#[cfg(test)]
+mod test_support;
 mod uapi;
 #[allow(dead_code)]
 mod volume_keys;

@@ -3,6 +3,7 @@
 //! file service on a temp dir.
 
 use super::*;
+use crate::test_support::TempDir;
 use crate::wire::fileop::{Creds, Op};
 use std::net::SocketAddrV4;
 
@@ -58,11 +59,9 @@ async fn wait_members(h: &ClusterHandle, n: usize) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_reaches_the_owners_files_and_an_outsider_does_not_join() {
-    let dir = std::env::temp_dir().join(format!("mxfs-cluster-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("hello"), b"from the owner").unwrap();
-    let service = Arc::new(FileService::open(&dir).unwrap());
+    let dir = TempDir::new("cluster");
+    std::fs::write(dir.path("hello"), b"from the owner").unwrap();
+    let service = Arc::new(FileService::open(&dir.0).unwrap());
 
     let volume = Uuid::new_v4();
     let secret = [0x42; 32];
@@ -173,5 +172,4 @@ async fn a_client_reaches_the_owners_files_and_an_outsider_does_not_join() {
     client.shutdown().await;
     outsider.shutdown().await;
     owner.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -15,49 +15,13 @@ use uuid::Uuid;
 use super::*;
 use crate::dlm::Mode;
 use crate::identity::{fnv1a64, NodeIdentity};
+use crate::test_support::{have_xfsprogs, TempDir as Scratch};
 use crate::xfs::Extent;
 
 const VOL: [u8; 16] = [
     0x0b, 0x6c, 0x3a, 0x2e, 0x11, 0x11, 0x42, 0x22, 0x83, 0x33, 0x44, 0x44, 0x55, 0x55, 0x66, 0x66,
 ];
 const BS: u32 = 512;
-
-fn have_xfsprogs() -> bool {
-    let ok = |tool: &str| {
-        Command::new(tool)
-            .arg("-V")
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    let have = ok("mkfs.xfs") && ok("xfs_db");
-    if !have {
-        eprintln!("SKIPPED: mkfs.xfs or xfs_db not found (install xfsprogs)");
-    }
-    have
-}
-
-/// A scratch directory under the temp dir (ext4 here; O_DIRECT must work
-/// on it), removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("mxfsd-lsrt-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch(dir)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 fn header() -> Header {
     Header {

@@ -11,41 +11,7 @@ use std::sync::OnceLock;
 use proptest::prelude::*;
 
 use super::*;
-
-fn have_xfsprogs() -> bool {
-    let ok = |tool: &str| {
-        Command::new(tool)
-            .arg("-V")
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    let have = ok("mkfs.xfs") && ok("xfs_db");
-    if !have {
-        eprintln!(
-            "SKIPPED: mkfs.xfs or xfs_db not found (install xfsprogs to run the XFS image tests)"
-        );
-    }
-    have
-}
-
-/// A scratch directory outside the repository, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("mxfsd-xfs-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use crate::test_support::{have_xfsprogs, TempDir as Scratch};
 
 /// Builds a mkfs.xfs protofile; file contents are written to host files.
 struct Proto {
