@@ -136,6 +136,25 @@ struct Shared {
     timeout: Duration,
 }
 
+impl Shared {
+    /// The status, also after a panic elsewhere while it was held (it is
+    /// plain data, valid at every point).
+    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A request to queue, and where its reply will come.
+    fn outgoing(&self, req: FileRequest) -> (Outgoing, oneshot::Receiver<FileReply>) {
+        let (tx, rx) = oneshot::channel();
+        let out = Outgoing {
+            req,
+            reply: tx,
+            deadline: Instant::now() + self.timeout,
+        };
+        (out, rx)
+    }
+}
+
 /// A cheap, cloneable handle for the FUSE threads and D-Bus.
 #[derive(Clone)]
 pub struct ClusterHandle {
@@ -147,12 +166,7 @@ impl ClusterHandle {
     /// async code: the tests, and later the D-Bus layer).
     #[allow(dead_code)]
     pub async fn call(&self, req: FileRequest) -> FileReply {
-        let (tx, rx) = oneshot::channel();
-        let out = Outgoing {
-            req,
-            reply: tx,
-            deadline: Instant::now() + self.shared.timeout,
-        };
+        let (out, rx) = self.shared.outgoing(req);
         if self.shared.requests.send(out).await.is_err() {
             return FileReply::Errno(libc::EIO);
         }
@@ -162,12 +176,7 @@ impl ClusterHandle {
     /// [`ClusterHandle::call`] from a thread outside the runtime (the
     /// FUSE server's).  Must not be called from inside the runtime.
     pub fn call_blocking(&self, req: FileRequest) -> FileReply {
-        let (tx, rx) = oneshot::channel();
-        let out = Outgoing {
-            req,
-            reply: tx,
-            deadline: Instant::now() + self.shared.timeout,
-        };
+        let (out, rx) = self.shared.outgoing(req);
         if self.shared.requests.blocking_send(out).is_err() {
             return FileReply::Errno(libc::EIO);
         }
@@ -175,11 +184,7 @@ impl ClusterHandle {
     }
 
     pub fn status(&self) -> Status {
-        self.shared
-            .status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.shared.status().clone()
     }
 }
 
@@ -309,6 +314,17 @@ async fn bind_listener(cfg: &Config) -> anyhow::Result<(Listener, Arc<LinkConfig
     ))
 }
 
+/// A reply that carries only an errno (no payload to encode, so it
+/// cannot fail as an encoding can).
+fn error_reply(owner_epoch: u64, request_id: u64, errno: i32) -> FileOpReply {
+    FileOpReply {
+        owner_epoch,
+        request_id,
+        errno,
+        payload: Vec::new(),
+    }
+}
+
 struct Pending {
     reply: oneshot::Sender<FileReply>,
     deadline: Instant,
@@ -387,13 +403,11 @@ impl Runtime {
     fn publish(&self) {
         let mut members: BTreeSet<u64> = self.links.keys().copied().collect();
         members.insert(self.node_id);
-        let mut s = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
-        s.members = members.into_iter().collect();
+        self.shared.status().members = members.into_iter().collect();
     }
 
     fn count_forwarded(&self) {
-        let mut s = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
-        s.forwarded += 1;
+        self.shared.status().forwarded += 1;
     }
 
     fn on_discovery(&mut self, ev: discovery::Event) {
@@ -484,11 +498,7 @@ impl Runtime {
                             owner,
                             epoch: r.owner_epoch,
                         };
-                        self.shared
-                            .status
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .role = self.role;
+                        self.shared.status().role = self.role;
                     }
                 }
                 let Some(p) = self.pending.remove(&r.request_id) else {
@@ -515,12 +525,7 @@ impl Runtime {
     /// Owner: run a forwarded operation on a blocking thread.
     fn serve(&mut self, from: u64, op: FileOp) {
         let epoch = self.role.epoch();
-        let reply_err = |errno: i32| FileOpReply {
-            owner_epoch: epoch,
-            request_id: op.request_id,
-            errno,
-            payload: Vec::new(),
-        };
+        let reply_err = |errno: i32| error_reply(epoch, op.request_id, errno);
         let (Role::Owner { .. }, Some(service)) = (self.role, self.service.clone()) else {
             warn!(peer = %format!("{from:016x}"), "cluster: a file request, but this node is not the owner");
             let _ = self.served_tx.try_send((from, reply_err(libc::EIO)));
@@ -554,12 +559,7 @@ impl Runtime {
             let reply = service.handle_from(from, req);
             let wire = reply
                 .to_file_op_reply(epoch, id)
-                .unwrap_or_else(|_| FileOpReply {
-                    owner_epoch: epoch,
-                    request_id: id,
-                    errno: libc::EIO,
-                    payload: Vec::new(),
-                });
+                .unwrap_or_else(|_| error_reply(epoch, id, libc::EIO));
             let _ = tx.blocking_send((from, wire));
         });
     }
