@@ -26,6 +26,20 @@
 
 #define MXFS_KV(a, b, c) (LINUX_VERSION_CODE >= KERNEL_VERSION(a, b, c))
 
+/*
+ * ---- File locks.  6.3 moved their declarations to <linux/filelock.h>;
+ * 6.9 moved the fields every kind of lock shares into struct
+ * file_lock_core (fl->c.flc_owner, ...).  MXFS_FL(fl, owner) names one.
+ */
+#if MXFS_KV(6, 3, 0)
+#include <linux/filelock.h>
+#endif
+#if MXFS_KV(6, 9, 0)
+#define MXFS_FL(fl, field) ((fl)->c.flc_##field)
+#else
+#define MXFS_FL(fl, field) ((fl)->fl_##field)
+#endif
+
 /* get_unaligned_be32() and friends moved to <linux/unaligned.h> in 6.12 */
 #if MXFS_KV(6, 12, 0)
 #include <linux/unaligned.h>

@@ -5,7 +5,12 @@
  * writes (buffered and O_DIRECT), splice, mmap, fsync, fallocate, fadvise
  * and llseek (SEEK_DATA/SEEK_HOLE included) to it.  All data pages live
  * in the lower inode's page cache, so read/write/mmap stay coherent.
- * flock() and fcntl() locks are local: the VFS keeps them on our inode.
+ *
+ * flock() and fcntl() locks on regular files live on the lower inode,
+ * where every node's locks meet: on the owner that is the XFS inode,
+ * which also holds the locks mxfsd takes there for clients; on a client
+ * it is the FUSE inode, whose locks go to mxfsd and on to the owner.
+ * Directories' locks stay on our inode (node-local).
  */
 #include "mxfs_internal.h"	/* first: it defines pr_fmt */
 #include <linux/uio.h>
@@ -45,8 +50,12 @@ int mxfs_release(struct inode *inode, struct file *file)
 {
 	struct file *lf = file->private_data;
 
-	if (lf)
+	if (lf) {
+		/* OFD locks are owned by our file: the VFS's own cleanup
+		 * looks for them on our inode, where there are none */
+		locks_remove_posix(lf, file);
 		fput(lf);
+	}
 	file->private_data = NULL;
 	return 0;
 }
@@ -246,9 +255,75 @@ static int mxfs_flush(struct file *file, fl_owner_t id)
 {
 	struct file *lf = file->private_data;
 
-	if (lf && lf->f_op->flush)
+	if (!lf)
+		return 0;
+	/*
+	 * close() drops the closer's POSIX locks; the VFS looks for them on
+	 * our inode only.  (FUSE keeps none itself: its FLUSH below tells
+	 * mxfsd, which drops them on the owner.)
+	 */
+	locks_remove_posix(lf, id);
+	if (lf->f_op->flush)
 		return lf->f_op->flush(lf, id);
 	return 0;
+}
+
+/* fcntl() locks, OFD locks included: the lower file's, as they are. */
+static int mxfs_lock(struct file *file, int cmd, struct file_lock *fl)
+{
+	struct file *lf = file->private_data;
+	int err;
+
+	err = mxfs_check(file_inode(file)->i_sb);
+	if (err)
+		return err;
+	MXFS_FL(fl, file) = lf;
+	if (cmd == F_GETLK)
+		return vfs_test_lock(lf, fl);
+	/* FILE_LOCK_DEFERRED goes back to the VFS, which waits and retries */
+	return vfs_lock_file(lf, cmd, fl, NULL);
+}
+
+/*
+ * A client's flock(): FUSE would send it as a POSIX lock flagged
+ * FUSE_LK_FLOCK, a flag mxfsd's FUSE library drops; send it as a
+ * whole-file POSIX lock of our own making, marked in its type instead
+ * (MXFS_FUSE_LK_FLOCK), owned by the open file as flock locks are.
+ * mxfsd drops what is left of it when the file is released.
+ */
+static int mxfs_flock_forward(struct file *lf, struct file_lock *fl)
+{
+	bool sleep = MXFS_FL(fl, flags) & FL_SLEEP;
+	struct file_lock req;
+
+	if (!lf->f_op->lock)
+		return -ENOLCK;
+	locks_init_lock(&req);
+	MXFS_FL(&req, flags) = FL_POSIX | (sleep ? FL_SLEEP : 0);
+	MXFS_FL(&req, type) = MXFS_FL(fl, type) | MXFS_FUSE_LK_FLOCK;
+	MXFS_FL(&req, owner) = lf;
+	MXFS_FL(&req, pid) = current->tgid;
+	MXFS_FL(&req, file) = lf;
+	req.fl_start = 0;
+	req.fl_end = OFFSET_MAX;
+	return lf->f_op->lock(lf, sleep ? F_SETLKW : F_SETLK, &req);
+}
+
+static int mxfs_flock(struct file *file, int cmd, struct file_lock *fl)
+{
+	struct super_block *sb = file_inode(file)->i_sb;
+	struct file *lf = file->private_data;
+	int err;
+
+	err = mxfs_check(sb);
+	if (err)
+		return err;
+	if (mxfs_is_client(sb))
+		return mxfs_flock_forward(lf, fl);
+	/* the lower open file owns it, and its last fput drops it */
+	MXFS_FL(fl, file) = lf;
+	MXFS_FL(fl, owner) = lf;
+	return locks_lock_file_wait(lf, fl);
 }
 
 const struct file_operations mxfs_file_fops = {
@@ -265,6 +340,8 @@ const struct file_operations mxfs_file_fops = {
 	.fsync = mxfs_fsync,
 	.fallocate = mxfs_fallocate,
 	.fadvise = mxfs_fadvise,
+	.lock = mxfs_lock,
+	.flock = mxfs_flock,
 };
 
 /* For the O_DIRECT checks that the VFS makes on our own mapping. */

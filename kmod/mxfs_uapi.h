@@ -79,6 +79,14 @@ enum mxfs_attr {
 };
 #define MXFS_A_MAX (__MXFS_A_MAX - 1)
 
+/*
+ * A client's flock(2) reaches its mxfsd through FUSE as a whole-file
+ * POSIX lock request (SETLK/SETLKW) whose lock type has this bit set:
+ * FUSE's own FUSE_LK_FLOCK flag does not reach the daemon (its FUSE
+ * library drops it), and flock and fcntl locks must not conflict.
+ */
+#define MXFS_FUSE_LK_FLOCK 0x40
+
 enum mxfs_role {
 	MXFS_ROLE_NONE = 0,
 	MXFS_ROLE_OWNER = 1,	/* the module mounts XFS as the lower layer */

@@ -930,6 +930,7 @@ fn request_values() -> Vec<FileRequest> {
             fh: 5,
             lock: lockspec(),
             sleep: true,
+            flock: false,
         },
         Op::CopyFileRange {
             fh_in: 1,

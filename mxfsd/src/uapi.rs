@@ -47,6 +47,10 @@ pub const MXFS_A_LENGTH: u16 = 13;
 pub const MXFS_A_LOCK_MODE: u16 = 14;
 pub const MXFS_A_MAX: u16 = 14;
 
+/// Set in the lock type of a FUSE lock request that is a client's
+/// flock(2) (the module's marking: FUSE_LK_FLOCK does not reach us).
+pub const MXFS_FUSE_LK_FLOCK: i32 = 0x40;
+
 // enum mxfs_role
 pub const MXFS_ROLE_NONE: u32 = 0;
 pub const MXFS_ROLE_OWNER: u32 = 1;
@@ -99,6 +103,7 @@ pub const NUMERIC: &[(&str, u64)] = &[
     ("MXFS_A_LOCK_MODE", MXFS_A_LOCK_MODE as u64),
     ("__MXFS_A_MAX", MXFS_A_MAX as u64 + 1),
     ("MXFS_A_MAX", MXFS_A_MAX as u64),
+    ("MXFS_FUSE_LK_FLOCK", MXFS_FUSE_LK_FLOCK as u64),
     ("MXFS_ROLE_NONE", MXFS_ROLE_NONE as u64),
     ("MXFS_ROLE_OWNER", MXFS_ROLE_OWNER as u64),
     ("MXFS_ROLE_CLIENT", MXFS_ROLE_CLIENT as u64),

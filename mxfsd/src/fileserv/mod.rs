@@ -32,6 +32,7 @@
 //! blocking thread pool, one request per call.
 
 mod creds;
+mod locks;
 mod sys;
 #[cfg(test)]
 mod tests;
@@ -68,6 +69,8 @@ pub struct FileService {
     /// are not the volume's.
     mount_id: libc::c_int,
     table: Mutex<OpenTable>,
+    /// Clients' fcntl and flock locks.
+    locks: locks::ClientLocks,
 }
 
 struct OpenTable {
@@ -142,6 +145,7 @@ impl FileService {
                 next,
                 files: HashMap::new(),
             }),
+            locks: locks::ClientLocks::default(),
         })
     }
 
@@ -168,6 +172,7 @@ impl FileService {
     /// Close everything `client` has open (it left or died).  Returns how
     /// many were closed.
     pub fn release_client(&self, client: u64) -> usize {
+        self.locks.release_client(client);
         let mut t = lock(&self.table);
         let before = t.files.len();
         t.files.retain(|_, f| f.client != client);
@@ -485,13 +490,19 @@ impl FileService {
                 };
                 Ok(R::Written(n as u32))
             }
-            Op::Flush { fh, .. } => {
+            Op::Flush { fh, lock_owner } => {
                 // Writes went straight to the owner's XFS: nothing to
-                // push.  POSIX locks dropped at close come with the DLM.
-                self.get(client, fh)?;
+                // push.  A close drops the closer's fcntl locks.
+                let (f, _, _) = self.file(client, fh)?;
+                self.locks.flush(client, f.fd.as_fd(), lock_owner)?;
                 Ok(R::Ok)
             }
-            Op::Release { fh, .. } | Op::Releasedir { fh } => {
+            Op::Release { fh, .. } => {
+                self.remove(client, fh)?;
+                self.locks.release(client, fh);
+                Ok(R::Ok)
+            }
+            Op::Releasedir { fh } => {
                 self.remove(client, fh)?;
                 Ok(R::Ok)
             }
@@ -601,10 +612,19 @@ impl FileService {
                 sys::faccess(f.as_fd(), mask)?;
                 Ok(R::Ok)
             }
-            // Cluster-wide byte-range locks go through the DLM (later).
-            // Until then the FUSE side must not ask for FUSE_POSIX_LOCKS,
-            // so that the client's kernel keeps locks node-local.
-            Op::Getlk { .. } | Op::Setlk { .. } => Err(libc::ENOSYS),
+            // Locks are the daemon's own (the client's kernel checked the
+            // caller's access mode to its file): no caller credentials.
+            Op::Getlk { fh, lock } => {
+                let (f, _, _) = self.file(client, fh)?;
+                Ok(R::Lock(self.locks.test(client, f.fd.as_fd(), &lock)?))
+            }
+            Op::Setlk {
+                fh, lock, flock, ..
+            } => {
+                let (f, _, _) = self.file(client, fh)?;
+                self.locks.set(client, fh, f.fd.as_fd(), &lock, flock)?;
+                Ok(R::Ok)
+            }
             Op::Fallocate {
                 fh,
                 offset,

@@ -34,7 +34,7 @@ pub const READDIR_SIZE: u32 = 4096;
 const NOT_ON_REOPEN: i32 = libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC;
 
 /// A file or directory open through the FUSE mount.
-struct OpenFile {
+pub(super) struct OpenFile {
     handle: Handle,
     /// The open's flags, less [`NOT_ON_REOPEN`].
     flags: i32,
@@ -43,7 +43,7 @@ struct OpenFile {
     /// caller's of the moment (the descriptor may have been passed on).
     creds: Creds,
     /// The owner's open id.
-    owner_fh: AtomicU64,
+    pub(super) owner_fh: AtomicU64,
     /// One reopen at a time.
     reopen: Mutex<()>,
 }
@@ -63,7 +63,8 @@ pub enum Xattr {
 }
 
 pub struct Client<F> {
-    fwd: F,
+    /// Shared with the threads that wait for locks.
+    pub(super) fwd: Arc<F>,
     pub(super) nodes: Nodes,
     opens: Mutex<HashMap<u64, Arc<OpenFile>>>,
     next_fh: AtomicU64,
@@ -134,7 +135,7 @@ impl<F: Forward> Client<F> {
             return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
         }
         Ok(Client {
-            fwd,
+            fwd: Arc::new(fwd),
             nodes: Nodes::new(root, attr.ino),
             opens: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -212,7 +213,7 @@ impl<F: Forward> Client<F> {
         fh
     }
 
-    fn open_file(&self, fh: u64) -> R<Arc<OpenFile>> {
+    pub(super) fn open_file(&self, fh: u64) -> R<Arc<OpenFile>> {
         lock(&self.opens).get(&fh).cloned().ok_or_else(|| {
             warn!(fh, "request for an unknown FUSE file handle");
             Errno::from_i32(libc::EBADF)
@@ -258,7 +259,7 @@ impl<F: Forward> Client<F> {
 
     /// Forward `op(owner open id)` for our `fh`; on EBADF (the owner does
     /// not know the id: a new owner) reopen and try once more.
-    fn on_open(&self, creds: &Creds, fh: u64, op: impl Fn(u64) -> Op) -> R<FileReply> {
+    pub(super) fn on_open(&self, creds: &Creds, fh: u64, op: impl Fn(u64) -> Op) -> R<FileReply> {
         let f = self.open_file(fh)?;
         let used = f.owner_fh.load(Ordering::Acquire);
         let r = self.call(creds, op(used));

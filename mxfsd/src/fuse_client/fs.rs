@@ -18,19 +18,23 @@ use tracing::{debug, warn};
 
 use super::client::{Client, Xattr};
 use super::convert::{time_set, timespec};
+use super::locks::SetLk;
 use super::Forward;
-use crate::wire::fileop::{Creds, SetAttr, MAX_IO};
+use crate::wire::fileop::{Creds, LockSpec, SetAttr, MAX_IO};
 
 /// Entry and attribute timeout: nothing is cached (coherence contract).
 const TTL: Duration = Duration::ZERO;
 
 /// INIT flags asked for when the kernel has them (fuser adds
 /// ASYNC_READ, BIG_WRITES and MAX_PAGES itself).  Left out on purpose:
-/// POSIX_LOCKS and FLOCK_LOCKS (locks stay node-local until the DLM),
-/// DO_READDIRPLUS and WRITEBACK_CACHE (they cache), POSIX_ACL (the owner's
+/// FLOCK_LOCKS (the module sends flock as a marked POSIX lock instead,
+/// see `locks`), DO_READDIRPLUS and WRITEBACK_CACHE (they cache), POSIX_ACL (the owner's
 /// XFS checks ACLs; the kernel forwards their xattrs as they are),
 /// CACHE_SYMLINKS, DIRECT_IO_ALLOW_MMAP (shared mmap would cache).
-const WANTED: [(InitFlags, &str); 4] = [
+const WANTED: [(InitFlags, &str); 5] = [
+    // fcntl locks (and the module's flock) go to the owner, so that they
+    // conflict with every other node's.
+    (InitFlags::FUSE_POSIX_LOCKS, "POSIX_LOCKS"),
     // The owner applies the caller's umask itself, so a default ACL on
     // the parent wins over it as locally.
     (InitFlags::FUSE_DONT_MASK, "DONT_MASK"),
@@ -435,38 +439,63 @@ impl<F: Forward> Filesystem for Client<F> {
         }
     }
 
-    // Byte-range and flock locks: never sent, as INIT asks for neither
-    // FUSE_POSIX_LOCKS nor FUSE_FLOCK_LOCKS, so the client's kernel keeps
-    // them node-local.  Cluster-wide locks come with the DLM.
     fn getlk(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        _start: u64,
-        _end: u64,
-        _typ: i32,
-        _pid: u32,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
         reply: ReplyLock,
     ) {
-        reply.error(Errno::from_i32(libc::ENOSYS));
+        let lock = LockSpec {
+            lock_owner: lock_owner.0,
+            start,
+            end,
+            typ,
+            pid,
+        };
+        match self.getlk(&self.creds_of(req), fh.0, lock) {
+            Ok(l) => reply.locked(l.start, l.end, l.typ, l.pid),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn setlk(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        _start: u64,
-        _end: u64,
-        _typ: i32,
-        _pid: u32,
-        _sleep: bool,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::from_i32(libc::ENOSYS));
+        let lock = LockSpec {
+            lock_owner: lock_owner.0,
+            start,
+            end,
+            typ,
+            pid,
+        };
+        match self.setlk(&self.creds_of(req), fh.0, lock, sleep) {
+            SetLk::Done(r) => reply_empty(reply, r),
+            SetLk::Wait(waiter) => {
+                // Off the FUSE workers: the holder's unlock needs one.
+                let spawned = std::thread::Builder::new()
+                    .name("mxfs-lockwait".into())
+                    .spawn(move || reply_empty(reply, waiter.wait()));
+                if let Err(e) = spawned {
+                    warn!("no thread to wait for a lock: {e}");
+                }
+            }
+        }
     }
 
     fn ioctl(

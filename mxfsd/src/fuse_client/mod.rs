@@ -43,6 +43,7 @@ mod client;
 mod convert;
 mod creds;
 mod fs;
+mod locks;
 mod nodes;
 #[cfg(test)]
 mod tests;

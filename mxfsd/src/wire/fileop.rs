@@ -284,10 +284,15 @@ pub enum Op {
         fh: u64,
         lock: LockSpec,
     },
+    /// Never blocks on the owner: a lock it cannot have at once is
+    /// EAGAIN, and the client retries while `sleep` says its caller
+    /// waits.  `flock`: a flock(2) lock (whole file, owned by the open
+    /// file) rather than an fcntl one; the two kinds never conflict.
     Setlk {
         fh: u64,
         lock: LockSpec,
         sleep: bool,
+        flock: bool,
     },
     Fallocate {
         fh: u64,
@@ -952,10 +957,16 @@ impl Op {
                 w.u64(*fh);
                 w.lock(lock);
             }
-            Op::Setlk { fh, lock, sleep } => {
+            Op::Setlk {
+                fh,
+                lock,
+                sleep,
+                flock,
+            } => {
                 w.u64(*fh);
                 w.lock(lock);
                 w.bool(*sleep);
+                w.bool(*flock);
             }
             Op::Fallocate {
                 fh,
@@ -1213,6 +1224,7 @@ impl Op {
                 fh: r.u64("fh")?,
                 lock: r.lockspec()?,
                 sleep: r.bool("sleep")?,
+                flock: r.bool("flock")?,
             },
             FALLOCATE => Op::Fallocate {
                 fh: r.u64("fh")?,
@@ -1703,11 +1715,14 @@ mod tests {
                 }
             ),
             (any::<u64>(), lockspec()).prop_map(|(fh, lock)| Op::Getlk { fh, lock }),
-            (any::<u64>(), lockspec(), any::<bool>()).prop_map(|(fh, lock, sleep)| Op::Setlk {
-                fh,
-                lock,
-                sleep
-            }),
+            (any::<u64>(), lockspec(), any::<bool>(), any::<bool>()).prop_map(
+                |(fh, lock, sleep, flock)| Op::Setlk {
+                    fh,
+                    lock,
+                    sleep,
+                    flock
+                }
+            ),
             any::<(u64, u64, u64, i32)>().prop_map(|(fh, offset, length, mode)| Op::Fallocate {
                 fh,
                 offset,
