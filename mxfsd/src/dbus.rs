@@ -41,6 +41,11 @@ pub struct VolumeStatus {
     /// Metric: file requests forwarded to the owner (client) or served
     /// for clients (owner).
     pub forwarded_requests: u64,
+    /// Metric: fcntl/flock requests forwarded (client) or served for
+    /// clients (owner).
+    pub lock_requests: u64,
+    /// Metric: grants by latency, (bucket upper bound in µs, count).
+    pub lock_grant_latency: Vec<(u64, u64)>,
 }
 
 /// The parts of the status that the cluster runtime changes.
@@ -51,6 +56,8 @@ pub struct ClusterView {
     pub epoch: u64,
     pub members: Vec<u64>,
     pub forwarded_requests: u64,
+    pub lock_requests: u64,
+    pub lock_grant_latency: Vec<(u64, u64)>,
 }
 
 struct VolumeObject {
@@ -107,6 +114,15 @@ impl VolumeObject {
     fn forwarded_requests(&self) -> u64 {
         self.status.forwarded_requests
     }
+    #[zbus(property)]
+    fn lock_requests(&self) -> u64 {
+        self.status.lock_requests
+    }
+    /// (upper bound in µs, grants): how long lock grants took.
+    #[zbus(property)]
+    fn lock_grant_latency(&self) -> Vec<(u64, u64)> {
+        self.status.lock_grant_latency.clone()
+    }
 
     /// A node became a member (its peer link is up).
     #[zbus(signal)]
@@ -157,6 +173,8 @@ impl Bus {
             obj.status.epoch = view.epoch;
             obj.status.members = view.members.clone();
             obj.status.forwarded_requests = view.forwarded_requests;
+            obj.status.lock_requests = view.lock_requests;
+            obj.status.lock_grant_latency = view.lock_grant_latency.clone();
             for n in view.members.iter().filter(|n| !old.members.contains(n)) {
                 VolumeObject::member_joined(e, *n).await?;
             }
@@ -176,6 +194,12 @@ impl Bus {
             }
             if old.forwarded_requests != view.forwarded_requests {
                 obj.forwarded_requests_changed(e).await?;
+            }
+            if old.lock_requests != view.lock_requests {
+                obj.lock_requests_changed(e).await?;
+            }
+            if old.lock_grant_latency != view.lock_grant_latency {
+                obj.lock_grant_latency_changed(e).await?;
             }
             Ok::<(), zbus::Error>(())
         }

@@ -143,6 +143,16 @@ impl NodeFence {
         })
     }
 
+    /// Take the reservation if nobody holds it, else say who does: what
+    /// a client does when its owner leaves (the first to reserve is the
+    /// next owner).
+    pub fn claim(&self) -> Result<Joined, FenceError> {
+        if self.dev.is_none() {
+            return Ok(Joined::Unfenced);
+        }
+        self.reserve()
+    }
+
     fn reserve(&self) -> Result<Joined, FenceError> {
         let dev = self.dev.as_ref().expect("reserve without a device");
         let pr = |e| FenceError::Pr(self.path.clone(), e);
@@ -251,6 +261,16 @@ impl NodeFence {
                     }
                     failing = true;
                 }
+            }
+        }
+    }
+
+    /// Give the reservation back, staying registered (a take-over that
+    /// failed).
+    pub fn release(&self) {
+        if let Some(dev) = &self.dev {
+            if let Err(e) = dev.release(self.key) {
+                warn!("releasing the reservation: {e}");
             }
         }
     }

@@ -20,15 +20,22 @@
 //! - **Client.**  Waits for the owner's lockstate to appear on the raw
 //!   device (the owner may be making it), takes the volume secret from its
 //!   header, and follows the owner.
+//! - **Hand-over.**  An owner that unmounts drains its clients' requests,
+//!   unmounts its XFS view and only then releases the reservation.  Its
+//!   clients ([`Successor`]) keep trying the reservation meanwhile: the
+//!   first whose RESERVE succeeds mounts the XFS (cleanly unmounted, so
+//!   no log recovery), bumps the epoch and serves; the others follow the
+//!   new holder.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::cluster::Role;
+use crate::cluster::{Claim, Role, Succession, Takeover};
+use crate::fence::{Joined, NodeFence};
 use crate::fileserv::FileService;
 use crate::lockstate::{self, Header, Layout, LockstateDevice, Opened};
 use crate::volume_keys::VolumeSecret;
@@ -136,6 +143,56 @@ fn wait_for_lockstate(device: &Path, wait: Duration) -> anyhow::Result<Header> {
                 }
                 crate::supervision::watchdog();
                 std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+/// A client's way to the volume when its owner leaves: the reservation
+/// decides who is next, as it decided the first owner.
+pub struct Successor {
+    pub device: std::path::PathBuf,
+    pub volume: uuid::Uuid,
+    pub node_id: u64,
+    pub fence: Arc<NodeFence>,
+}
+
+impl Succession for Successor {
+    fn claim(&self, old_owner: u64) -> Claim {
+        let holder = match self.fence.claim() {
+            Ok(Joined::Reserved) => self.node_id,
+            Ok(Joined::AlreadyReserved { holder }) => holder,
+            Ok(Joined::Unfenced) => return Claim::Wait,
+            Err(e) => {
+                warn!("reading the reservation for a new owner: {e}");
+                return Claim::Wait;
+            }
+        };
+        if holder == old_owner || holder == 0 {
+            return Claim::Wait;
+        }
+        if holder != self.node_id {
+            return Claim::Follow(holder);
+        }
+        // The reservation is ours: the old owner unmounted its XFS
+        // before it released it.
+        match as_owner(&self.device, &self.volume, self.node_id, false) {
+            Ok(Plan {
+                role,
+                owner: Some(parts),
+                ..
+            }) => Claim::Owner(Takeover {
+                epoch: role.epoch(),
+                service: parts.service,
+                hold: Box::new(parts.view),
+            }),
+            Ok(_) => Claim::Wait,
+            Err(e) => {
+                // Holding the reservation without serving would stall
+                // everyone: give it back for another node to try.
+                warn!("taking the volume over failed: {e:#}; releasing the reservation");
+                self.fence.release();
+                Claim::Wait
             }
         }
     }

@@ -37,6 +37,7 @@ mod join;
 #[allow(dead_code, unused_imports)]
 mod lockstate;
 mod logging;
+mod metrics;
 mod netlink;
 #[allow(dead_code)]
 mod peer;
@@ -156,7 +157,7 @@ impl<E: Into<anyhow::Error>> From<E> for Stop {
 
 /// What the netlink worker tells the async side (D-Bus).
 enum Event {
-    Ready(dbus::VolumeStatus),
+    Ready(Box<dbus::VolumeStatus>),
     Fenced(String),
     /// The cluster runtime runs: D-Bus follows its status.
     Cluster(cluster::ClusterHandle),
@@ -216,10 +217,15 @@ fn start_cluster(
     args: &Args,
     node_uuid: Uuid,
     plan: join::Plan,
+    succession: Option<std::sync::Arc<dyn cluster::Succession>>,
     rt: &tokio::runtime::Handle,
     running: &mut Running,
 ) -> anyhow::Result<()> {
-    let cfg = cluster::Config::new(node_uuid, args.uuid, hostname(), plan.secret, plan.role);
+    let mut cfg = cluster::Config::new(node_uuid, args.uuid, hostname(), plan.secret, plan.role);
+    cfg.succession = succession;
+    // One count for the node: its FUSE server's requests (client) and
+    // the ones it serves (owner, and after a take-over).
+    let lock_metrics = cfg.lock_metrics.clone();
     let service = plan.owner.as_ref().map(|o| o.service.clone());
     running.owner = plan.owner;
     let c = rt
@@ -260,7 +266,10 @@ fn start_cluster(
         &dir,
         root,
         ForwardToOwner(handle),
-        &fuse_client::MountConfig::default(),
+        &fuse_client::MountConfig {
+            lock_metrics,
+            ..fuse_client::MountConfig::default()
+        },
     )
     .with_context(|| format!("mounting the FUSE client at {}", dir.display()))?;
     running.fuse = Some(fuse);
@@ -318,6 +327,7 @@ fn serve(
         }
     };
 
+    let fence = std::sync::Arc::new(fence);
     // Which part this node takes (join.rs).  fence=none and a re-attach
     // run as the lone owner, without the cluster: without PR there is no
     // arbiter of ownership, and a restarted daemon cannot bring back a
@@ -343,7 +353,18 @@ fn serve(
         Some(Err(e)) => Err(e),
         Some(Ok(plan)) => {
             let role = plan.role;
-            start_cluster(args, node_uuid, plan, &rt, &mut running).map(|()| role)
+            // A client takes the volume over, or follows whoever does,
+            // when its owner leaves.
+            let succession: Option<std::sync::Arc<dyn cluster::Succession>> = match role {
+                cluster::Role::Client { .. } => Some(std::sync::Arc::new(join::Successor {
+                    device: args.device.clone(),
+                    volume: args.uuid,
+                    node_id,
+                    fence: fence.clone(),
+                })),
+                cluster::Role::Owner { .. } => None,
+            };
+            start_cluster(args, node_uuid, plan, succession, &rt, &mut running).map(|()| role)
         }
     };
     let role = match started {
@@ -396,7 +417,7 @@ fn serve(
         &format!("{role_name}, epoch {epoch}, fence={}", args.fence.as_str()),
     );
     let fenced_meanwhile = reattach && matches!(fence.still_registered(), Some(Ok(false)));
-    let _ = events.send(Event::Ready(dbus::VolumeStatus {
+    let _ = events.send(Event::Ready(Box::new(dbus::VolumeStatus {
         volume_uuid: args.uuid.hyphenated().to_string(),
         device: args.device.display().to_string(),
         mountpoint: args.mountpoint.clone(),
@@ -413,7 +434,12 @@ fn serve(
         fence_reason: String::new(),
         pr_capability: fence.capability().to_string(),
         forwarded_requests: 0,
-    }));
+        lock_requests: 0,
+        lock_grant_latency: metrics::LATENCY_BUCKETS_US
+            .iter()
+            .map(|b| (*b, 0))
+            .collect(),
+    })));
     if let Some(c) = &running.cluster {
         let _ = events.send(Event::Cluster(c.handle()));
     }
@@ -430,7 +456,6 @@ fn serve(
     // Self-fencing: a node whose key another node has preempted must not
     // use the device any more.  The watch has its own netlink socket, so
     // it can tell the kernel while this thread waits for commands.
-    let fence = std::sync::Arc::new(fence);
     let (stop_watch, stop_rx) = std::sync::mpsc::channel::<()>();
     let watcher = {
         let fence = fence.clone();
@@ -476,7 +501,20 @@ fn serve(
                 // FUSE, links, file service, then our XFS view: after this
                 // nothing of ours uses the volume.
                 running.stop(&rt);
-                fence.leave();
+                // The reservation is the right to mount the XFS: keep it
+                // while anything here still has the XFS mounted.
+                match xfs_view::device_in_use(&args.device) {
+                    Ok(false) => fence.leave(),
+                    Ok(true) => error!(
+                        device = %args.device.display(),
+                        "the XFS is still mounted on this node after the unmount: keeping the \
+                         reservation, so that no other node mounts it too"
+                    ),
+                    Err(e) => {
+                        warn!("checking that the XFS is unmounted: {e}; leaving anyway");
+                        fence.leave();
+                    }
+                }
                 supervision::finished(&args.uuid);
                 if let Err(e) = ch.daemon_exited(&session, 0, "shutdown requested") {
                     // the module also notices our socket closing
@@ -511,7 +549,7 @@ async fn run(args: Args, node_id: u64, node_uuid: Uuid) -> Result<(), Stop> {
             r = &mut worker => return r.context("netlink worker")?,
             ev = incoming.recv(), if events_open => match ev {
                 None => events_open = false,
-                Some(Event::Ready(status)) => match dbus::Bus::connect(&volume, status).await {
+                Some(Event::Ready(status)) => match dbus::Bus::connect(&volume, *status).await {
                     Ok(b) => {
                         info!("D-Bus: serving {} at {}", dbus::bus_name(&volume), dbus::PATH);
                         bus = Some(b);
@@ -534,6 +572,8 @@ async fn run(args: Args, node_id: u64, node_uuid: Uuid) -> Result<(), Stop> {
                         epoch: st.role.epoch(),
                         members: st.members,
                         forwarded_requests: st.forwarded,
+                        lock_requests: st.lock_requests,
+                        lock_grant_latency: st.lock_grant_latency,
                     })
                     .await;
                 }

@@ -10,7 +10,13 @@
 //!
 //! A dedicated thread unshares its filesystem context and mount namespace
 //! (`unshare(CLONE_FS | CLONE_NEWNS)` affects only the calling thread),
-//! makes everything there private (so the mount never propagates back),
+//! makes everything there a slave (so the mount never propagates back,
+//! while unmounts made outside still reach the namespace's copies: a
+//! copy of a mount keeps its superblock alive, and a copy of an mxfs
+//! mount would keep that mount's daemon from ever hearing SHUTDOWN),
+//! detaches the copies of mxfs and FUSE-client mounts in any case (a
+//! node that takes a volume over makes its view while its own mxfs
+//! mount exists),
 //! mounts the device on a directory under `/run/mxfs`, opens the root,
 //! and parks.  The root's descriptor works from every thread.  Dropping
 //! the view wakes the thread, which unmounts and exits: the XFS is then
@@ -46,6 +52,68 @@ fn cstr(p: &Path) -> anyhow::Result<CString> {
     CString::new(p.as_os_str().as_bytes()).context("path with a NUL byte")
 }
 
+/// A mountinfo path field: `\040` and the like are octal escapes.
+fn unescape_mountinfo(field: &str) -> Vec<u8> {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The mount points of mxfs and mxfs FUSE-client mounts in a mountinfo
+/// text.
+fn mxfs_mount_points(mountinfo: &str) -> Vec<Vec<u8>> {
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let fstype = right.split(' ').next()?;
+            if fstype != "mxfs" && fstype != "fuse.mxfs" {
+                return None;
+            }
+            left.split(' ').nth(4).map(unescape_mountinfo)
+        })
+        .collect()
+}
+
+/// Detach, in this thread's namespace, the copies of mxfs mounts (this
+/// volume's and others') that unshare made.
+fn drop_copied_mxfs_mounts() {
+    let Ok(info) = std::fs::read_to_string("/proc/thread-self/mountinfo") else {
+        warn!(
+            "reading the view's mountinfo: {}",
+            std::io::Error::last_os_error()
+        );
+        return;
+    };
+    // innermost first: the mxfs mount sits over nothing of ours, but a
+    // FUSE mount may sit under an mxfs one of another volume
+    for point in mxfs_mount_points(&info).into_iter().rev() {
+        let Ok(c) = CString::new(point) else { continue };
+        // SAFETY: valid C string.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } < 0 {
+            warn!(
+                "detaching the view's copy of {:?}: {}",
+                c,
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 /// The namespace thread: returns the root fd, then waits for `stop`.
 fn namespace_thread(
     device: &Path,
@@ -68,12 +136,13 @@ fn namespace_thread(
                     std::ptr::null(),
                     root.as_ptr(),
                     std::ptr::null(),
-                    libc::MS_REC | libc::MS_PRIVATE,
+                    libc::MS_REC | libc::MS_SLAVE,
                     std::ptr::null(),
                 )
             },
-            "making the private namespace's mounts private",
+            "making the private namespace's mounts slaves",
         )?;
+        drop_copied_mxfs_mounts();
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let dev = cstr(device)?;
         let target = cstr(dir)?;
@@ -182,5 +251,45 @@ impl Drop for XfsView {
                 warn!("the XFS view thread panicked");
             }
         }
+    }
+}
+
+/// Whether a filesystem mounted on this node still holds `device` (an
+/// exclusive open of a block device fails with EBUSY while one does).
+/// An owner checks this before it gives up the reservation: the next
+/// owner mounts the XFS, and two mounts of it on two nodes would
+/// corrupt it.
+pub fn device_in_use(device: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL)
+        .open(device)
+    {
+        Ok(_) => Ok(false),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mxfs_and_its_fuse_mounts_are_found_in_mountinfo() {
+        let info = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw
+90 22 0:50 / /run/mxfs/v.fuse rw,nosuid shared:40 - fuse.mxfs mxfs-client rw,user_id=0
+91 22 0:51 / /mnt/my\\040share rw shared:41 - mxfs /dev/sda rw
+92 22 0:52 / /mnt/other rw shared:42 - xfs /dev/sdb rw
+";
+        let points = mxfs_mount_points(info);
+        assert_eq!(
+            points,
+            vec![b"/run/mxfs/v.fuse".to_vec(), b"/mnt/my share".to_vec()]
+        );
+        assert_eq!(unescape_mountinfo("a\\134b"), b"a\\b".to_vec());
+        assert_eq!(unescape_mountinfo("tail\\04"), b"tail\\04".to_vec());
     }
 }

@@ -49,12 +49,20 @@ const SINGLE_STEPS: &[&str] = &[
 const CLUSTER_STEPS: &[&str] = &[
     "cluster_two_nodes_share_files",
     "cluster_client_conformance",
+    "cluster_locks_across_nodes",
+    "cluster_hand_over",
+    "cluster_client_benchmark_against_owner",
 ];
 
 /// Benchmark: files per metadata round, and rounds (medians are
 /// reported).
 const BENCH_FILES: usize = 4000;
 const BENCH_ROUNDS: usize = 3;
+
+/// The client-against-owner benchmark: fewer files (every metadata op
+/// of a client is a round trip to the owner), two rounds.
+const CLIENT_BENCH_FILES: usize = 1000;
+const CLIENT_BENCH_ROUNDS: usize = 2;
 
 /// fsx operations per run in the default tier; the long tier
 /// (`cargo xtask test --long`) sets MXFS_FSX_OPS=100000.
@@ -150,7 +158,22 @@ fn main() {
                                         multinode::two_nodes_share_files(&mut c)
                                     });
                                     r.step(CLUSTER_STEPS[1], || {
-                                        multinode::client_conformance(&mut c)
+                                        multinode::client_conformance(
+                                            &mut c,
+                                            ops.unwrap_or(FSX_OPS),
+                                        )
+                                    });
+                                    r.step(CLUSTER_STEPS[2], || {
+                                        multinode::locks_across_nodes(&mut c)
+                                    });
+                                    r.step(CLUSTER_STEPS[3], || multinode::hand_over(&mut c));
+                                    r.step(CLUSTER_STEPS[4], || {
+                                        multinode::client_benchmark(
+                                            &mut c,
+                                            CLIENT_BENCH_FILES,
+                                            CLIENT_BENCH_ROUNDS,
+                                        )
+                                        .map(|_| ())
                                     });
                                 }
                             }

@@ -19,6 +19,8 @@
 //! - [`cluster`]: N nodes, their LUN and network, faults on demand.
 //! - [`checks`]: checks of the testbed itself (boot, LUN, PR, network).
 //! - [`single`]: single-node mxfs checks (mount, bad input, PR key, pjdfstest, fsx).
+//! - [`bench`]: the benchmark jobs (fio, metadata rates) and their table of ratios.
+//! - [`multinode`]: two nodes on one volume: sharing, client conformance, locks, client benchmark.
 //! - [`fencing`]: fencing checks that need a second node (self-fencing).
 //! - [`deb`]: the `mxfs` and `mxfs-dkms` Debian packages (dpkg-buildpackage, lintian).
 //! - [`packages`]: the installed packages: udev rules, removal.
@@ -28,6 +30,7 @@
 //! - [`scenario`]: a tiny runner for the scenario tests.
 
 pub mod accel;
+pub mod bench;
 pub mod checks;
 pub mod cluster;
 pub mod dbus;

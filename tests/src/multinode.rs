@@ -2,6 +2,7 @@
 //! check writes on one node and reads on the other right after the write
 //! returns.
 
+use crate::bench;
 use crate::cluster::Cluster;
 use crate::dbus;
 use crate::host::say;
@@ -108,7 +109,7 @@ pub fn two_nodes_share_files(c: &mut Cluster) -> Result<()> {
         ensure!(!gone.ok(), "the client still lists a removed directory");
         Ok(())
     })();
-    // clients first, then the owner (hand-over is not built yet)
+    // the client first, then the owner (cluster_hand_over does the other order)
     let u2 = c
         .node(2)
         .sh(&format!("umount {MNT}"), std::time::Duration::from_secs(60));
@@ -132,11 +133,19 @@ pub fn two_nodes_share_files(c: &mut Cluster) -> Result<()> {
     Ok(())
 }
 
-/// On a client: the O_DIRECT exerciser passes; two nodes appending to
+/// fsx on a client: every operation fsx-rs has but the two that use a
+/// shared writable mapping (a client refuses those until client caching
+/// exists: mapread maps PROT_WRITE too).
+const CLIENT_FSX_CONF: &str = "[weights]\nmapread = 0\nmapwrite = 0\nread = 10\nwrite = 10\n\
+    truncate = 2\nclose_open = 1\nfsync = 1\nfdatasync = 1\nposix_fallocate = 1\n\
+    punch_hole = 1\nsendfile = 1\nposix_fadvise = 1\ncopy_file_range = 1\n";
+
+/// On a client: the O_DIRECT exerciser and fsx (`fsx_ops` operations)
+/// pass, and so does mxfs-opcheck's locks group; two nodes appending to
 /// one file through O_APPEND lose and tear no record; pjdfstest gives
 /// what it gives on the same XFS mounted directly but for two known cases
 /// (below).
-pub fn client_conformance(c: &mut Cluster) -> Result<()> {
+pub fn client_conformance(c: &mut Cluster, fsx_ops: u32) -> Result<()> {
     use std::collections::BTreeMap;
     let conf = crate::tools::PJDFSTEST_CONF.as_bytes();
     c.node(2).write_file("/tmp/pjdfstest.toml", conf)?;
@@ -164,6 +173,36 @@ pub fn client_conformance(c: &mut Cluster) -> Result<()> {
         ensure!(
             out.ok(),
             "the O_DIRECT exerciser failed on a client:\n{}",
+            out.stdout
+        );
+        c.node(2)
+            .write_file("/tmp/fsx-client.toml", CLIENT_FSX_CONF.as_bytes())?;
+        let out = c.node(2).sh(
+            &format!(
+                "start=$(date +%s); timeout 3000 {}/fsx -N {fsx_ops} -S 7 -P /tmp -f /tmp/fsx-client.toml \
+                 {MNT}/fsx.file > /tmp/fsx.log 2>&1; rc=$?; tail -n 5 /tmp/fsx.log; \
+                 echo \"fsx took $(( $(date +%s) - start )) s\"; exit $rc",
+                crate::rootfs::GUEST_ARTIFACTS
+            ),
+            std::time::Duration::from_secs(3600),
+        )?;
+        say(format!(
+            "client fsx ({fsx_ops} ops, no mmap): exit {}: {}",
+            out.code,
+            out.stdout.trim()
+        ));
+        ensure!(out.ok(), "fsx failed on a client:\n{}", out.stdout);
+        let out = c.node(2).sh(
+            &format!(
+                "{}/mxfs-opcheck {MNT} locks 2>&1",
+                crate::rootfs::GUEST_ARTIFACTS
+            ),
+            std::time::Duration::from_secs(600),
+        )?;
+        say(format!("client opcheck locks: {}", out.stdout.trim()));
+        ensure!(
+            out.ok() && out.stdout.contains("group locks ok"),
+            "mxfs-opcheck locks failed on a client:\n{}",
             out.stdout
         );
 
@@ -244,5 +283,349 @@ pub fn client_conformance(c: &mut Cluster) -> Result<()> {
     c.node(1)
         .must(&format!("xfs_repair -n {dev}"))
         .context("xfs_repair -n")?;
+    Ok(())
+}
+
+/// Mounts a fresh volume on node 1 (owner) and node 2 (client), runs
+/// `body`, unmounts the client then the owner, and checks the XFS.
+fn with_two_mounts(c: &mut Cluster, body: impl FnOnce(&mut Cluster) -> Result<()>) -> Result<()> {
+    let dev = single::fresh_volume(c.node(1))?;
+    let dev2 = crate::checks::lun_device(c.node(2))?;
+    c.node(1).must(&format!("mount -t mxfs {dev} {MNT}"))?;
+    let r = c
+        .node(2)
+        .must(&format!("mount -t mxfs {dev2} {MNT}"))
+        .map(|_| ())
+        .and_then(|()| body(c));
+    let u2 = c
+        .node(2)
+        .sh(&format!("umount {MNT}"), std::time::Duration::from_secs(60));
+    let u1 = c
+        .node(1)
+        .sh(&format!("umount {MNT}"), std::time::Duration::from_secs(60));
+    r?;
+    ensure!(u2?.ok() && u1?.ok(), "umount failed");
+    c.node(1)
+        .must(&format!("xfs_repair -n {dev}"))
+        .context("xfs_repair -n")?;
+    Ok(())
+}
+
+/// Waits up to `secs` on node `n` for `path` to exist.
+fn wait_for_file(c: &mut Cluster, n: usize, path: &str, secs: u32) -> Result<()> {
+    c.node(n)
+        .must(&format!(
+            "for i in $(seq 1 {}); do [ -e {path} ] && exit 0; sleep 0.2; done; \
+             echo 'no {path} after {secs} s' >&2; exit 1",
+            secs * 5
+        ))
+        .map(|_| ())
+}
+
+/// flock and fcntl locks across nodes: a lock held on either node is
+/// refused on the other (fcntl's F_GETLK there names it; the two kinds
+/// do not conflict with each other), and two processes on each node
+/// adding to one counter under a blocking lock of each kind end with the
+/// exact total.
+pub fn locks_across_nodes(c: &mut Cluster) -> Result<()> {
+    let tool = format!("{}/mxfs-opcheck", crate::rootfs::GUEST_ARTIFACTS);
+    with_two_mounts(c, |c| {
+        for (holder, other) in [(1, 2), (2, 1)] {
+            for kind in ["flock", "fcntl"] {
+                let f = format!("{MNT}/held.{kind}.{holder}");
+                c.node(holder).must(&format!(
+                    "rm -f /tmp/hold.out; ({tool} --lock-hold {f} {kind} 8 > /tmp/hold.out 2>&1 &)"
+                ))?;
+                wait_for_file(c, other, &format!("{f}.held"), 30)?;
+                let try_it = c.node(other).sh(
+                    &format!("{tool} --lock-hold {f} {kind} 0 2>&1"),
+                    std::time::Duration::from_secs(60),
+                )?;
+                ensure!(
+                    !try_it.ok() && try_it.stdout.contains("temporarily unavailable"),
+                    "node{other} took a {kind} lock that node{holder} holds: {}",
+                    try_it.stdout.trim()
+                );
+                let seen = c.node(other).must(&format!("{tool} --lock-test {f}"))?;
+                let want = if kind == "fcntl" {
+                    "locked write 0 32"
+                } else {
+                    "unlocked"
+                };
+                ensure!(
+                    seen.trim() == want,
+                    "F_GETLK on node{other} with node{holder}'s {kind} lock held: {seen:?}, want {want:?}"
+                );
+                c.node(holder).must(
+                    "for i in $(seq 1 100); do grep -q 'held and released' /tmp/hold.out && exit 0; \
+                     sleep 0.2; done; cat /tmp/hold.out >&2; exit 1",
+                )?;
+                let again = c
+                    .node(other)
+                    .must(&format!("{tool} --lock-hold {f} {kind} 0"))?;
+                ensure!(again.contains("held and released"), "{again}");
+                say(format!(
+                    "{kind}: held on node{holder}, refused on node{other} (F_GETLK there: {want}); free again after release"
+                ));
+            }
+        }
+
+        const PROCS: usize = 2;
+        const EACH: usize = 100;
+        for kind in ["flock", "fcntl"] {
+            let f = format!("{MNT}/counter.{kind}");
+            let run = format!("{tool} --lock-counter {f} {kind} {PROCS} {EACH}");
+            let start = std::time::Instant::now();
+            c.node(1).must(&format!(
+                "rm -f /tmp/counter.done; ({run} > /tmp/counter.out 2>&1; touch /tmp/counter.done) &"
+            ))?;
+            let out2 = c
+                .node(2)
+                .sh(&format!("{run} 2>&1"), std::time::Duration::from_secs(600))?;
+            ensure!(out2.ok(), "node2's counter: {}", out2.stdout);
+            c.node(1).must(
+                "for i in $(seq 1 600); do [ -e /tmp/counter.done ] && exit 0; sleep 1; done; exit 1",
+            )?;
+            let out1 = c.node(1).must("cat /tmp/counter.out")?;
+            ensure!(out1.contains("counter done"), "node1's counter: {out1}");
+            let total = (2 * PROCS * EACH).to_string();
+            for n in [1, 2] {
+                let v = c.node(n).must(&format!("cat {f}"))?;
+                ensure!(
+                    v.trim() == total,
+                    "{kind} counter read on node{n}: {:?}, want {total}",
+                    v.trim()
+                );
+            }
+            say(format!(
+                "{kind}: {PROCS} processes on each of 2 nodes, {EACH} increments each under the lock: \
+                 counter {total} on both nodes ({:.1} s)",
+                start.elapsed().as_secs_f64()
+            ));
+        }
+        // the lock metrics on D-Bus: the client's forwarded requests and
+        // grant latencies, the owner's served requests
+        let dev = c.node(1).must(&format!("findmnt -n -o SOURCE {MNT}"))?;
+        let object = dbus::object_of(c.node(1), dev.trim())?;
+        let count = |v: &str| -> u64 {
+            v.split_whitespace()
+                .last()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        let served = prop(c, 1, &object, "LockRequests")?;
+        let forwarded = prop(c, 2, &object, "LockRequests")?;
+        let latency = prop(c, 2, &object, "LockGrantLatency")?;
+        // `a(tt) 7 100 N 1000 N ...`: the counts are every other number
+        let grants: u64 = latency
+            .split_whitespace()
+            .skip(2)
+            .skip(1)
+            .step_by(2)
+            .filter_map(|n| n.parse::<u64>().ok())
+            .sum();
+        ensure!(
+            count(&forwarded) >= (2 * PROCS * EACH) as u64 && count(&served) >= count(&forwarded),
+            "LockRequests: owner {served}, client {forwarded}"
+        );
+        ensure!(
+            grants >= (2 * PROCS * EACH) as u64,
+            "LockGrantLatency on the client counts {grants} grants: {latency}"
+        );
+        say(format!(
+            "D-Bus: LockRequests owner {}, client {}; client LockGrantLatency {latency}",
+            count(&served),
+            count(&forwarded)
+        ));
+        Ok(())
+    })
+}
+
+/// A client's data and metadata rates as ratios to its owner's, on one
+/// volume in the same run: the same jobs on node 1 (owner) and node 2
+/// (client), `rounds` rounds that alternate which goes first, medians
+/// printed.  Asserts only that every figure was measured.
+pub fn client_benchmark(c: &mut Cluster, files: usize, rounds: usize) -> Result<Vec<bench::Row>> {
+    let mut owner_runs = Vec::new();
+    let mut client_runs = Vec::new();
+    for round in 0..rounds {
+        with_two_mounts(c, |c| {
+            for on_client in [round % 2 == 1, round % 2 == 0] {
+                let n = if on_client { 2 } else { 1 };
+                let dir = format!("{MNT}/bench.node{n}");
+                c.node(n).must(&format!("mkdir {dir}"))?;
+                let figures = bench::figures(c.node(n), &dir, files)?;
+                c.node(n).must(&format!("rmdir {dir}"))?;
+                if on_client {
+                    client_runs.push(figures);
+                } else {
+                    owner_runs.push(figures);
+                }
+            }
+            Ok(())
+        })?;
+        bench::say_round(round, &owner_runs[round], &client_runs[round]);
+    }
+    let rows = bench::rows(&owner_runs, &client_runs, false);
+    bench::print(&rows, "owner", "client", rounds);
+    Ok(rows)
+}
+
+/// Writes a line to `{MNT}/{log}` every 0.25 s, `lines` times, in the
+/// background on node `n`; failures go to `/tmp/{log}.err`, and
+/// `/tmp/{log}.done` appears at the end.
+fn start_writer(c: &mut Cluster, n: usize, log: &str, lines: u32) -> Result<()> {
+    c.node(n)
+        .must(&format!(
+            "rm -f /tmp/{log}.err /tmp/{log}.done; \
+             (for i in $(seq 1 {lines}); do echo \"line $i\" >> {MNT}/{log} || echo \"line $i: $?\" >> /tmp/{log}.err; \
+              sleep 0.25; done; touch /tmp/{log}.done) > /dev/null 2>&1 &"
+        ))
+        .map(|_| ())
+}
+
+/// The writer of [`start_writer`] finished with every line written.
+fn writer_ok(c: &mut Cluster, n: usize, log: &str, lines: u32) -> Result<()> {
+    wait_for_file(c, n, &format!("/tmp/{log}.done"), 180)?;
+    let err = c
+        .node(n)
+        .must(&format!("cat /tmp/{log}.err 2>/dev/null || true"))?;
+    ensure!(
+        err.trim().is_empty(),
+        "node{n}'s writes failed during the hand-over:\n{err}"
+    );
+    let count = c.node(n).must(&format!("grep -c '^line ' {MNT}/{log}"))?;
+    ensure!(
+        count.trim() == lines.to_string(),
+        "node{n} wrote {lines} lines, {MNT}/{log} has {}",
+        count.trim()
+    );
+    Ok(())
+}
+
+/// The owner unmounts first: its client takes the volume over with no
+/// XFS log recovery, a write loop on the client meanwhile sees no error,
+/// D-Bus shows it as the owner at the next epoch; the old owner mounts
+/// again as a client of the new one; then the new owner unmounts first
+/// too and the volume goes back; the last unmount leaves no daemon and a
+/// clean XFS.
+pub fn hand_over(c: &mut Cluster) -> Result<()> {
+    let r = hand_over_steps(c);
+    if r.is_err() {
+        // leave nothing mounted for the next steps
+        for n in [2, 1] {
+            let _ = c
+                .node(n)
+                .sh(&format!("umount {MNT}"), std::time::Duration::from_secs(60));
+        }
+    }
+    r
+}
+
+fn hand_over_steps(c: &mut Cluster) -> Result<()> {
+    let dev = single::fresh_volume(c.node(1))?;
+    let dev2 = crate::checks::lun_device(c.node(2))?;
+    let object = dbus::object_of(c.node(1), &dev)?;
+    c.node(1).must(&format!("mount -t mxfs {dev} {MNT}"))?;
+    c.node(2).must(&format!("mount -t mxfs {dev2} {MNT}"))?;
+    let node_id = |c: &mut Cluster, n: usize| prop(c, n, &object, "NodeId");
+    let id1 = node_id(c, 1)?;
+    let id2 = node_id(c, 2)?;
+    let epoch1 = prop(c, 2, &object, "Epoch")?;
+    c.node(1)
+        .must(&format!("echo 'from the first owner' > {MNT}/first"))?;
+    c.node(2).must("dmesg -C")?;
+
+    // 1: the owner goes while the client writes
+    start_writer(c, 2, "w1.log", 40)?;
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let t = std::time::Instant::now();
+    c.node(1).must(&format!("umount {MNT}"))?;
+    say(format!(
+        "node1 (owner) unmounted in {:.1} s",
+        t.elapsed().as_secs_f64()
+    ));
+    writer_ok(c, 2, "w1.log", 40)?;
+    let role = prop(c, 2, &object, "Role")?;
+    let owner = prop(c, 2, &object, "OwnerNode")?;
+    let epoch2 = prop(c, 2, &object, "Epoch")?;
+    ensure!(
+        role == "s \"owner\"" && owner.split_whitespace().last() == id2.split_whitespace().last(),
+        "node2 after the hand-over: Role {role}, OwnerNode {owner} (its NodeId {id2})"
+    );
+    ensure!(
+        epoch2 != epoch1,
+        "the epoch did not move: {epoch1} -> {epoch2}"
+    );
+    let recovery = c
+        .node(2)
+        .must("dmesg | grep -c 'Starting recovery' || true")?;
+    ensure!(
+        recovery.trim() == "0",
+        "the new owner's XFS mount ran log recovery:\n{}",
+        c.node(2).must("dmesg | grep XFS || true")?
+    );
+    let got = c.node(2).must(&format!("cat {MNT}/first"))?;
+    ensure!(
+        got == "from the first owner\n",
+        "the first owner's file on the new owner: {got:?}"
+    );
+    let left = c.node(1).must("pgrep -c -x mxfsd || true")?;
+    ensure!(
+        left.trim() == "0",
+        "node1: mxfsd still running after umount"
+    );
+    say(format!(
+        "node2 took the volume over: Role owner, epoch {epoch1} -> {epoch2}, no log recovery; \
+         its 40 writes during the hand-over all succeeded"
+    ));
+
+    // 2: the old owner comes back as a client of the new one
+    c.node(1).must(&format!("mount -t mxfs {dev} {MNT}"))?;
+    let role = prop(c, 1, &object, "Role")?;
+    let owner = prop(c, 1, &object, "OwnerNode")?;
+    ensure!(
+        role == "s \"client\"" && owner.split_whitespace().last() == id2.split_whitespace().last(),
+        "node1 remounted: Role {role}, OwnerNode {owner}"
+    );
+    let lines = c.node(1).must(&format!("grep -c '^line ' {MNT}/w1.log"))?;
+    ensure!(
+        lines.trim() == "40",
+        "node1 reads {} lines of node2's log",
+        lines.trim()
+    );
+    c.node(1)
+        .must(&format!("echo 'from node1 again' > {MNT}/again"))?;
+    ensure!(c.node(2).must(&format!("cat {MNT}/again"))? == "from node1 again\n");
+
+    // 3: and the volume goes back when the new owner leaves first too
+    start_writer(c, 1, "w2.log", 40)?;
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    c.node(2).must(&format!("umount {MNT}"))?;
+    writer_ok(c, 1, "w2.log", 40)?;
+    let role = prop(c, 1, &object, "Role")?;
+    ensure!(
+        role == "s \"owner\"",
+        "node1 after the second hand-over: Role {role}"
+    );
+    let owner = prop(c, 1, &object, "OwnerNode")?;
+    ensure!(
+        owner.split_whitespace().last() == id1.split_whitespace().last(),
+        "node1 after the second hand-over: OwnerNode {owner}, its NodeId {id1}"
+    );
+    let got = c.node(1).must(&format!("cat {MNT}/first {MNT}/again"))?;
+    ensure!(got == "from the first owner\nfrom node1 again\n", "{got:?}");
+    c.node(1).must(&format!("umount {MNT}"))?;
+    for n in [1, 2] {
+        let left = c.node(n).must("pgrep -c -x mxfsd || true")?;
+        ensure!(
+            left.trim() == "0",
+            "node{n}: mxfsd still running after umount"
+        );
+    }
+    c.node(1)
+        .must(&format!("xfs_repair -n {dev}"))
+        .context("xfs_repair -n after the hand-overs")?;
+    say("node1 took it back the same way; all unmounted, no mxfsd left, xfs_repair -n clean");
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! through, refuses bad input cleanly, and unmounts leaving XFS clean.
 //! They run on node 1 of a booted cluster; the other nodes stay idle.
 
+use crate::bench;
 use crate::checks::lun_device;
 use crate::host::say;
 use crate::node::Node;
@@ -586,154 +587,6 @@ pub fn operation_groups(node: &mut Node) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert_eq!(median(vec![7.0]), 7.0);
-        assert!(median(vec![]).is_nan());
-    }
-
-    #[test]
-    fn pjdfstest_lines_parse_with_and_without_colour() {
-        let out = "chmod::permission_denied                                                  ok\n\
-                   \u{1b}[34mrename::ctime\u{1b}[0m                                  \u{1b}[31mFAILED\u{1b}[0m\n\
-                   \tdescription line\n\
-                   utimensat::birthtime                                         skipped\n\
-                   \n\
-                   Summary: 1 failed, 1 skipped, 1 passed, 3 total\n";
-        let r = pjdfstest_results(out);
-        assert_eq!(r.len(), 3);
-        assert_eq!(r["chmod::permission_denied"], "ok");
-        assert_eq!(r["rename::ctime"], "FAILED");
-        assert_eq!(r["utimensat::birthtime"], "skipped");
-    }
-}
-
-/// One benchmark figure on raw XFS and on mxfs.
-#[derive(Debug, Clone)]
-pub struct BenchRow {
-    pub name: &'static str,
-    pub unit: &'static str,
-    pub xfs: f64,
-    pub mxfs: f64,
-    /// The target for mxfs / xfs.
-    pub target: f64,
-}
-
-/// fio jobs: (name, rw, block size, extra arguments, metric).
-const FIO_JOBS: &[(&str, &str, &str, &str, Metric)] = &[
-    (
-        "seq-write-1M",
-        "write",
-        "1M",
-        "--size=256M --end_fsync=1",
-        Metric::MiBps,
-    ),
-    ("seq-read-1M", "read", "1M", "--size=256M", Metric::MiBps),
-    (
-        "rand-write-4k",
-        "randwrite",
-        "4k",
-        "--size=64M --runtime=10 --time_based",
-        Metric::Iops,
-    ),
-    (
-        "rand-read-4k",
-        "randread",
-        "4k",
-        "--size=64M --runtime=10 --time_based",
-        Metric::Iops,
-    ),
-];
-
-#[derive(Clone, Copy)]
-enum Metric {
-    MiBps,
-    Iops,
-}
-
-fn fio(node: &mut Node, dir: &str, rw: &str, bs: &str, extra: &str, metric: Metric) -> Result<f64> {
-    let out = node.must(&format!(
-        "fio --name=bench --directory={dir} --filename=bench.dat --rw={rw} --bs={bs} {extra} \
-         --direct=1 --ioengine=psync --output-format=json"
-    ))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&out).with_context(|| format!("fio JSON: {out}"))?;
-    let side = if rw.contains("write") {
-        "write"
-    } else {
-        "read"
-    };
-    let job = &v["jobs"][0][side];
-    let value = match metric {
-        Metric::MiBps => job["bw_bytes"].as_f64().map(|b| b / (1 << 20) as f64),
-        Metric::Iops => job["iops"].as_f64(),
-    };
-    value
-        .filter(|v| *v > 0.0)
-        .with_context(|| format!("fio reported no {side} figure: {out}"))
-}
-
-fn meta_bench(node: &mut Node, dir: &str, files: usize) -> Result<[f64; 3]> {
-    let out = node.must(&format!(
-        "{GUEST_ARTIFACTS}/mxfs-opcheck --meta-bench {dir}/meta {files}"
-    ))?;
-    let mut r = [0.0; 3];
-    for (i, key) in ["create=", "stat=", "unlink="].iter().enumerate() {
-        r[i] = out
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("no {key} in {out:?}"))?;
-    }
-    Ok(r)
-}
-
-/// Runs the jobs on one filesystem (freshly made, mounted at `dir`).
-fn bench_on(node: &mut Node, dir: &str, files: usize) -> Result<Vec<f64>> {
-    let mut v = Vec::new();
-    for (_, rw, bs, extra, metric) in FIO_JOBS {
-        v.push(fio(node, dir, rw, bs, extra, *metric)?);
-    }
-    node.must(&format!("rm -f {dir}/bench.dat"))?;
-    v.extend(meta_bench(node, dir, files)?);
-    Ok(v)
-}
-
-/// The median of some figures (the mean of the middle two for an even
-/// count).
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// One pass of every job on a fresh volume, on raw XFS or on mxfs.
-fn bench_round(node: &mut Node, on_mxfs: bool, files: usize) -> Result<Vec<f64>> {
-    let dev = fresh_volume(node)?;
-    let (fstype, dir) = if on_mxfs {
-        ("mxfs", MNT)
-    } else {
-        ("xfs", XFS_MNT)
-    };
-    node.must(&format!("mount -t {fstype} {dev} {dir}"))?;
-    let r = bench_on(node, dir, files);
-    node.must(&format!("umount {dir}"))?;
-    r
-}
-
 /// Throughput and metadata rates on mxfs as ratios to raw XFS on the same
 /// LUN in the same guest, each the median of `rounds` rounds that
 /// alternate which filesystem goes first (the emulated machine's speed
@@ -741,84 +594,30 @@ fn bench_round(node: &mut Node, on_mxfs: bool, files: usize) -> Result<Vec<f64>>
 /// Prints the figures; asserts only that every figure was measured
 /// (targets are reported, not enforced: the testbed is an emulated
 /// machine).
-pub fn bench(node: &mut Node, files: usize, rounds: usize) -> Result<Vec<BenchRow>> {
+pub fn bench(node: &mut Node, files: usize, rounds: usize) -> Result<Vec<bench::Row>> {
     let mut xfs_runs: Vec<Vec<f64>> = Vec::new();
     let mut mxfs_runs: Vec<Vec<f64>> = Vec::new();
     for round in 0..rounds {
         for on_mxfs in [round % 2 == 1, round % 2 == 0] {
-            let figures = bench_round(node, on_mxfs, files)?;
-            if on_mxfs {
-                mxfs_runs.push(figures);
+            let dev = fresh_volume(node)?;
+            let (fstype, dir) = if on_mxfs {
+                ("mxfs", MNT)
             } else {
-                xfs_runs.push(figures);
+                ("xfs", XFS_MNT)
+            };
+            node.must(&format!("mount -t {fstype} {dev} {dir}"))?;
+            let figures = bench::figures(node, dir, files);
+            node.must(&format!("umount {dir}"))?;
+            if on_mxfs {
+                mxfs_runs.push(figures?);
+            } else {
+                xfs_runs.push(figures?);
             }
         }
-        let ratios: Vec<String> = xfs_runs[round]
-            .iter()
-            .zip(&mxfs_runs[round])
-            .map(|(x, m)| format!("{:.2}", m / x))
-            .collect();
-        say(format!(
-            "bench round {}: ratios {}",
-            round + 1,
-            ratios.join(" ")
-        ));
+        bench::say_round(round, &xfs_runs[round], &mxfs_runs[round]);
     }
-    let per_metric = |runs: &[Vec<f64>]| -> Vec<f64> {
-        (0..runs[0].len())
-            .map(|i| median(runs.iter().map(|r| r[i]).collect()))
-            .collect()
-    };
-    let xfs = per_metric(&xfs_runs);
-    let mxfs = per_metric(&mxfs_runs);
-    let names: Vec<(&'static str, &'static str, f64)> = FIO_JOBS
-        .iter()
-        .map(|(n, _, _, _, m)| {
-            (
-                *n,
-                if matches!(m, Metric::MiBps) {
-                    "MiB/s"
-                } else {
-                    "IOPS"
-                },
-                0.95,
-            )
-        })
-        .chain([
-            ("create", "files/s", 0.90),
-            ("stat", "files/s", 0.90),
-            ("unlink", "files/s", 0.90),
-        ])
-        .collect();
-    let rows: Vec<BenchRow> = names
-        .into_iter()
-        .zip(xfs.iter().zip(&mxfs))
-        .map(|((name, unit, target), (x, m))| BenchRow {
-            name,
-            unit,
-            xfs: *x,
-            mxfs: *m,
-            target,
-        })
-        .collect();
-    for r in &rows {
-        let ratio = r.mxfs / r.xfs;
-        println!(
-            "bench {:14} xfs {:10.1} {:7}  mxfs {:10.1} {:7}  ratio {:.2} (target >= {:.2}, medians of {rounds}){}",
-            r.name,
-            r.xfs,
-            r.unit,
-            r.mxfs,
-            r.unit,
-            ratio,
-            r.target,
-            if ratio >= r.target {
-                ""
-            } else {
-                "  BELOW TARGET"
-            }
-        );
-    }
+    let rows = bench::rows(&xfs_runs, &mxfs_runs, true);
+    bench::print(&rows, "xfs", "mxfs", rounds);
     Ok(rows)
 }
 
@@ -933,4 +732,24 @@ pub fn pr_registration(node: &mut Node) -> Result<()> {
     })();
     node.must(&format!("losetup -d {lo}; rm -f /var/tmp/nopr.img"))?;
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pjdfstest_lines_parse_with_and_without_colour() {
+        let out = "chmod::permission_denied                                                  ok\n\
+                   \u{1b}[34mrename::ctime\u{1b}[0m                                  \u{1b}[31mFAILED\u{1b}[0m\n\
+                   \tdescription line\n\
+                   utimensat::birthtime                                         skipped\n\
+                   \n\
+                   Summary: 1 failed, 1 skipped, 1 passed, 3 total\n";
+        let r = pjdfstest_results(out);
+        assert_eq!(r.len(), 3);
+        assert_eq!(r["chmod::permission_denied"], "ok");
+        assert_eq!(r["rename::ctime"], "FAILED");
+        assert_eq!(r["utimensat::birthtime"], "skipped");
+    }
 }

@@ -21,6 +21,14 @@
 //! EIO.  Requests are not re-sent on a new link: a request that reached
 //! the owner and lost its reply would be run twice (failover with re-send
 //! is issue 5's work and needs request ids the owner remembers).
+//!
+//! Hand-over: an owner told to shut down while it has clients first
+//! drains (requests it has started are answered; new ones get
+//! [`OWNER_LEAVING`], which a client queues again for the next owner),
+//! then stops.  A client whose owner leaves (that errno, or its link
+//! down) asks its [`Succession`] every [`PROBE_INTERVAL`] who owns now:
+//! it follows the new owner, or takes the volume over itself and from
+//! then serves its own requests and everyone else's.
 
 #[cfg(test)]
 mod tests;
@@ -38,10 +46,11 @@ use uuid::Uuid;
 
 use crate::discovery;
 use crate::fileserv::FileService;
+use crate::metrics::LockMetrics;
 use crate::peer::{self, LinkConfig, LinkEvent, LinkHandle, Listener};
 use crate::volume_keys::VolumeSecret;
 use crate::wire::announce::AnnouncedRole;
-use crate::wire::fileop::{FileReply, FileRequest};
+use crate::wire::fileop::{FileReply, FileRequest, Op};
 use crate::wire::{FileOp, FileOpReply, Message};
 
 /// The first TCP port tried for the peer listener; the next ones are
@@ -49,6 +58,48 @@ use crate::wire::{FileOp, FileOpReply, Message};
 pub const FIRST_PORT: u16 = 7600;
 /// How many ports from [`FIRST_PORT`] are tried.
 pub const PORTS: u16 = 64;
+
+/// A reply errno that only an owner that is leaving sends: the request
+/// was not run, and goes to the next owner.  (No file operation answers
+/// ERESTART to userspace.)
+pub const OWNER_LEAVING: i32 = libc::ERESTART;
+
+/// How often a client whose owner left asks who owns now.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Longest a leaving owner waits for the requests it has started.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a leaving owner goes on answering [`OWNER_LEAVING`] after it
+/// told its clients, for the requests already on their way.
+const LEAVING_QUIET: Duration = Duration::from_secs(1);
+/// The request id of a leaving owner's notice (ids start at 1).
+const NOTICE_ID: u64 = 0;
+
+/// What a client learns when it asks who owns the volume now.
+pub enum Claim {
+    /// The old owner still holds it (it has not let go yet, or its link
+    /// only dropped).
+    Wait,
+    /// Another node took it over.
+    Follow(u64),
+    /// This node took it over.
+    Owner(Takeover),
+}
+
+/// What a node that took the volume over serves with.
+pub struct Takeover {
+    pub epoch: u64,
+    pub service: Arc<FileService>,
+    /// Kept until the runtime stops, dropped after the service (the XFS
+    /// view the service runs on).
+    pub hold: Box<dyn Send>,
+}
+
+/// Who is next when the owner leaves (see `join::Successor`).  Blocking:
+/// called on a blocking thread.
+pub trait Succession: Send + Sync + 'static {
+    fn claim(&self, old_owner: u64) -> Claim;
+}
 
 /// This node's part in the volume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +137,16 @@ pub struct Config {
     pub ports: u16,
     /// Longest a client request waits for the owner's link and reply.
     pub request_timeout: Duration,
+    /// Owner: how long a client's link may stay down before its open
+    /// files are closed and its locks dropped (a link that comes back
+    /// sooner keeps them).
+    pub client_grace: Duration,
+    /// Client: how it finds (or becomes) the next owner.  None: it does
+    /// not, and its requests fail once the owner is gone.
+    pub succession: Option<Arc<dyn Succession>>,
+    /// Owner: where the lock requests it serves are counted (a client's
+    /// FUSE server counts its own).
+    pub lock_metrics: Arc<LockMetrics>,
 }
 
 impl Config {
@@ -107,6 +168,9 @@ impl Config {
             first_port: FIRST_PORT,
             ports: PORTS,
             request_timeout: Duration::from_secs(30),
+            client_grace: Duration::from_secs(10),
+            succession: None,
+            lock_metrics: Default::default(),
         }
     }
 }
@@ -122,6 +186,10 @@ pub struct Status {
     pub tcp_port: u16,
     /// Requests forwarded to the owner (client) or served (owner).
     pub forwarded: u64,
+    /// Lock requests, and the grant-latency histogram
+    /// ([`LockMetrics::grant_latency`]).
+    pub lock_requests: u64,
+    pub lock_grant_latency: Vec<(u64, u64)>,
 }
 
 struct Outgoing {
@@ -134,6 +202,7 @@ struct Shared {
     requests: mpsc::Sender<Outgoing>,
     status: Mutex<Status>,
     timeout: Duration,
+    lock_metrics: Arc<LockMetrics>,
 }
 
 impl Shared {
@@ -184,7 +253,10 @@ impl ClusterHandle {
     }
 
     pub fn status(&self) -> Status {
-        self.shared.status().clone()
+        let mut st = self.shared.status().clone();
+        st.lock_requests = self.shared.lock_metrics.requests();
+        st.lock_grant_latency = self.shared.lock_metrics.grant_latency();
+        st
     }
 }
 
@@ -252,12 +324,16 @@ pub async fn start(cfg: Config, service: Option<Arc<FileService>>) -> anyhow::Re
             owner,
             tcp_port: port,
             forwarded: 0,
+            lock_requests: 0,
+            lock_grant_latency: Vec::new(),
         }),
         timeout: cfg.request_timeout,
+        lock_metrics: cfg.lock_metrics.clone(),
     });
     let (stop, stop_rx) = watch::channel(false);
     let (link_tx, link_rx) = mpsc::channel(1024);
     let (served_tx, served_rx) = mpsc::channel(1024);
+    let (claim_tx, claim_rx) = mpsc::channel(4);
     let listener_task = tokio::spawn(listener.run(link_tx.clone(), stop_rx.clone()));
     info!(
         port,
@@ -277,12 +353,28 @@ pub async fn start(cfg: Config, service: Option<Arc<FileService>>) -> anyhow::Re
         connectors: HashMap::new(),
         pending: HashMap::new(),
         waiting: VecDeque::new(),
+        departed: HashMap::new(),
+        client_grace: cfg.client_grace,
+        succession: cfg.succession,
+        probe: None,
+        owner_leaving: false,
+        leaving: None,
+        in_flight: 0,
+        held: None,
         next_request: 1,
         link_tx,
         served_tx,
+        claim_tx,
         stop_rx,
     };
-    let task = tokio::spawn(runtime.run(disc, disc_rx, link_rx, req_rx, served_rx, listener_task));
+    let channels = Channels {
+        disc_rx,
+        link_rx,
+        req_rx,
+        served_rx,
+        claim_rx,
+    };
+    let task = tokio::spawn(runtime.run(disc, channels, listener_task));
     Ok(Cluster {
         handle: ClusterHandle { shared },
         stop,
@@ -326,8 +418,26 @@ fn error_reply(owner_epoch: u64, request_id: u64, errno: i32) -> FileOpReply {
 }
 
 struct Pending {
+    /// Kept to send again should the owner answer [`OWNER_LEAVING`].
+    req: FileRequest,
     reply: oneshot::Sender<FileReply>,
     deadline: Instant,
+}
+
+/// The task that asks who owns now.  It is never aborted (a claim it
+/// is making may hold the reservation and a mounted XFS): cancelled, it
+/// stops between tries.
+struct Probe {
+    cancel: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// A reply for a client; `started`: the end of a request that counted
+/// in [`Runtime::in_flight`].
+struct Served {
+    node: u64,
+    reply: FileOpReply,
+    started: bool,
 }
 
 struct ConnectorTask {
@@ -349,39 +459,92 @@ struct Runtime {
     pending: HashMap<u64, Pending>,
     /// Client: requests waiting for the owner's link.
     waiting: VecDeque<Outgoing>,
+    /// Owner: clients whose link went down, and when their open files
+    /// and locks go unless the link is back.
+    departed: HashMap<u64, Instant>,
+    client_grace: Duration,
+    succession: Option<Arc<dyn Succession>>,
+    /// Client: the task asking who owns now, while the owner is gone.
+    probe: Option<Probe>,
+    /// Client: the owner said it is leaving; nothing more goes to it.
+    owner_leaving: bool,
+    /// Owner: shutting down: (give up draining at, answer
+    /// [`OWNER_LEAVING`] at least until).
+    leaving: Option<(Instant, Instant)>,
+    /// Owner: forwarded requests started and not yet answered.
+    in_flight: usize,
+    /// A node that took over: what its service runs on.
+    held: Option<Box<dyn Send>>,
     next_request: u64,
     link_tx: mpsc::Sender<LinkEvent>,
-    /// Owner: replies computed by blocking tasks, to send to node.
-    served_tx: mpsc::Sender<(u64, FileOpReply)>,
+    /// Owner: replies to send to node (and whether a started request
+    /// ends with it).
+    served_tx: mpsc::Sender<Served>,
+    /// Client: what the probe found.
+    claim_tx: mpsc::Sender<Claim>,
     stop_rx: watch::Receiver<bool>,
+}
+
+/// What the runtime's loop listens to.
+struct Channels {
+    disc_rx: mpsc::Receiver<discovery::Event>,
+    link_rx: mpsc::Receiver<LinkEvent>,
+    req_rx: mpsc::Receiver<Outgoing>,
+    served_rx: mpsc::Receiver<Served>,
+    claim_rx: mpsc::Receiver<Claim>,
 }
 
 impl Runtime {
     async fn run(
         mut self,
         disc: discovery::Discovery,
-        mut disc_rx: mpsc::Receiver<discovery::Event>,
-        mut link_rx: mpsc::Receiver<LinkEvent>,
-        mut req_rx: mpsc::Receiver<Outgoing>,
-        mut served_rx: mpsc::Receiver<(u64, FileOpReply)>,
+        mut ch: Channels,
         listener_task: JoinHandle<()>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut stop_rx = self.stop_rx.clone();
+        let mut stopping = false;
         loop {
             tokio::select! {
-                _ = stop_rx.changed() => break,
-                Some(ev) = disc_rx.recv() => self.on_discovery(ev),
-                Some(ev) = link_rx.recv() => self.on_link(ev).await,
-                Some(out) = req_rx.recv() => self.on_request(out).await,
-                Some((node, reply)) = served_rx.recv() => {
-                    if let Some(l) = self.links.get(&node) {
-                        if let Err(e) = l.send(&Message::FileOpReply(reply)).await {
-                            debug!(node = %format!("{node:016x}"), "reply not sent: {e}");
-                        }
+                _ = stop_rx.changed(), if !stopping => {
+                    stopping = true;
+                    if !self.begin_leaving().await {
+                        break;
                     }
                 }
-                _ = tick.tick() => self.expire(Instant::now()),
+                Some(ev) = ch.disc_rx.recv() => self.on_discovery(ev),
+                Some(ev) = ch.link_rx.recv() => self.on_link(ev).await,
+                Some(out) = ch.req_rx.recv() => self.on_request(out).await,
+                Some(s) = ch.served_rx.recv() => {
+                    if let Some(l) = self.links.get(&s.node) {
+                        if let Err(e) = l.send(&Message::FileOpReply(s.reply)).await {
+                            debug!(node = %format!("{:016x}", s.node), "reply not sent: {e}");
+                        }
+                    }
+                    if s.started {
+                        self.in_flight = self.in_flight.saturating_sub(1);
+                    }
+                    if self.drained(Instant::now()) {
+                        break;
+                    }
+                }
+                Some(c) = ch.claim_rx.recv() => self.on_claim(c).await,
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    if self.drained(now) {
+                        break;
+                    }
+                    self.expire(now);
+                }
+            }
+        }
+        if let Some(p) = self.probe.take() {
+            let _ = p.cancel.send(true);
+            if tokio::time::timeout(Duration::from_secs(120), p.task)
+                .await
+                .is_err()
+            {
+                warn!("cluster: the next-owner probe did not stop");
             }
         }
         // Stop dialling and accepting, then drain the links' last events
@@ -395,9 +558,156 @@ impl Runtime {
             let _ = o.reply.send(FileReply::Errno(libc::EIO));
         }
         drop(self.link_tx);
-        let drain = async { while link_rx.recv().await.is_some() {} };
+        let drain = async { while ch.link_rx.recv().await.is_some() {} };
         let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
         let _ = listener_task.await;
+        // A node that took over: its service's descriptors, then its XFS
+        // view (the caller releases the reservation after this).
+        self.service = None;
+        drop(self.held.take());
+    }
+
+    /// Owner with clients: tell them it is leaving, stop taking requests
+    /// and answer the started ones first.  Returns whether there is
+    /// anything to wait for.
+    async fn begin_leaving(&mut self) -> bool {
+        if !matches!(self.role, Role::Owner { .. }) || self.service.is_none() {
+            return false;
+        }
+        if self.links.is_empty() {
+            return false;
+        }
+        info!(
+            in_flight = self.in_flight,
+            "cluster: the owner is leaving; its clients go to the next owner"
+        );
+        let now = Instant::now();
+        self.leaving = Some((now + DRAIN_TIMEOUT, now + LEAVING_QUIET));
+        let notice = Message::FileOpReply(error_reply(self.role.epoch(), NOTICE_ID, OWNER_LEAVING));
+        for (node, l) in &self.links {
+            if let Err(e) = l.send(&notice).await {
+                debug!(node = %format!("{node:016x}"), "leaving notice not sent: {e}");
+            }
+        }
+        true
+    }
+
+    /// Owner leaving: whether it may stop now.
+    fn drained(&self, now: Instant) -> bool {
+        let Some((give_up, quiet)) = self.leaving else {
+            return false;
+        };
+        if now >= give_up {
+            warn!(
+                in_flight = self.in_flight,
+                "cluster: requests still running after the drain timeout; leaving anyway"
+            );
+            return true;
+        }
+        if self.in_flight == 0 && now >= quiet {
+            info!("cluster: every started request answered; the owner leaves");
+            return true;
+        }
+        false
+    }
+
+    /// Client: the owner is gone or going; ask who owns now until someone
+    /// does.
+    fn start_probe(&mut self) {
+        let (Role::Client { owner, .. }, Some(succession)) = (self.role, self.succession.clone())
+        else {
+            return;
+        };
+        if self.probe.as_ref().is_some_and(|p| !p.task.is_finished()) {
+            return;
+        }
+        info!(owner = %format!("{owner:016x}"), "cluster: the owner is gone or leaving; looking for the next owner");
+        let tx = self.claim_tx.clone();
+        let (cancel, mut cancel_rx) = watch::channel(false);
+        let mut stop_rx = self.stop_rx.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                if *cancel_rx.borrow() || *stop_rx.borrow() {
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+                    _ = cancel_rx.changed() => return,
+                    _ = stop_rx.changed() => return,
+                }
+                let s = succession.clone();
+                let claim = match tokio::task::spawn_blocking(move || s.claim(owner)).await {
+                    Ok(Claim::Wait) | Err(_) => continue,
+                    Ok(c) => c,
+                };
+                if let Err(unsent) = tx.send(claim).await {
+                    // The runtime is gone: a take-over made meanwhile is
+                    // undone here (its XFS view unmounted) before the
+                    // daemon gives the reservation back.
+                    let _ = tokio::task::spawn_blocking(move || drop(unsent)).await;
+                }
+                return;
+            }
+        });
+        self.probe = Some(Probe { cancel, task });
+    }
+
+    /// Client: the probe found the next owner.
+    async fn on_claim(&mut self, claim: Claim) {
+        self.probe = None; // it has ended: it sends one claim
+        self.owner_leaving = false;
+        let epoch = self.role.epoch();
+        match claim {
+            Claim::Wait => {}
+            Claim::Follow(owner) => {
+                info!(owner = %format!("{owner:016x}"), "cluster: following the new owner");
+                self.owner = owner;
+                self.role = Role::Client { owner, epoch };
+                {
+                    let mut st = self.shared.status();
+                    st.owner = owner;
+                    st.role = self.role;
+                }
+                if self.links.contains_key(&owner) {
+                    while let Some(out) = self.waiting.pop_front() {
+                        self.send_request(out).await;
+                    }
+                }
+            }
+            Claim::Owner(t) => {
+                info!(
+                    epoch = t.epoch,
+                    "cluster: this node took the volume over and serves it"
+                );
+                self.owner = self.node_id;
+                self.role = Role::Owner { epoch: t.epoch };
+                self.service = Some(t.service);
+                self.held = Some(t.hold);
+                {
+                    let mut st = self.shared.status();
+                    st.owner = self.node_id;
+                    st.role = self.role;
+                }
+                // Requests sent to the old owner and never answered get
+                // their EIO at their deadline; the queued ones run here.
+                while let Some(out) = self.waiting.pop_front() {
+                    self.serve_local(out);
+                }
+            }
+        }
+    }
+
+    /// A node that took over runs its own FUSE server's requests itself.
+    fn serve_local(&self, out: Outgoing) {
+        let Some(service) = self.service.clone() else {
+            let _ = out.reply.send(FileReply::Errno(libc::EIO));
+            return;
+        };
+        let node = self.node_id;
+        self.count_forwarded();
+        tokio::task::spawn_blocking(move || {
+            let _ = out.reply.send(service.handle_from(node, out.req));
+        });
     }
 
     fn publish(&self) {
@@ -457,8 +767,14 @@ impl Runtime {
                     "cluster: link up"
                 );
                 self.links.insert(peer.node_id, handle);
+                self.departed.remove(&peer.node_id);
                 self.publish();
-                if peer.node_id == self.owner {
+                if peer.node_id == self.owner && !self.owner_leaving {
+                    if let Some(p) = &self.probe {
+                        // the link only dropped; a claim it makes still
+                        // comes
+                        let _ = p.cancel.send(true);
+                    }
                     while let Some(out) = self.waiting.pop_front() {
                         self.send_request(out).await;
                     }
@@ -467,6 +783,13 @@ impl Runtime {
             LinkEvent::Down { node_id, reason } => {
                 info!(peer = %format!("{node_id:016x}"), "cluster: link down: {reason}");
                 self.links.remove(&node_id);
+                if node_id == self.owner && matches!(self.role, Role::Client { .. }) {
+                    self.start_probe();
+                }
+                if self.service.is_some() {
+                    self.departed
+                        .insert(node_id, Instant::now() + self.client_grace);
+                }
                 self.publish();
             }
             LinkEvent::Message { node_id, message } => self.on_message(node_id, message),
@@ -501,6 +824,12 @@ impl Runtime {
                         self.shared.status().role = self.role;
                     }
                 }
+                if r.errno == OWNER_LEAVING && r.request_id == NOTICE_ID {
+                    info!("cluster: the owner says it is leaving");
+                    self.owner_leaving = true;
+                    self.start_probe();
+                    return;
+                }
                 let Some(p) = self.pending.remove(&r.request_id) else {
                     debug!(
                         id = r.request_id,
@@ -508,6 +837,17 @@ impl Runtime {
                     );
                     return;
                 };
+                if r.errno == OWNER_LEAVING {
+                    // not run: it goes to the next owner
+                    self.owner_leaving = true;
+                    self.waiting.push_front(Outgoing {
+                        req: p.req,
+                        reply: p.reply,
+                        deadline: p.deadline,
+                    });
+                    self.start_probe();
+                    return;
+                }
                 let reply = FileReply::from_file_op_reply(&r).unwrap_or_else(|e| {
                     warn!("cluster: undecodable file reply from the owner: {e}");
                     FileReply::Errno(libc::EIO)
@@ -525,12 +865,20 @@ impl Runtime {
     /// Owner: run a forwarded operation on a blocking thread.
     fn serve(&mut self, from: u64, op: FileOp) {
         let epoch = self.role.epoch();
-        let reply_err = |errno: i32| error_reply(epoch, op.request_id, errno);
+        let reply_err = |errno: i32| Served {
+            node: from,
+            reply: error_reply(epoch, op.request_id, errno),
+            started: false,
+        };
         let (Role::Owner { .. }, Some(service)) = (self.role, self.service.clone()) else {
             warn!(peer = %format!("{from:016x}"), "cluster: a file request, but this node is not the owner");
-            let _ = self.served_tx.try_send((from, reply_err(libc::EIO)));
+            let _ = self.served_tx.try_send(reply_err(libc::EIO));
             return;
         };
+        if self.leaving.is_some() {
+            let _ = self.served_tx.try_send(reply_err(OWNER_LEAVING));
+            return;
+        }
         // A client that knows a newer epoch has seen a newer owner: this
         // one is stale and must not serve.  An older epoch is a client
         // that read the lockstate header before this owner bumped it.
@@ -541,38 +889,55 @@ impl Runtime {
                 ours = epoch,
                 "cluster: file request for a newer owner epoch: this owner is stale, refused"
             );
-            let _ = self.served_tx.try_send((from, reply_err(libc::ESTALE)));
+            let _ = self.served_tx.try_send(reply_err(libc::ESTALE));
             return;
         }
         let req = match FileRequest::from_file_op(&op) {
             Ok(r) => r,
             Err(e) => {
                 warn!(peer = %format!("{from:016x}"), "cluster: undecodable file request: {e}");
-                let _ = self.served_tx.try_send((from, reply_err(libc::EIO)));
+                let _ = self.served_tx.try_send(reply_err(libc::EIO));
                 return;
             }
         };
         self.count_forwarded();
+        self.in_flight += 1;
         let tx = self.served_tx.clone();
         let id = op.request_id;
+        let lock_metrics = self.shared.lock_metrics.clone();
         tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let grant = match &req.op {
+                Op::Getlk { .. } => Some(false),
+                Op::Setlk { lock, .. } => Some(lock.typ != libc::F_UNLCK),
+                _ => None,
+            };
             let reply = service.handle_from(from, req);
+            if let Some(grant) = grant {
+                lock_metrics.request();
+                if grant && reply == FileReply::Ok {
+                    lock_metrics.granted(started.elapsed());
+                }
+            }
             let wire = reply
                 .to_file_op_reply(epoch, id)
                 .unwrap_or_else(|_| error_reply(epoch, id, libc::EIO));
-            let _ = tx.blocking_send((from, wire));
+            let _ = tx.blocking_send(Served {
+                node: from,
+                reply: wire,
+                started: true,
+            });
         });
     }
 
     async fn on_request(&mut self, out: Outgoing) {
         match self.role {
-            Role::Owner { .. } => {
-                // The owner's own operations never come here: its mount
-                // stacks over XFS.  Refuse rather than loop.
-                let _ = out.reply.send(FileReply::Errno(libc::EIO));
-            }
+            // A first owner's own operations never come here (its mount
+            // stacks over XFS); a node that took over serves its own FUSE
+            // server's.
+            Role::Owner { .. } => self.serve_local(out),
             Role::Client { .. } => {
-                if self.links.contains_key(&self.owner) {
+                if self.links.contains_key(&self.owner) && !self.owner_leaving {
                     self.send_request(out).await;
                 } else {
                     self.waiting.push_back(out);
@@ -592,7 +957,7 @@ impl Runtime {
                 return;
             }
         };
-        let Some(link) = self.links.get(&self.owner) else {
+        let Some(link) = self.links.get(&self.owner).filter(|_| !self.owner_leaving) else {
             self.waiting.push_back(out);
             return;
         };
@@ -605,13 +970,43 @@ impl Runtime {
         self.pending.insert(
             id,
             Pending {
+                req: out.req,
                 reply: out.reply,
                 deadline: out.deadline,
             },
         );
     }
 
+    /// Owner: close what clients gone for longer than the grace had
+    /// open, and drop their locks, so that other nodes can have them.
+    fn release_departed(&mut self, now: Instant) {
+        let Some(service) = self.service.clone() else {
+            return;
+        };
+        let gone: Vec<u64> = self
+            .departed
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for node in gone {
+            self.departed.remove(&node);
+            let service = service.clone();
+            let grace = self.client_grace.as_secs();
+            tokio::task::spawn_blocking(move || {
+                let (files, lock_owners) = service.release_client(node);
+                info!(
+                    peer = %format!("{node:016x}"),
+                    files,
+                    lock_owners,
+                    "cluster: member gone for {grace} s: its open files are closed and its locks dropped"
+                );
+            });
+        }
+    }
+
     fn expire(&mut self, now: Instant) {
+        self.release_departed(now);
         let late: Vec<u64> = self
             .pending
             .iter()

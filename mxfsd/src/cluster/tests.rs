@@ -173,3 +173,103 @@ async fn a_client_reaches_the_owners_files_and_an_outsider_does_not_join() {
     outsider.shutdown().await;
     owner.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_departed_clients_files_and_locks_go_after_the_grace() {
+    let dir = TempDir::new("cluster-grace");
+    std::fs::write(dir.path("f"), b"x").unwrap();
+    let service = Arc::new(FileService::open(&dir.0).unwrap());
+    let volume = Uuid::new_v4();
+    let secret = [0x44; 32];
+    let disc_port = 18000 + (std::process::id() % 1000) as u16;
+    let owner_uuid = node_uuid();
+    let owner_id = mxfs_core::identity::node_id(&owner_uuid).unwrap();
+    let mut owner_cfg = config(
+        owner_uuid,
+        volume,
+        secret,
+        Role::Owner { epoch: 1 },
+        disc_port,
+    );
+    owner_cfg.client_grace = Duration::from_millis(500);
+    let owner = start(owner_cfg, Some(service.clone())).await.unwrap();
+    let client = start(
+        config(
+            node_uuid(),
+            volume,
+            secret,
+            Role::Client {
+                owner: owner_id,
+                epoch: 1,
+            },
+            disc_port,
+        ),
+        None,
+    )
+    .await
+    .unwrap();
+    let ch = client.handle();
+    assert_eq!(wait_members(&ch, 2).await.len(), 2);
+    let call = |op| {
+        let ch = ch.clone();
+        async move {
+            ch.call(FileRequest {
+                creds: root_creds(),
+                op,
+            })
+            .await
+        }
+    };
+    let FileReply::Entry { handle: root, .. } = call(Op::Root).await else {
+        panic!("no root");
+    };
+    let FileReply::Entry { handle, .. } = call(Op::Lookup {
+        parent: root,
+        name: b"f".to_vec(),
+    })
+    .await
+    else {
+        panic!("no f");
+    };
+    let FileReply::Opened { fh } = call(Op::Open {
+        handle,
+        flags: libc::O_RDWR,
+    })
+    .await
+    else {
+        panic!("no open");
+    };
+    let r = call(Op::Setlk {
+        fh,
+        lock: crate::wire::fileop::LockSpec {
+            lock_owner: 1,
+            start: 0,
+            end: 9,
+            typ: libc::F_WRLCK,
+            pid: 1,
+        },
+        sleep: false,
+        flock: false,
+    })
+    .await;
+    assert_eq!(r, FileReply::Ok);
+    assert_eq!((service.open_count(), service.lock_owners()), (1, 1));
+
+    // the client goes without closing anything
+    client.shutdown().await;
+    let mut released = false;
+    for _ in 0..100 {
+        if (service.open_count(), service.lock_owners()) == (0, 0) {
+            released = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        released,
+        "after the grace: {} open, {} lock owners",
+        service.open_count(),
+        service.lock_owners()
+    );
+    owner.shutdown().await;
+}

@@ -37,9 +37,16 @@ struct LockKey {
     inode: (u32, u32, u64),
 }
 
+/// A lock owner's open file description, and the pid its last lock was
+/// taken by (what F_GETLK reports to a process of the same node).
+struct Held {
+    fd: OwnedFd,
+    pid: u32,
+}
+
 #[derive(Default)]
 struct Inner {
-    held: HashMap<LockKey, OwnedFd>,
+    held: HashMap<LockKey, Held>,
     /// The keys that took a lock through each (client, open id), dropped
     /// when that open is released.
     by_open: HashMap<(u64, u64), HashSet<LockKey>>,
@@ -95,6 +102,33 @@ fn open_for_locks(file: BorrowedFd<'_>) -> SysResult<OwnedFd> {
 }
 
 impl Inner {
+    /// The pid of the lock owner of `asker`'s client (on the same inode)
+    /// that holds `conflict`, an OFD lock F_GETLK found, or 0.  The kernel
+    /// does not say which description holds it; the holder is the one
+    /// that does not see it (its own locks never conflict with it).
+    fn holder_pid(&self, asker: &LockKey, conflict: &libc::flock) -> u32 {
+        for (k, h) in &self.held {
+            if k.client != asker.client || k.inode != asker.inode || k.flock || k == asker {
+                continue;
+            }
+            let mut probe = libc::flock {
+                l_type: libc::F_WRLCK as libc::c_short,
+                l_pid: 0, // the OFD calls refuse any other
+                ..*conflict
+            };
+            if sys::ofd_lock(h.fd.as_fd(), true, &mut probe).is_err() {
+                continue;
+            }
+            let same = probe.l_type == conflict.l_type
+                && probe.l_start == conflict.l_start
+                && probe.l_len == conflict.l_len;
+            if !same {
+                return h.pid;
+            }
+        }
+        0
+    }
+
     /// Drop a lock owner's description (and so all its locks), and every
     /// note of it, so that a later release of an open it once used does
     /// not drop what it takes again through another.
@@ -139,17 +173,17 @@ impl ClientLocks {
             if flock || whole {
                 // nothing is left: the description goes, and its locks
                 inner.forget(&key);
-            } else if let Some(fd) = inner.held.get(&key) {
-                sys::ofd_lock(fd.as_fd(), false, &mut fl)?;
+            } else if let Some(h) = inner.held.get(&key) {
+                sys::ofd_lock(h.fd.as_fd(), false, &mut fl)?;
             }
             return Ok(());
         }
         let fresh = !inner.held.contains_key(&key);
         if fresh {
             let fd = open_for_locks(file)?;
-            inner.held.insert(key, fd);
+            inner.held.insert(key, Held { fd, pid: lock.pid });
         }
-        let fd = inner.held[&key].as_fd();
+        let fd = inner.held[&key].fd.as_fd();
         let r = if flock {
             let op = if lock.typ == libc::F_WRLCK {
                 libc::LOCK_EX
@@ -162,6 +196,9 @@ impl ClientLocks {
         };
         match r {
             Ok(()) => {
+                if let Some(h) = inner.held.get_mut(&key) {
+                    h.pid = lock.pid;
+                }
                 inner.by_open.entry((client, fh)).or_default().insert(key);
                 Ok(())
             }
@@ -193,7 +230,7 @@ impl ClientLocks {
         let inner = self.inner();
         let temporary;
         let fd = match inner.held.get(&key) {
-            Some(fd) => fd.as_fd(),
+            Some(h) => h.fd.as_fd(),
             None => {
                 temporary = open_for_locks(file)?;
                 temporary.as_fd()
@@ -212,14 +249,19 @@ impl ClientLocks {
         } else {
             start.saturating_add(fl.l_len as u64 - 1).min(LOCK_EOF)
         };
+        // A pid means something only to a process of the holder's own
+        // node: find which of this client's lock owners holds it.
+        let pid = if fl.l_pid == -1 {
+            inner.holder_pid(&key, &fl)
+        } else {
+            0 // a process on the owner
+        };
         Ok(LockSpec {
             lock_owner: 0,
             start,
             end,
             typ: i32::from(fl.l_type),
-            // the holder is on another node, or the daemon's own: no pid
-            // means anything to the caller
-            pid: 0,
+            pid,
         })
     }
 

@@ -169,14 +169,20 @@ impl FileService {
         }
     }
 
-    /// Close everything `client` has open (it left or died).  Returns how
-    /// many were closed.
-    pub fn release_client(&self, client: u64) -> usize {
-        self.locks.release_client(client);
+    /// Close everything `client` has open and drop its locks (it left or
+    /// died).  Returns how many opens were closed and how many of its
+    /// lock owners held locks.
+    pub fn release_client(&self, client: u64) -> (usize, usize) {
+        let lock_owners = self.locks.release_client(client);
         let mut t = lock(&self.table);
         let before = t.files.len();
         t.files.retain(|_, f| f.client != client);
-        before - t.files.len()
+        (before - t.files.len(), lock_owners)
+    }
+
+    /// How many clients' lock owners hold locks.
+    pub fn lock_owners(&self) -> usize {
+        self.locks.owners()
     }
 
     /// How many files and directories clients have open.

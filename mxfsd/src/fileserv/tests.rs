@@ -971,7 +971,7 @@ fn open_ids_belong_to_their_client() {
         ),
         libc::EISDIR
     );
-    assert_eq!(fx.fs.release_client(7), 1);
+    assert_eq!(fx.fs.release_client(7), (1, 0));
     assert_eq!(fx.fs.handle_from(7, read()), FileReply::Errno(libc::EBADF));
     assert_eq!(fx.fs.open_count(), 1);
     assert_eq!(
@@ -1221,6 +1221,10 @@ fn client_locks_conflict_across_clients_and_with_local_processes() {
     // getlk sees the other's lock, and never one's own
     let l = getlk(&fx, 8, b, 1, (0, eof), libc::F_RDLCK);
     assert_eq!((l.typ, l.start, l.end), (libc::F_WRLCK, 0, 199));
+    assert_eq!(l.pid, 0, "a holder on another node has no pid here");
+    // another lock owner of the same client learns the holder's pid
+    let l = getlk(&fx, 7, a, 3, (0, 10), libc::F_WRLCK);
+    assert_eq!((l.typ, l.pid), (libc::F_WRLCK, 9));
     assert_eq!(
         getlk(&fx, 7, a, 1, (0, 199), libc::F_WRLCK).typ,
         libc::F_UNLCK
@@ -1320,9 +1324,9 @@ fn client_locks_conflict_across_clients_and_with_local_processes() {
     );
 
     // a client that goes drops everything it held
-    assert!(fx.fs.locks.owners() >= 2);
-    fx.fs.release_client(8);
-    assert_eq!(fx.fs.locks.owners(), 0);
+    assert!(fx.fs.lock_owners() >= 2);
+    assert_eq!(fx.fs.release_client(8).0, 1);
+    assert_eq!(fx.fs.lock_owners(), 0);
     fl.l_start = 0;
     fl.l_len = 0;
     // SAFETY: as above.

@@ -69,6 +69,7 @@ pub struct Client<F> {
     opens: Mutex<HashMap<u64, Arc<OpenFile>>>,
     next_fh: AtomicU64,
     pub(super) groups: Groups,
+    pub(super) lock_metrics: Arc<crate::metrics::LockMetrics>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -107,7 +108,11 @@ fn ok(op: &'static str, r: FileReply) -> R<()> {
 impl<F: Forward> Client<F> {
     /// A client of the volume whose root handle is `root`: one getattr of
     /// it (as root), which must answer a directory.
-    pub fn new(fwd: F, root: Handle) -> io::Result<Client<F>> {
+    pub fn new(
+        fwd: F,
+        root: Handle,
+        lock_metrics: Arc<crate::metrics::LockMetrics>,
+    ) -> io::Result<Client<F>> {
         let creds = Creds {
             uid: 0,
             gid: 0,
@@ -140,6 +145,7 @@ impl<F: Forward> Client<F> {
             opens: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             groups: Groups::default(),
+            lock_metrics,
         })
     }
 

@@ -14,13 +14,14 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fuser::Errno;
 
 use super::client::{Client, R};
 use super::convert::unexpected;
 use super::Forward;
+use crate::metrics::LockMetrics;
 use crate::uapi::MXFS_FUSE_LK_FLOCK;
 use crate::wire::fileop::{Creds, FileReply, FileRequest, LockSpec, Op};
 
@@ -61,6 +62,8 @@ pub struct LockWaiter<F> {
     fwd: Arc<F>,
     creds: Creds,
     op: Op,
+    asked: Instant,
+    metrics: Arc<LockMetrics>,
 }
 
 impl<F: Forward> LockWaiter<F> {
@@ -73,7 +76,10 @@ impl<F: Forward> LockWaiter<F> {
                 op: self.op.clone(),
             });
             match r {
-                FileReply::Ok => return Ok(()),
+                FileReply::Ok => {
+                    self.metrics.granted(self.asked.elapsed());
+                    return Ok(());
+                }
                 FileReply::Errno(libc::EAGAIN) => {}
                 FileReply::Errno(e) => return Err(Errno::from_i32(e)),
                 r => return Err(unexpected("setlkw", &r)),
@@ -95,6 +101,7 @@ pub enum SetLk<F> {
 
 impl<F: Forward> Client<F> {
     pub fn getlk(&self, c: &Creds, fh: u64, lock: LockSpec) -> R<LockSpec> {
+        self.lock_metrics.request();
         let (typ, flock) = lock_kind(lock.typ)?;
         if flock {
             return Err(Errno::from_i32(libc::EINVAL));
@@ -109,6 +116,8 @@ impl<F: Forward> Client<F> {
     /// One try at the owner; when that is EAGAIN and the caller waits,
     /// the waiter that goes on trying.
     pub fn setlk(&self, c: &Creds, fh: u64, lock: LockSpec, sleep: bool) -> SetLk<F> {
+        let asked = Instant::now();
+        self.lock_metrics.request();
         let (typ, flock) = match lock_kind(lock.typ) {
             Ok(k) => k,
             Err(e) => return SetLk::Done(Err(e)),
@@ -121,7 +130,12 @@ impl<F: Forward> Client<F> {
             flock,
         };
         match self.on_open(c, fh, op) {
-            Ok(FileReply::Ok) => SetLk::Done(Ok(())),
+            Ok(FileReply::Ok) => {
+                if typ != libc::F_UNLCK {
+                    self.lock_metrics.granted(asked.elapsed());
+                }
+                SetLk::Done(Ok(()))
+            }
             Ok(FileReply::Errno(libc::EAGAIN)) if sleep => {
                 let owner_fh = match self.open_file(fh) {
                     Ok(f) => f.owner_fh.load(Ordering::Acquire),
@@ -131,6 +145,8 @@ impl<F: Forward> Client<F> {
                     fwd: self.fwd.clone(),
                     creds: c.clone(),
                     op: op(owner_fh),
+                    asked,
+                    metrics: self.lock_metrics.clone(),
                 }))
             }
             Ok(FileReply::Errno(e)) => SetLk::Done(Err(Errno::from_i32(e))),

@@ -21,10 +21,10 @@
 //!   read from `/proc/<pid>/status`, umask with `FUSE_DONT_MASK`), so XFS
 //!   checks modes and ACLs exactly as for a local process.  `allow_other`,
 //!   since every user works through the mxfs mount above.
-//! - **Locks stay node-local** for now: neither `FUSE_POSIX_LOCKS` nor
-//!   `FUSE_FLOCK_LOCKS` is asked for, so the client's kernel keeps
-//!   `fcntl`/`flock` locks to itself.  Cluster-wide locks come with the
-//!   DLM.
+//! - **Locks are the owner's**: `FUSE_POSIX_LOCKS` sends fcntl locks to
+//!   us, and the module sends flock as a marked POSIX lock (FUSE's own
+//!   flock flag does not reach fuser's API); both go to the owner, whose
+//!   kernel arbitrates ([`locks`], `fileserv::locks`).
 //! - **Node ids are the owner's inode numbers** (the root excepted, which
 //!   FUSE numbers 1), with the generation from the handle: `st_ino` is the
 //!   same on every node, hard links share one kernel inode, and a reused
@@ -79,11 +79,16 @@ pub struct MountConfig {
     /// FUSE worker threads: each blocks on one forwarded request, so this
     /// is how many requests can be in flight to the owner.
     pub threads: usize,
+    /// Where lock requests and their grant latency are counted.
+    pub lock_metrics: std::sync::Arc<crate::metrics::LockMetrics>,
 }
 
 impl Default for MountConfig {
     fn default() -> Self {
-        MountConfig { threads: 8 }
+        MountConfig {
+            threads: 8,
+            lock_metrics: Default::default(),
+        }
     }
 }
 
@@ -106,7 +111,7 @@ pub fn mount<F: Forward>(
     forward: F,
     config: &MountConfig,
 ) -> io::Result<FuseMount> {
-    let client = Client::new(forward, root)?;
+    let client = Client::new(forward, root, config.lock_metrics.clone())?;
     let session = fuser::Session::new(client, mountpoint, &session_config(config))?;
     // From here the session owns the mount: dropping it (a failed spawn)
     // unmounts.

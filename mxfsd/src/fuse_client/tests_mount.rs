@@ -57,7 +57,11 @@ impl Fx {
             dir: back.0.clone(),
             svc: RwLock::new(Arc::new(svc)),
         });
-        let mount = mount(&mnt.0, root, owner.clone(), &MountConfig { threads: 4 })
+        let config = MountConfig {
+            threads: 4,
+            ..MountConfig::default()
+        };
+        let mount = mount(&mnt.0, root, owner.clone(), &config)
             .expect("FUSE mount (needs root and /dev/fuse)");
         Fx {
             mount,

@@ -40,6 +40,7 @@ mod fallocate;
 mod fiemap;
 mod handles;
 mod io;
+pub mod lock_counter;
 mod locks;
 pub mod meta_bench;
 mod mmap;
@@ -129,12 +130,23 @@ pub enum Outcome {
 
 const USAGE: &str = "usage: mxfs-opcheck DIR [GROUP...]\n       \
                      mxfs-opcheck --dio-fsx FILE NUMOPS SEED\n       \
-                     mxfs-opcheck --meta-bench DIR NFILES";
+                     mxfs-opcheck --meta-bench DIR NFILES\n       \
+                     mxfs-opcheck --lock-counter FILE flock|fcntl PROCS N\n       \
+                     mxfs-opcheck --lock-hold FILE flock|fcntl SECS\n       \
+                     mxfs-opcheck --lock-test FILE";
 
 /// The command line (without the program name); returns the exit status.
 pub fn main_cli(args: &[String]) -> i32 {
     // SAFETY: umask has no failure mode.
     unsafe { libc::umask(0o022) };
+    if let Some(sub @ ("--lock-counter" | "--lock-hold" | "--lock-test")) =
+        args.first().map(String::as_str)
+    {
+        return match lock_counter::cli(sub, &args[1..]) {
+            2 => usage(),
+            code => code,
+        };
+    }
     if args.first().map(String::as_str) == Some("--meta-bench") {
         return match args {
             [_, dir, n] => match n.parse() {

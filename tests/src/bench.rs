@@ -1,0 +1,218 @@
+//! The benchmark jobs and their report: fio throughput (sequential
+//! 1 MiB, random 4 KiB, O_DIRECT) and metadata rates (mxfs-opcheck's
+//! create/stat/unlink), run on one directory of a guest, and the table
+//! of medians and ratios that compares two runs of them (mxfs against
+//! raw XFS on one node; a client against its owner).  Figures are
+//! printed, never asserted against a target: the testbed is an emulated
+//! machine.
+
+use crate::host::say;
+use crate::node::Node;
+use crate::rootfs::GUEST_ARTIFACTS;
+use anyhow::{Context, Result};
+
+/// One figure in both runs.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub name: &'static str,
+    pub unit: &'static str,
+    /// The run compared against (raw XFS; the owner).
+    pub base: f64,
+    /// The run measured (mxfs; a client).
+    pub measured: f64,
+    /// The target for measured / base, where there is one.
+    pub target: Option<f64>,
+}
+
+/// fio jobs: (name, rw, block size, extra arguments, metric).
+const FIO_JOBS: &[(&str, &str, &str, &str, Metric)] = &[
+    (
+        "seq-write-1M",
+        "write",
+        "1M",
+        "--size=256M --end_fsync=1",
+        Metric::MiBps,
+    ),
+    ("seq-read-1M", "read", "1M", "--size=256M", Metric::MiBps),
+    (
+        "rand-write-4k",
+        "randwrite",
+        "4k",
+        "--size=64M --runtime=10 --time_based",
+        Metric::Iops,
+    ),
+    (
+        "rand-read-4k",
+        "randread",
+        "4k",
+        "--size=64M --runtime=10 --time_based",
+        Metric::Iops,
+    ),
+];
+
+#[derive(Clone, Copy)]
+enum Metric {
+    MiBps,
+    Iops,
+}
+
+fn fio(node: &mut Node, dir: &str, rw: &str, bs: &str, extra: &str, metric: Metric) -> Result<f64> {
+    let out = node.must(&format!(
+        "fio --name=bench --directory={dir} --filename=bench.dat --rw={rw} --bs={bs} {extra} \
+         --direct=1 --ioengine=psync --output-format=json"
+    ))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&out).with_context(|| format!("fio JSON: {out}"))?;
+    let side = if rw.contains("write") {
+        "write"
+    } else {
+        "read"
+    };
+    let job = &v["jobs"][0][side];
+    let value = match metric {
+        Metric::MiBps => job["bw_bytes"].as_f64().map(|b| b / (1 << 20) as f64),
+        Metric::Iops => job["iops"].as_f64(),
+    };
+    value
+        .filter(|v| *v > 0.0)
+        .with_context(|| format!("fio reported no {side} figure: {out}"))
+}
+
+fn meta_bench(node: &mut Node, dir: &str, files: usize) -> Result<[f64; 3]> {
+    let out = node.must(&format!(
+        "{GUEST_ARTIFACTS}/mxfs-opcheck --meta-bench {dir}/meta {files}"
+    ))?;
+    let mut r = [0.0; 3];
+    for (i, key) in ["create=", "stat=", "unlink="].iter().enumerate() {
+        r[i] = out
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no {key} in {out:?}"))?;
+    }
+    Ok(r)
+}
+
+/// Runs every job in `dir` (a fresh filesystem, or a fresh directory
+/// of one): the figures in [`rows`] order.
+pub fn figures(node: &mut Node, dir: &str, files: usize) -> Result<Vec<f64>> {
+    let mut v = Vec::new();
+    for (_, rw, bs, extra, metric) in FIO_JOBS {
+        v.push(fio(node, dir, rw, bs, extra, *metric)?);
+    }
+    node.must(&format!("rm -f {dir}/bench.dat"))?;
+    v.extend(meta_bench(node, dir, files)?);
+    Ok(v)
+}
+
+/// The median of some figures (the mean of the middle two for an even
+/// count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Prints one round's ratios (measured / base).
+pub fn say_round(round: usize, base: &[f64], measured: &[f64]) {
+    let ratios: Vec<String> = base
+        .iter()
+        .zip(measured)
+        .map(|(b, m)| format!("{:.2}", m / b))
+        .collect();
+    say(format!(
+        "bench round {}: ratios {}",
+        round + 1,
+        ratios.join(" ")
+    ));
+}
+
+/// The medians of each figure over the rounds, with the targets (mxfs
+/// against raw XFS: 0.95 for data, 0.90 for metadata) or without.
+pub fn rows(base_runs: &[Vec<f64>], measured_runs: &[Vec<f64>], targets: bool) -> Vec<Row> {
+    let per_metric = |runs: &[Vec<f64>]| -> Vec<f64> {
+        (0..runs.first().map_or(0, Vec::len))
+            .map(|i| median(runs.iter().map(|r| r[i]).collect()))
+            .collect()
+    };
+    let base = per_metric(base_runs);
+    let measured = per_metric(measured_runs);
+    FIO_JOBS
+        .iter()
+        .map(|(n, _, _, _, m)| {
+            (
+                *n,
+                if matches!(m, Metric::MiBps) {
+                    "MiB/s"
+                } else {
+                    "IOPS"
+                },
+                0.95,
+            )
+        })
+        .chain([
+            ("create", "files/s", 0.90),
+            ("stat", "files/s", 0.90),
+            ("unlink", "files/s", 0.90),
+        ])
+        .zip(base.iter().zip(&measured))
+        .map(|((name, unit, target), (b, m))| Row {
+            name,
+            unit,
+            base: *b,
+            measured: *m,
+            target: targets.then_some(target),
+        })
+        .collect()
+}
+
+/// Prints the table: both figures, their ratio and the target.
+pub fn print(rows: &[Row], base_label: &str, measured_label: &str, rounds: usize) {
+    for r in rows {
+        let ratio = r.measured / r.base;
+        let target = match r.target {
+            Some(t) if ratio >= t => format!("target >= {t:.2}, "),
+            Some(t) => format!("target >= {t:.2}: BELOW TARGET, "),
+            None => String::new(),
+        };
+        println!(
+            "bench {:14} {base_label} {:10.1} {:7}  {measured_label} {:10.1} {:7}  ratio {:.2} ({target}medians of {rounds})",
+            r.name, r.base, r.unit, r.measured, r.unit, ratio,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(vec![7.0]), 7.0);
+        assert!(median(vec![]).is_nan());
+    }
+
+    #[test]
+    fn rows_take_medians_per_figure_and_targets_only_when_asked() {
+        let base = vec![vec![10.0; 7], vec![20.0; 7], vec![30.0; 7]];
+        let measured = vec![vec![5.0; 7], vec![40.0; 7], vec![9.0; 7]];
+        let rows = rows(&base, &measured, true);
+        assert_eq!(rows.len(), 7);
+        assert_eq!((rows[0].base, rows[0].measured), (20.0, 9.0));
+        assert_eq!(rows[0].target, Some(0.95));
+        assert_eq!(rows[4].name, "create");
+        assert_eq!(rows[4].target, Some(0.90));
+        assert!(super::rows(&base, &measured, false)
+            .iter()
+            .all(|r| r.target.is_none()));
+    }
+}
