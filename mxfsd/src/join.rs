@@ -11,8 +11,8 @@
 //!   Two nodes mounting a fresh volume at the same time therefore end
 //!   with one owner, and only the owner makes the lockstate.  (The design
 //!   has the DLM's `owner` resource decide once members exist; until the
-//!   DLM runs between daemons, the reservation is the only arbiter, so an
-//!   owner's unmount does not hand the volume to a client yet.)
+//!   DLM runs between daemons, the reservation is the only arbiter, at
+//!   the first mount and at each hand-over.)
 //! - **Owner.**  Mounts its private view of the XFS ([`XfsView`]), makes
 //!   `.mxfs/lockstate` if the volume has none (then freezes and thaws the
 //!   XFS once, so the raw walk finds it), bumps the owner epoch in the
@@ -158,7 +158,7 @@ pub struct Successor {
 }
 
 impl Succession for Successor {
-    fn claim(&self, old_owner: u64) -> Claim {
+    fn claim(&self) -> Claim {
         let holder = match self.fence.claim() {
             Ok(Joined::Reserved) => self.node_id,
             Ok(Joined::AlreadyReserved { holder }) => holder,
@@ -168,8 +168,8 @@ impl Succession for Successor {
                 return Claim::Wait;
             }
         };
-        if holder == old_owner || holder == 0 {
-            return Claim::Wait;
+        if holder == 0 {
+            return Claim::Wait; // NVMe: the holder cannot be read
         }
         if holder != self.node_id {
             return Claim::Follow(holder);

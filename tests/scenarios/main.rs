@@ -44,13 +44,16 @@ const SINGLE_STEPS: &[&str] = &[
     "mxfs_packages_remove_cleanly",
 ];
 
-/// Several nodes on one volume (issue 4): run on nodes 1 and 2, after
-/// the single-node steps and before node 1's packages are removed.
+/// Several nodes on one volume (issue 4): run on nodes 1 and 2 (and 3
+/// for the three-node step; it boots with the others and idles until
+/// then), after the single-node steps and before node 1's packages are
+/// removed.
 const CLUSTER_STEPS: &[&str] = &[
     "cluster_two_nodes_share_files",
     "cluster_client_conformance",
     "cluster_locks_across_nodes",
     "cluster_hand_over",
+    "cluster_three_nodes",
     "cluster_client_benchmark_against_owner",
 ];
 
@@ -97,9 +100,12 @@ fn main() {
         .copied()
         .collect();
     if all.iter().any(|s| r.wants(s)) {
+        // A third node for the three-node step; it idles until then.
+        let cluster_wanted = CLUSTER_STEPS.iter().any(|s| r.wants(s));
+        let nodes = if cluster_wanted { 3 } else { 2 };
         let started = cluster::prepare(Series::V6_1).and_then(|assets| {
             let opts = Options {
-                nodes: 2,
+                nodes,
                 artifacts: artifacts(&assets)?,
                 ..Options::default()
             };
@@ -140,6 +146,13 @@ fn main() {
                         r.step(SINGLE_STEPS[10], || {
                             single::bench(c.node(1), BENCH_FILES, BENCH_ROUNDS).map(|_| ())
                         });
+                        // The other nodes' DKMS builds run meanwhile, after
+                        // the benchmark (they would slow it down).
+                        let mut installing = Ok(());
+                        if cluster_wanted {
+                            installing = single::start_install(c.node(2))
+                                .and_then(|()| single::start_install(c.node(3)));
+                        }
                         r.step(SINGLE_STEPS[11], || dbus::volume_object(c.node(1)));
                         r.step(SINGLE_STEPS[12], || {
                             supervision::restart_and_reattach(c.node(1))
@@ -150,8 +163,11 @@ fn main() {
                         r.step(SINGLE_STEPS[14], || {
                             supervision::reboot_with_fstab(c.node(1))
                         });
-                        if CLUSTER_STEPS.iter().any(|s| r.wants(s)) {
-                            match single::install(c.node(2)) {
+                        if cluster_wanted {
+                            let installed = installing
+                                .and_then(|()| single::finish_install(c.node(2)))
+                                .and_then(|_| single::finish_install(c.node(3)));
+                            match installed {
                                 Err(e) => r.fail_all(CLUSTER_STEPS, &e),
                                 Ok(_) => {
                                     r.step(CLUSTER_STEPS[0], || {
@@ -167,7 +183,8 @@ fn main() {
                                         multinode::locks_across_nodes(&mut c)
                                     });
                                     r.step(CLUSTER_STEPS[3], || multinode::hand_over(&mut c));
-                                    r.step(CLUSTER_STEPS[4], || {
+                                    r.step(CLUSTER_STEPS[4], || multinode::three_nodes(&mut c));
+                                    r.step(CLUSTER_STEPS[5], || {
                                         multinode::client_benchmark(
                                             &mut c,
                                             CLIENT_BENCH_FILES,

@@ -21,6 +21,51 @@ fn both_see(c: &mut Cluster, what: &str, script: &str) -> Result<String> {
     Ok(a)
 }
 
+/// Both nodes rename files into one directory at once: 100 names each of
+/// their own and 100 names both use (one node's file wins each).  The
+/// tree is the same on both nodes: 300 entries, each whole, the source
+/// directories empty.
+fn concurrent_renames(c: &mut Cluster) -> Result<()> {
+    c.node(1)
+        .must(&format!("mkdir {MNT}/into {MNT}/from1 {MNT}/from2"))?;
+    for n in [1, 2] {
+        c.node(n).must(&format!(
+            "cd {MNT}/from{n} && for i in $(seq 1 100); do echo node{n} > own$i; echo node{n} > both$i; done"
+        ))?;
+    }
+    let script = |n: usize| {
+        format!(
+            "cd {MNT} && for i in $(seq 1 100); do mv from{n}/own$i into/node{n}.$i && mv from{n}/both$i into/both.$i || exit 1; done"
+        )
+    };
+    c.node(1).must(&format!(
+        "rm -f /tmp/mv.done; ({} ; echo $? > /tmp/mv.done) > /dev/null 2>&1 &",
+        script(1)
+    ))?;
+    c.node(2).must(&script(2))?;
+    wait_for_file(c, 1, "/tmp/mv.done", 300)?;
+    ensure!(
+        c.node(1).must("cat /tmp/mv.done")?.trim() == "0",
+        "node1's renames failed"
+    );
+    // sources left, entries, whole one-line files, and a digest of
+    // every name with its content
+    let tree = format!(
+        "cd {MNT} && ls -A from1 from2 | grep -v ':$' | grep -c . ; ls into | wc -l; \
+         cat into/* | grep -c '^node[12]$'; grep -H . into/* | sort | md5sum"
+    );
+    let a = c.node(1).must(&tree)?;
+    let b = c.node(2).must(&tree)?;
+    ensure!(a == b, "the tree differs: node1 {a:?}, node2 {b:?}");
+    let v: Vec<&str> = a.split_whitespace().collect();
+    ensure!(
+        v.len() >= 3 && v[0] == "0" && v[1] == "300" && v[2] == "300",
+        "after the concurrent renames (sources left, entries, whole files): {a:?}"
+    );
+    say("concurrent renames into one directory from both nodes: 300 entries, the same on both");
+    Ok(())
+}
+
 /// Node 1 mounts first and owns the volume; node 2 mounts with no
 /// options and becomes its client; both show the same owner, epoch and
 /// members on D-Bus; files, directories, renames, unlinks, modes, owners,
@@ -107,6 +152,7 @@ pub fn two_nodes_share_files(c: &mut Cluster) -> Result<()> {
             .node(2)
             .sh(&format!("ls {MNT}/d"), std::time::Duration::from_secs(30))?;
         ensure!(!gone.ok(), "the client still lists a removed directory");
+        concurrent_renames(c)?;
         Ok(())
     })();
     // the client first, then the owner (cluster_hand_over does the other order)
@@ -507,8 +553,8 @@ fn writer_ok(c: &mut Cluster, n: usize, log: &str, lines: u32) -> Result<()> {
 /// XFS log recovery, a write loop on the client meanwhile sees no error,
 /// D-Bus shows it as the owner at the next epoch; the old owner mounts
 /// again as a client of the new one; then the new owner unmounts first
-/// too and the volume goes back; the last unmount leaves no daemon and a
-/// clean XFS.
+/// too and the volume goes back; at last both unmount at once, which
+/// leaves no daemon and a clean XFS.
 pub fn hand_over(c: &mut Cluster) -> Result<()> {
     let r = hand_over_steps(c);
     if r.is_err() {
@@ -615,7 +661,20 @@ fn hand_over_steps(c: &mut Cluster) -> Result<()> {
     );
     let got = c.node(1).must(&format!("cat {MNT}/first {MNT}/again"))?;
     ensure!(got == "from the first owner\nfrom node1 again\n", "{got:?}");
+
+    // 4: both unmount at once
+    c.node(2).must(&format!("mount -t mxfs {dev2} {MNT}"))?;
+    c.node(2).must(&format!(
+        "rm -f /tmp/umount.done; (umount {MNT}; echo $? > /tmp/umount.done) > /dev/null 2>&1 &"
+    ))?;
     c.node(1).must(&format!("umount {MNT}"))?;
+    wait_for_file(c, 2, "/tmp/umount.done", 120)?;
+    let rc = c.node(2).must("cat /tmp/umount.done")?;
+    ensure!(
+        rc.trim() == "0",
+        "node2's umount (at the same time as node1's) exited {}",
+        rc.trim()
+    );
     for n in [1, 2] {
         let left = c.node(n).must("pgrep -c -x mxfsd || true")?;
         ensure!(
@@ -626,6 +685,151 @@ fn hand_over_steps(c: &mut Cluster) -> Result<()> {
     c.node(1)
         .must(&format!("xfs_repair -n {dev}"))
         .context("xfs_repair -n after the hand-overs")?;
-    say("node1 took it back the same way; all unmounted, no mxfsd left, xfs_repair -n clean");
+    say("node1 took it back the same way; then both unmounted at once: no mxfsd left, xfs_repair -n clean");
+    Ok(())
+}
+
+/// Three nodes (issue 4's acceptance): all mount with no options; one
+/// owner, two clients, the same owner, epoch and three members on D-Bus
+/// on every node; a file written on each is read on the others; three
+/// nodes appending with O_APPEND lose no record; a counter incremented
+/// under flock from all three ends exact; the owner unmounts first: one
+/// client takes over, the other follows it, and both still read every
+/// file; then all unmount, and the XFS is clean.
+pub fn three_nodes(c: &mut Cluster) -> Result<()> {
+    let dev = single::fresh_volume(c.node(1))?;
+    let object = dbus::object_of(c.node(1), &dev)?;
+    let mut mounted = Vec::new();
+    let r = (|| -> Result<()> {
+        for n in 1..=3 {
+            let d = crate::checks::lun_device(c.node(n))?;
+            c.node(n).must(&format!("mount -t mxfs {d} {MNT}"))?;
+            mounted.push(n);
+        }
+        let roles: Vec<String> = (1..=3)
+            .map(|n| prop(c, n, &object, "Role"))
+            .collect::<Result<_>>()?;
+        ensure!(
+            roles.iter().filter(|r| *r == "s \"owner\"").count() == 1
+                && roles.iter().filter(|r| *r == "s \"client\"").count() == 2,
+            "roles: {roles:?}"
+        );
+        for p in ["OwnerNode", "Epoch", "Members"] {
+            let v: Vec<String> = (1..=3)
+                .map(|n| prop(c, n, &object, p))
+                .collect::<Result<_>>()?;
+            ensure!(v[0] == v[1] && v[1] == v[2], "{p} differs: {v:?}");
+        }
+        let members = prop(c, 1, &object, "Members")?;
+        ensure!(
+            members.starts_with("at 3 "),
+            "three members expected: {members}"
+        );
+        say(format!(
+            "three nodes: roles {roles:?}, the same OwnerNode, Epoch and Members ({members})"
+        ));
+
+        for w in 1..=3 {
+            c.node(w)
+                .must(&format!("echo 'from node{w}' > {MNT}/by{w}"))?;
+            for r in (1..=3).filter(|r| *r != w) {
+                let got = c.node(r).must(&format!("cat {MNT}/by{w}"))?;
+                ensure!(
+                    got == format!("from node{w}\n"),
+                    "node{r} read {got:?} of node{w}'s file"
+                );
+            }
+        }
+        // three appenders and three lockers at once
+        let tool = format!("{}/mxfs-opcheck", crate::rootfs::GUEST_ARTIFACTS);
+        for n in 1..=3 {
+            c.node(n).must(&format!(
+                "rm -f /tmp/three.done; ((for i in $(seq 1 200); do printf 'node{n} record %05d %047d\\n' $i 0 >> {MNT}/log3; done; \
+                  {tool} --lock-counter {MNT}/counter3 flock 1 100) > /tmp/three.out 2>&1; echo $? > /tmp/three.done) > /dev/null 2>&1 &"
+            ))?;
+        }
+        for n in 1..=3 {
+            wait_for_file(c, n, "/tmp/three.done", 600)?;
+            let rc = c.node(n).must("cat /tmp/three.done /tmp/three.out")?;
+            ensure!(rc.starts_with("0\n"), "node{n}'s appends and counter: {rc}");
+        }
+        let summary = c.node(2).must(&format!(
+            "wc -l < {MNT}/log3; for n in 1 2 3; do grep -c \"^node$n record [0-9]\\{{5\\}} 0\\{{47\\}}$\" {MNT}/log3; done; cat {MNT}/counter3"
+        ))?;
+        let v: Vec<&str> = summary.split_whitespace().collect();
+        ensure!(
+            v == ["600", "200", "200", "200", "300"],
+            "three nodes: records in all, per node, and the flock counter = {v:?} (want 600 200 200 200 300)"
+        );
+        say(
+            "three nodes: 600 whole O_APPEND records (200 each); flock counter 300 (100 from each)",
+        );
+
+        // the owner goes first: one client takes over, the other follows
+        let owner = roles.iter().position(|r| r == "s \"owner\"").unwrap_or(0) + 1;
+        c.node(owner).must(&format!("umount {MNT}"))?;
+        mounted.retain(|n| *n != owner);
+        let rest = mounted.clone();
+        let mut settled = None;
+        for _ in 0..60 {
+            let roles: Vec<String> = rest
+                .iter()
+                .map(|n| prop(c, *n, &object, "Role"))
+                .collect::<Result<_>>()?;
+            let owners: Vec<String> = rest
+                .iter()
+                .map(|n| prop(c, *n, &object, "OwnerNode"))
+                .collect::<Result<_>>()?;
+            if roles.iter().any(|r| r == "s \"owner\"") && owners[0] == owners[1] {
+                settled = Some((roles, owners));
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        let Some((roles, owners)) = settled else {
+            anyhow::bail!("after node{owner}'s unmount the other two did not settle on one owner");
+        };
+        ensure!(
+            roles.iter().filter(|r| *r == "s \"owner\"").count() == 1,
+            "after the hand-over: {roles:?}"
+        );
+        for n in &rest {
+            let all = c
+                .node(*n)
+                .must(&format!("cat {MNT}/by1 {MNT}/by2 {MNT}/by3 | wc -l"))?;
+            ensure!(
+                all.trim() == "3",
+                "node{n} after the hand-over reads {all:?} lines"
+            );
+        }
+        c.node(rest[1])
+            .must(&format!("echo 'after the hand-over' > {MNT}/after"))?;
+        ensure!(
+            c.node(rest[0]).must(&format!("cat {MNT}/after"))? == "after the hand-over\n",
+            "a write after the hand-over is not seen on the other node"
+        );
+        say(format!(
+            "node{owner} (owner) unmounted: nodes {rest:?} now {roles:?}, both following {}",
+            owners[0]
+        ));
+        Ok(())
+    })();
+    for n in mounted.iter().rev() {
+        let _ = c
+            .node(*n)
+            .sh(&format!("umount {MNT}"), std::time::Duration::from_secs(60));
+    }
+    r?;
+    for n in 1..=3 {
+        let left = c.node(n).must("pgrep -c -x mxfsd || true")?;
+        ensure!(
+            left.trim() == "0",
+            "node{n}: mxfsd still running after umount"
+        );
+    }
+    c.node(1)
+        .must(&format!("xfs_repair -n {dev}"))
+        .context("xfs_repair -n after three nodes")?;
+    say("three nodes unmounted: no mxfsd left, xfs_repair -n clean");
     Ok(())
 }

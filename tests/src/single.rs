@@ -21,20 +21,46 @@ pub const XFS_MNT: &str = "/mnt/xfs";
 /// From here `mount -t mxfs` runs mount.mxfs first; `mount -i -t mxfs`
 /// goes to the kernel directly.  Returns what the install printed of DKMS.
 pub fn install(node: &mut Node) -> Result<String> {
+    let out = node.sh(&install_script(), Duration::from_secs(1200))?;
+    install_checked(node, out)
+}
+
+fn install_script() -> String {
     let v = crate::deb::VERSION;
+    format!(
+        "set -e; A={GUEST_ARTIFACTS}; start=$(date +%s); \
+         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+           $A/mxfs-dkms_{v}_all.deb $A/mxfs_{v}_amd64.deb > /var/tmp/mxfs-install.log 2>&1 \
+           || {{ tail -n 40 /var/tmp/mxfs-install.log; exit 1; }}; \
+         echo \"install took $(( $(date +%s) - start )) s\"; dkms status mxfs; \
+         modprobe mxfs; grep -qw mxfs /proc/filesystems; \
+         modinfo -n mxfs; mkdir -p {MNT} {XFS_MNT} /mnt/second; \
+         id tests >/dev/null 2>&1 || useradd --no-create-home --user-group tests"
+    )
+}
+
+/// [`install`] started in the background of the guest (the DKMS build
+/// takes minutes under TCG): [`finish_install`] waits for it.
+pub fn start_install(node: &mut Node) -> Result<()> {
+    node.write_file("/var/tmp/mxfs-install.sh", install_script().as_bytes())?;
+    node.must(
+        "rm -f /var/tmp/mxfs-install.rc; \
+         (sh /var/tmp/mxfs-install.sh > /var/tmp/mxfs-install.out 2>&1; echo $? > /var/tmp/mxfs-install.rc) \
+         > /dev/null 2>&1 &",
+    )
+    .map(|_| ())
+}
+
+pub fn finish_install(node: &mut Node) -> Result<String> {
     let out = node.sh(
-        &format!(
-            "set -e; A={GUEST_ARTIFACTS}; start=$(date +%s); \
-             DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-               $A/mxfs-dkms_{v}_all.deb $A/mxfs_{v}_amd64.deb > /var/tmp/mxfs-install.log 2>&1 \
-               || {{ tail -n 40 /var/tmp/mxfs-install.log; exit 1; }}; \
-             echo \"install took $(( $(date +%s) - start )) s\"; dkms status mxfs; \
-             modprobe mxfs; grep -qw mxfs /proc/filesystems; \
-             modinfo -n mxfs; mkdir -p {MNT} {XFS_MNT} /mnt/second; \
-             id tests >/dev/null 2>&1 || useradd --no-create-home --user-group tests"
-        ),
-        Duration::from_secs(1200),
+        "for i in $(seq 1 2400); do [ -e /var/tmp/mxfs-install.rc ] && break; sleep 0.5; done; \
+         cat /var/tmp/mxfs-install.out; exit $(cat /var/tmp/mxfs-install.rc 2>/dev/null || echo 124)",
+        Duration::from_secs(1300),
     )?;
+    install_checked(node, out)
+}
+
+fn install_checked(node: &mut Node, out: crate::qga::ExecOutput) -> Result<String> {
     ensure!(
         out.ok(),
         "{}: installing the packages failed:\n{}{}",

@@ -59,8 +59,10 @@ pub const FIRST_PORT: u16 = 7600;
 /// How many ports from [`FIRST_PORT`] are tried.
 pub const PORTS: u16 = 64;
 
-/// A reply errno that only an owner that is leaving sends: the request
-/// was not run, and goes to the next owner.  (No file operation answers
+/// A reply errno that says "not run here: find the owner and send it
+/// there": what an owner that is leaving answers, and a node that is not
+/// (or not yet) the owner, such as a client still taking the volume over
+/// when another client already follows it.  (No file operation answers
 /// ERESTART to userspace.)
 pub const OWNER_LEAVING: i32 = libc::ERESTART;
 
@@ -77,10 +79,10 @@ const NOTICE_ID: u64 = 0;
 
 /// What a client learns when it asks who owns the volume now.
 pub enum Claim {
-    /// The old owner still holds it (it has not let go yet, or its link
-    /// only dropped).
+    /// Nobody can be told (the reservation could not be read): ask again.
     Wait,
-    /// Another node took it over.
+    /// That node holds the volume (the old owner, still leaving or only
+    /// cut off, or the one that took it over).
     Follow(u64),
     /// This node took it over.
     Owner(Takeover),
@@ -98,7 +100,7 @@ pub struct Takeover {
 /// Who is next when the owner leaves (see `join::Successor`).  Blocking:
 /// called on a blocking thread.
 pub trait Succession: Send + Sync + 'static {
-    fn claim(&self, old_owner: u64) -> Claim;
+    fn claim(&self) -> Claim;
 }
 
 /// This node's part in the volume.
@@ -612,8 +614,8 @@ impl Runtime {
     }
 
     /// Client: the owner is gone or going; ask who owns now until someone
-    /// does.
-    fn start_probe(&mut self) {
+    /// does.  `news`: say so in the log (not when asking again).
+    fn start_probe(&mut self, news: bool) {
         let (Role::Client { owner, .. }, Some(succession)) = (self.role, self.succession.clone())
         else {
             return;
@@ -621,7 +623,9 @@ impl Runtime {
         if self.probe.as_ref().is_some_and(|p| !p.task.is_finished()) {
             return;
         }
-        info!(owner = %format!("{owner:016x}"), "cluster: the owner is gone or leaving; looking for the next owner");
+        if news {
+            info!(owner = %format!("{owner:016x}"), "cluster: the owner is gone or leaving; looking for the next owner");
+        }
         let tx = self.claim_tx.clone();
         let (cancel, mut cancel_rx) = watch::channel(false);
         let mut stop_rx = self.stop_rx.clone();
@@ -636,7 +640,7 @@ impl Runtime {
                     _ = stop_rx.changed() => return,
                 }
                 let s = succession.clone();
-                let claim = match tokio::task::spawn_blocking(move || s.claim(owner)).await {
+                let claim = match tokio::task::spawn_blocking(move || s.claim()).await {
                     Ok(Claim::Wait) | Err(_) => continue,
                     Ok(c) => c,
                 };
@@ -660,7 +664,9 @@ impl Runtime {
         match claim {
             Claim::Wait => {}
             Claim::Follow(owner) => {
-                info!(owner = %format!("{owner:016x}"), "cluster: following the new owner");
+                if owner != self.owner {
+                    info!(owner = %format!("{owner:016x}"), "cluster: following the new owner");
+                }
                 self.owner = owner;
                 self.role = Role::Client { owner, epoch };
                 {
@@ -669,9 +675,13 @@ impl Runtime {
                     st.role = self.role;
                 }
                 if self.links.contains_key(&owner) {
+                    // It answers, or says OWNER_LEAVING again (still
+                    // leaving, or not serving yet) and we ask again.
                     while let Some(out) = self.waiting.pop_front() {
                         self.send_request(out).await;
                     }
+                } else {
+                    self.start_probe(false);
                 }
             }
             Claim::Owner(t) => {
@@ -784,7 +794,7 @@ impl Runtime {
                 info!(peer = %format!("{node_id:016x}"), "cluster: link down: {reason}");
                 self.links.remove(&node_id);
                 if node_id == self.owner && matches!(self.role, Role::Client { .. }) {
-                    self.start_probe();
+                    self.start_probe(true);
                 }
                 if self.service.is_some() {
                     self.departed
@@ -827,7 +837,7 @@ impl Runtime {
                 if r.errno == OWNER_LEAVING && r.request_id == NOTICE_ID {
                     info!("cluster: the owner says it is leaving");
                     self.owner_leaving = true;
-                    self.start_probe();
+                    self.start_probe(true);
                     return;
                 }
                 let Some(p) = self.pending.remove(&r.request_id) else {
@@ -845,7 +855,7 @@ impl Runtime {
                         reply: p.reply,
                         deadline: p.deadline,
                     });
-                    self.start_probe();
+                    self.start_probe(true);
                     return;
                 }
                 let reply = FileReply::from_file_op_reply(&r).unwrap_or_else(|e| {
@@ -871,8 +881,8 @@ impl Runtime {
             started: false,
         };
         let (Role::Owner { .. }, Some(service)) = (self.role, self.service.clone()) else {
-            warn!(peer = %format!("{from:016x}"), "cluster: a file request, but this node is not the owner");
-            let _ = self.served_tx.try_send(reply_err(libc::EIO));
+            debug!(peer = %format!("{from:016x}"), "cluster: a file request, but this node is not the owner (yet)");
+            let _ = self.served_tx.try_send(reply_err(OWNER_LEAVING));
             return;
         };
         if self.leaving.is_some() {
