@@ -64,7 +64,7 @@ const BENCH_ROUNDS: usize = 3;
 
 /// The client-against-owner benchmark: fewer files (every metadata op
 /// of a client is a round trip to the owner), two rounds.
-const CLIENT_BENCH_FILES: usize = 1000;
+const CLIENT_BENCH_FILES: usize = 300;
 const CLIENT_BENCH_ROUNDS: usize = 2;
 
 /// fsx operations per run in the default tier; the long tier

@@ -56,11 +56,29 @@ enum Metric {
     Iops,
 }
 
+/// One job's command, given the time a slow node (a client under TCG)
+/// needs.
+fn run(node: &mut Node, script: &str) -> Result<String> {
+    let out = node.sh(script, std::time::Duration::from_secs(900))?;
+    anyhow::ensure!(
+        out.ok(),
+        "{}: `{script}` exited {}:\n{}{}",
+        node.name(),
+        out.code,
+        out.stdout,
+        out.stderr
+    );
+    Ok(out.stdout)
+}
+
 fn fio(node: &mut Node, dir: &str, rw: &str, bs: &str, extra: &str, metric: Metric) -> Result<f64> {
-    let out = node.must(&format!(
-        "fio --name=bench --directory={dir} --filename=bench.dat --rw={rw} --bs={bs} {extra} \
-         --direct=1 --ioengine=psync --output-format=json"
-    ))?;
+    let out = run(
+        node,
+        &format!(
+            "fio --name=bench --directory={dir} --filename=bench.dat --rw={rw} --bs={bs} {extra} \
+             --direct=1 --ioengine=psync --output-format=json"
+        ),
+    )?;
     let v: serde_json::Value =
         serde_json::from_str(&out).with_context(|| format!("fio JSON: {out}"))?;
     let side = if rw.contains("write") {
@@ -79,9 +97,10 @@ fn fio(node: &mut Node, dir: &str, rw: &str, bs: &str, extra: &str, metric: Metr
 }
 
 fn meta_bench(node: &mut Node, dir: &str, files: usize) -> Result<[f64; 3]> {
-    let out = node.must(&format!(
-        "{GUEST_ARTIFACTS}/mxfs-opcheck --meta-bench {dir}/meta {files}"
-    ))?;
+    let out = run(
+        node,
+        &format!("{GUEST_ARTIFACTS}/mxfs-opcheck --meta-bench {dir}/meta {files}"),
+    )?;
     let mut r = [0.0; 3];
     for (i, key) in ["create=", "stat=", "unlink="].iter().enumerate() {
         r[i] = out

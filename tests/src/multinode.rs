@@ -165,16 +165,7 @@ pub fn two_nodes_share_files(c: &mut Cluster) -> Result<()> {
     r?;
     ensure!(u2?.ok(), "umount on the client failed");
     ensure!(u1?.ok(), "umount on the owner failed");
-    for n in [1, 2] {
-        let left = c.node(n).must("pgrep -c -x mxfsd || true")?;
-        ensure!(
-            left.trim() == "0",
-            "node{n}: mxfsd still running after umount"
-        );
-    }
-    c.node(1)
-        .must(&format!("xfs_repair -n {dev}"))
-        .context("xfs_repair -n after both unmounts")?;
+    stopped_and_clean(c, 1..=2, &dev)?;
     say("both unmounted; no mxfsd left; xfs_repair -n clean");
     Ok(())
 }
@@ -203,11 +194,7 @@ pub fn client_conformance(c: &mut Cluster, fsx_ops: u32) -> Result<()> {
     c.node(1).must(&format!("umount {}", single::XFS_MNT))?;
     let xfs = xfs?;
 
-    let dev = single::fresh_volume(c.node(1))?;
-    let dev2 = crate::checks::lun_device(c.node(2))?;
-    c.node(1).must(&format!("mount -t mxfs {dev} {MNT}"))?;
-    let r = (|| -> Result<()> {
-        c.node(2).must(&format!("mount -t mxfs {dev2} {MNT}"))?;
+    with_two_mounts(c, |c| {
         let out = c.node(2).sh(
             &format!(
                 "{}/mxfs-opcheck --dio-fsx {MNT}/dio.file 3000 7 2>&1 | tail -n 3",
@@ -317,19 +304,7 @@ pub fn client_conformance(c: &mut Cluster, fsx_ops: u32) -> Result<()> {
         ));
 
         Ok(())
-    })();
-    let u2 = c
-        .node(2)
-        .sh(&format!("umount {MNT}"), std::time::Duration::from_secs(60));
-    let u1 = c
-        .node(1)
-        .sh(&format!("umount {MNT}"), std::time::Duration::from_secs(60));
-    r?;
-    ensure!(u2?.ok() && u1?.ok(), "umount failed");
-    c.node(1)
-        .must(&format!("xfs_repair -n {dev}"))
-        .context("xfs_repair -n")?;
-    Ok(())
+    })
 }
 
 /// Mounts a fresh volume on node 1 (owner) and node 2 (client), runs
@@ -354,6 +329,26 @@ fn with_two_mounts(c: &mut Cluster, body: impl FnOnce(&mut Cluster) -> Result<()
     c.node(1)
         .must(&format!("xfs_repair -n {dev}"))
         .context("xfs_repair -n")?;
+    Ok(())
+}
+
+/// After the last unmount: no mxfsd on `nodes`, and `xfs_repair -n` on
+/// node 1 finds the XFS clean.
+fn stopped_and_clean(
+    c: &mut Cluster,
+    nodes: std::ops::RangeInclusive<usize>,
+    dev: &str,
+) -> Result<()> {
+    for n in nodes {
+        let left = c.node(n).must("pgrep -c -x mxfsd || true")?;
+        ensure!(
+            left.trim() == "0",
+            "node{n}: mxfsd still running after umount"
+        );
+    }
+    c.node(1)
+        .must(&format!("xfs_repair -n {dev}"))
+        .context("xfs_repair -n after the last unmount")?;
     Ok(())
 }
 
@@ -675,16 +670,7 @@ fn hand_over_steps(c: &mut Cluster) -> Result<()> {
         "node2's umount (at the same time as node1's) exited {}",
         rc.trim()
     );
-    for n in [1, 2] {
-        let left = c.node(n).must("pgrep -c -x mxfsd || true")?;
-        ensure!(
-            left.trim() == "0",
-            "node{n}: mxfsd still running after umount"
-        );
-    }
-    c.node(1)
-        .must(&format!("xfs_repair -n {dev}"))
-        .context("xfs_repair -n after the hand-overs")?;
+    stopped_and_clean(c, 1..=2, &dev)?;
     say("node1 took it back the same way; then both unmounted at once: no mxfsd left, xfs_repair -n clean");
     Ok(())
 }
@@ -820,16 +806,7 @@ pub fn three_nodes(c: &mut Cluster) -> Result<()> {
             .sh(&format!("umount {MNT}"), std::time::Duration::from_secs(60));
     }
     r?;
-    for n in 1..=3 {
-        let left = c.node(n).must("pgrep -c -x mxfsd || true")?;
-        ensure!(
-            left.trim() == "0",
-            "node{n}: mxfsd still running after umount"
-        );
-    }
-    c.node(1)
-        .must(&format!("xfs_repair -n {dev}"))
-        .context("xfs_repair -n after three nodes")?;
+    stopped_and_clean(c, 1..=3, &dev)?;
     say("three nodes unmounted: no mxfsd left, xfs_repair -n clean");
     Ok(())
 }

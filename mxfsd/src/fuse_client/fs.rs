@@ -62,6 +62,16 @@ fn reply_entry(reply: ReplyEntry, r: Result<(fuser::FileAttr, Generation), Errno
     }
 }
 
+fn lock_spec(owner: LockOwner, start: u64, end: u64, typ: i32, pid: u32) -> LockSpec {
+    LockSpec {
+        lock_owner: owner.0,
+        start,
+        end,
+        typ,
+        pid,
+    }
+}
+
 fn reply_empty(reply: ReplyEmpty, r: Result<(), Errno>) {
     match r {
         Ok(()) => reply.ok(),
@@ -451,13 +461,7 @@ impl<F: Forward> Filesystem for Client<F> {
         pid: u32,
         reply: ReplyLock,
     ) {
-        let lock = LockSpec {
-            lock_owner: lock_owner.0,
-            start,
-            end,
-            typ,
-            pid,
-        };
+        let lock = lock_spec(lock_owner, start, end, typ, pid);
         match self.getlk(&self.creds_of(req), fh.0, lock) {
             Ok(l) => reply.locked(l.start, l.end, l.typ, l.pid),
             Err(e) => reply.error(e),
@@ -477,13 +481,7 @@ impl<F: Forward> Filesystem for Client<F> {
         sleep: bool,
         reply: ReplyEmpty,
     ) {
-        let lock = LockSpec {
-            lock_owner: lock_owner.0,
-            start,
-            end,
-            typ,
-            pid,
-        };
+        let lock = lock_spec(lock_owner, start, end, typ, pid);
         match self.setlk(&self.creds_of(req), fh.0, lock, sleep) {
             SetLk::Done(r) => reply_empty(reply, r),
             SetLk::Wait(waiter) => {
