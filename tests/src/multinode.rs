@@ -753,6 +753,7 @@ pub fn three_nodes(c: &mut Cluster) -> Result<()> {
 
         // the owner goes first: one client takes over, the other follows
         let owner = roles.iter().position(|r| r == "s \"owner\"").unwrap_or(0) + 1;
+        let old_id = prop(c, owner, &object, "NodeId")?;
         c.node(owner).must(&format!("umount {MNT}"))?;
         mounted.retain(|n| *n != owner);
         let rest = mounted.clone();
@@ -778,6 +779,14 @@ pub fn three_nodes(c: &mut Cluster) -> Result<()> {
         ensure!(
             roles.iter().filter(|r| *r == "s \"owner\"").count() == 1,
             "after the hand-over: {roles:?}"
+        );
+        // the one that says owner names itself, and the old owner is gone
+        let new_owner = rest[roles.iter().position(|r| r == "s \"owner\"").unwrap_or(0)];
+        let new_id = prop(c, new_owner, &object, "NodeId")?;
+        ensure!(
+            owners[0] == new_id && owners[0] != old_id,
+            "after the hand-over both follow {}, the new owner node{new_owner} is {new_id}, the old one was {old_id}",
+            owners[0]
         );
         for n in &rest {
             let all = c
