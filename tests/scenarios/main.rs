@@ -144,7 +144,18 @@ fn main() {
                         });
                         r.step(SINGLE_STEPS[9], || single::pjdfstest_matches_xfs(c.node(1)));
                         r.step(SINGLE_STEPS[10], || {
-                            single::bench(c.node(1), BENCH_FILES, BENCH_ROUNDS).map(|_| ())
+                            // The other nodes stand still meanwhile: their
+                            // emulated CPUs would take host time from node
+                            // 1's rounds, unevenly.
+                            let others = 2..=c.len();
+                            for n in others.clone() {
+                                c.node(n).pause()?;
+                            }
+                            let figures = single::bench(c.node(1), BENCH_FILES, BENCH_ROUNDS);
+                            for n in others {
+                                c.node(n).resume()?;
+                            }
+                            figures.map(|_| ())
                         });
                         // The other nodes' DKMS builds run meanwhile, after
                         // the benchmark (they would slow it down).
