@@ -279,7 +279,9 @@ impl NodeFence {
     /// then unregister.  A key already gone (this node was fenced) is not
     /// registered again.
     pub fn leave(&self) {
-        let Some(dev) = &self.dev else { return };
+        if self.dev.is_none() {
+            return;
+        }
         if let Some(Ok(false)) = self.still_registered() {
             warn!(
                 "key 0x{:016x} was already removed from the device (fenced?)",
@@ -287,9 +289,7 @@ impl NodeFence {
             );
             return;
         }
-        if let Err(e) = dev.release(self.key) {
-            warn!("releasing the reservation: {e}");
-        }
+        self.release();
         self.unregister();
         info!(key = %format!("0x{:016x}", self.key), "unregistered from the device");
     }

@@ -38,16 +38,9 @@ fn concurrent_renames(c: &mut Cluster) -> Result<()> {
             "cd {MNT} && for i in $(seq 1 100); do mv from{n}/own$i into/node{n}.$i && mv from{n}/both$i into/both.$i || exit 1; done"
         )
     };
-    c.node(1).must(&format!(
-        "rm -f /tmp/mv.done; ({} ; echo $? > /tmp/mv.done) > /dev/null 2>&1 &",
-        script(1)
-    ))?;
+    start_background(c, 1, "renames", &script(1))?;
     c.node(2).must(&script(2))?;
-    wait_for_file(c, 1, "/tmp/mv.done", 300)?;
-    ensure!(
-        c.node(1).must("cat /tmp/mv.done")?.trim() == "0",
-        "node1's renames failed"
-    );
+    finish_background(c, 1, "renames", 300)?;
     // sources left, entries, whole one-line files, and a digest of
     // every name with its content
     let tree = format!(
@@ -245,14 +238,9 @@ pub fn client_conformance(c: &mut Cluster, fsx_ops: u32) -> Result<()> {
                 "for i in $(seq 1 500); do printf 'node{n} record %05d %047d\\n' $i 0 >> {MNT}/log; done"
             )
         };
-        c.node(1).must(&format!(
-            "rm -f /tmp/append.done; ({}; touch /tmp/append.done) > /dev/null 2>&1 & echo started",
-            append(1)
-        ))?;
+        start_background(c, 1, "append", &append(1))?;
         c.node(2).must(&append(2))?;
-        c.node(1).must(
-            "for i in $(seq 1 120); do [ -e /tmp/append.done ] && exit 0; sleep 1; done; exit 1",
-        )?;
+        finish_background(c, 1, "append", 120)?;
         let summary = c.node(2).must(&format!(
             "wc -l < {MNT}/log; grep -c '^node1 record [0-9]\\{{5\\}} 0\\{{47\\}}$' {MNT}/log; \
              grep -c '^node2 record [0-9]\\{{5\\}} 0\\{{47\\}}$' {MNT}/log"
@@ -352,6 +340,31 @@ fn stopped_and_clean(
     Ok(())
 }
 
+/// Runs `script` in the background on node `n` (while another node
+/// runs its part); [`finish_background`] waits for it.  Its output goes
+/// to `/tmp/{tag}.out`, its exit status to `/tmp/{tag}.rc`.
+fn start_background(c: &mut Cluster, n: usize, tag: &str, script: &str) -> Result<()> {
+    c.node(n)
+        .must(&format!(
+            "rm -f /tmp/{tag}.rc; ( ( {script} ) > /tmp/{tag}.out 2>&1; echo $? > /tmp/{tag}.rc ) > /dev/null 2>&1 &"
+        ))
+        .map(|_| ())
+}
+
+/// Waits up to `secs` for the job [`start_background`] started; it must
+/// have exited 0.  Returns its output.
+fn finish_background(c: &mut Cluster, n: usize, tag: &str, secs: u32) -> Result<String> {
+    wait_for_file(c, n, &format!("/tmp/{tag}.rc"), secs)?;
+    let rc = c.node(n).must(&format!("cat /tmp/{tag}.rc"))?;
+    let out = c.node(n).must(&format!("cat /tmp/{tag}.out"))?;
+    ensure!(
+        rc.trim() == "0",
+        "node{n}'s {tag} exited {}:\n{out}",
+        rc.trim()
+    );
+    Ok(out)
+}
+
 /// Waits up to `secs` on node `n` for `path` to exist.
 fn wait_for_file(c: &mut Cluster, n: usize, path: &str, secs: u32) -> Result<()> {
     c.node(n)
@@ -417,17 +430,12 @@ pub fn locks_across_nodes(c: &mut Cluster) -> Result<()> {
             let f = format!("{MNT}/counter.{kind}");
             let run = format!("{tool} --lock-counter {f} {kind} {PROCS} {EACH}");
             let start = std::time::Instant::now();
-            c.node(1).must(&format!(
-                "rm -f /tmp/counter.done; ({run} > /tmp/counter.out 2>&1; touch /tmp/counter.done) &"
-            ))?;
+            start_background(c, 1, "counter", &run)?;
             let out2 = c
                 .node(2)
                 .sh(&format!("{run} 2>&1"), std::time::Duration::from_secs(600))?;
             ensure!(out2.ok(), "node2's counter: {}", out2.stdout);
-            c.node(1).must(
-                "for i in $(seq 1 600); do [ -e /tmp/counter.done ] && exit 0; sleep 1; done; exit 1",
-            )?;
-            let out1 = c.node(1).must("cat /tmp/counter.out")?;
+            let out1 = finish_background(c, 1, "counter", 600)?;
             ensure!(out1.contains("counter done"), "node1's counter: {out1}");
             let total = (2 * PROCS * EACH).to_string();
             for n in [1, 2] {
@@ -659,17 +667,10 @@ fn hand_over_steps(c: &mut Cluster) -> Result<()> {
 
     // 4: both unmount at once
     c.node(2).must(&format!("mount -t mxfs {dev2} {MNT}"))?;
-    c.node(2).must(&format!(
-        "rm -f /tmp/umount.done; (umount {MNT}; echo $? > /tmp/umount.done) > /dev/null 2>&1 &"
-    ))?;
+    start_background(c, 2, "umount", &format!("umount {MNT}"))?;
     c.node(1).must(&format!("umount {MNT}"))?;
-    wait_for_file(c, 2, "/tmp/umount.done", 120)?;
-    let rc = c.node(2).must("cat /tmp/umount.done")?;
-    ensure!(
-        rc.trim() == "0",
-        "node2's umount (at the same time as node1's) exited {}",
-        rc.trim()
-    );
+    finish_background(c, 2, "umount", 120)
+        .context("node2's umount, at the same time as node1's")?;
     stopped_and_clean(c, 1..=2, &dev)?;
     say("node1 took it back the same way; then both unmounted at once: no mxfsd left, xfs_repair -n clean");
     Ok(())
@@ -729,15 +730,15 @@ pub fn three_nodes(c: &mut Cluster) -> Result<()> {
         // three appenders and three lockers at once
         let tool = format!("{}/mxfs-opcheck", crate::rootfs::GUEST_ARTIFACTS);
         for n in 1..=3 {
-            c.node(n).must(&format!(
-                "rm -f /tmp/three.done; ((for i in $(seq 1 200); do printf 'node{n} record %05d %047d\\n' $i 0 >> {MNT}/log3; done; \
-                  {tool} --lock-counter {MNT}/counter3 flock 1 100) > /tmp/three.out 2>&1; echo $? > /tmp/three.done) > /dev/null 2>&1 &"
-            ))?;
+            let script = format!(
+                "for i in $(seq 1 200); do printf 'node{n} record %05d %047d\\n' $i 0 >> {MNT}/log3; done; \
+                 {tool} --lock-counter {MNT}/counter3 flock 1 100"
+            );
+            start_background(c, n, "three", &script)?;
         }
         for n in 1..=3 {
-            wait_for_file(c, n, "/tmp/three.done", 600)?;
-            let rc = c.node(n).must("cat /tmp/three.done /tmp/three.out")?;
-            ensure!(rc.starts_with("0\n"), "node{n}'s appends and counter: {rc}");
+            finish_background(c, n, "three", 600)
+                .with_context(|| format!("node{n}'s appends and counter"))?;
         }
         let summary = c.node(2).must(&format!(
             "wc -l < {MNT}/log3; for n in 1 2 3; do grep -c \"^node$n record [0-9]\\{{5\\}} 0\\{{47\\}}$\" {MNT}/log3; done; cat {MNT}/counter3"

@@ -613,6 +613,13 @@ impl Runtime {
         false
     }
 
+    /// Client: the owner said it is leaving (or not the owner): nothing
+    /// more goes to it until the probe says who owns.
+    fn owner_gone(&mut self) {
+        self.owner_leaving = true;
+        self.start_probe(true);
+    }
+
     /// Client: the owner is gone or going; ask who owns now until someone
     /// does.  `news`: say so in the log (not when asking again).
     fn start_probe(&mut self, news: bool) {
@@ -836,8 +843,7 @@ impl Runtime {
                 }
                 if r.errno == OWNER_LEAVING && r.request_id == NOTICE_ID {
                     info!("cluster: the owner says it is leaving");
-                    self.owner_leaving = true;
-                    self.start_probe(true);
+                    self.owner_gone();
                     return;
                 }
                 let Some(p) = self.pending.remove(&r.request_id) else {
@@ -849,13 +855,12 @@ impl Runtime {
                 };
                 if r.errno == OWNER_LEAVING {
                     // not run: it goes to the next owner
-                    self.owner_leaving = true;
                     self.waiting.push_front(Outgoing {
                         req: p.req,
                         reply: p.reply,
                         deadline: p.deadline,
                     });
-                    self.start_probe(true);
+                    self.owner_gone();
                     return;
                 }
                 let reply = FileReply::from_file_op_reply(&r).unwrap_or_else(|e| {

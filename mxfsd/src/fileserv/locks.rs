@@ -57,9 +57,17 @@ pub struct ClientLocks {
     inner: Mutex<Inner>,
 }
 
-fn inode_of(fd: BorrowedFd<'_>) -> SysResult<(u32, u32, u64)> {
-    let st = sys::statx(fd)?;
-    Ok((st.stx_dev_major, st.stx_dev_minor, st.stx_ino))
+impl LockKey {
+    /// `owner`'s key of `client` on the inode `file` is open on.
+    fn of(client: u64, flock: bool, owner: u64, file: BorrowedFd<'_>) -> SysResult<LockKey> {
+        let st = sys::statx(file)?;
+        Ok(LockKey {
+            client,
+            flock,
+            owner,
+            inode: (st.stx_dev_major, st.stx_dev_minor, st.stx_ino),
+        })
+    }
 }
 
 /// The struct flock of a FUSE range (`end` inclusive, [`LOCK_EOF`] for
@@ -161,12 +169,7 @@ impl ClientLocks {
         if flock && (lock.start != 0 || lock.end < LOCK_EOF) {
             return Err(libc::EINVAL);
         }
-        let key = LockKey {
-            client,
-            flock,
-            owner: lock.lock_owner,
-            inode: inode_of(file)?,
-        };
+        let key = LockKey::of(client, flock, lock.lock_owner, file)?;
         let mut inner = self.inner();
         if lock.typ == libc::F_UNLCK {
             let whole = lock.start == 0 && lock.end >= LOCK_EOF;
@@ -221,12 +224,7 @@ impl ClientLocks {
         if lock.typ == libc::F_UNLCK {
             return Err(libc::EINVAL);
         }
-        let key = LockKey {
-            client,
-            flock: false,
-            owner: lock.lock_owner,
-            inode: inode_of(file)?,
-        };
+        let key = LockKey::of(client, false, lock.lock_owner, file)?;
         let inner = self.inner();
         let temporary;
         let fd = match inner.held.get(&key) {
@@ -268,12 +266,7 @@ impl ClientLocks {
     /// A close on the client (FUSE FLUSH): POSIX drops every fcntl lock
     /// that `owner` holds on the file.
     pub fn flush(&self, client: u64, file: BorrowedFd<'_>, owner: u64) -> SysResult<()> {
-        let key = LockKey {
-            client,
-            flock: false,
-            owner,
-            inode: inode_of(file)?,
-        };
+        let key = LockKey::of(client, false, owner, file)?;
         self.inner().forget(&key);
         Ok(())
     }
