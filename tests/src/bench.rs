@@ -56,28 +56,16 @@ enum Metric {
     Iops,
 }
 
-/// One job's command, given the time a slow node (a client under TCG)
-/// needs.
-fn run(node: &mut Node, script: &str) -> Result<String> {
-    let out = node.sh(script, std::time::Duration::from_secs(900))?;
-    anyhow::ensure!(
-        out.ok(),
-        "{}: `{script}` exited {}:\n{}{}",
-        node.name(),
-        out.code,
-        out.stdout,
-        out.stderr
-    );
-    Ok(out.stdout)
-}
+/// How long one job may take on a slow node (a client under TCG).
+const JOB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(900);
 
 fn fio(node: &mut Node, dir: &str, rw: &str, bs: &str, extra: &str, metric: Metric) -> Result<f64> {
-    let out = run(
-        node,
+    let out = node.must_within(
         &format!(
             "fio --name=bench --directory={dir} --filename=bench.dat --rw={rw} --bs={bs} {extra} \
              --direct=1 --ioengine=psync --output-format=json"
         ),
+        JOB_TIMEOUT,
     )?;
     let v: serde_json::Value =
         serde_json::from_str(&out).with_context(|| format!("fio JSON: {out}"))?;
@@ -97,9 +85,9 @@ fn fio(node: &mut Node, dir: &str, rw: &str, bs: &str, extra: &str, metric: Metr
 }
 
 fn meta_bench(node: &mut Node, dir: &str, files: usize) -> Result<[f64; 3]> {
-    let out = run(
-        node,
+    let out = node.must_within(
         &format!("{GUEST_ARTIFACTS}/mxfs-opcheck --meta-bench {dir}/meta {files}"),
+        JOB_TIMEOUT,
     )?;
     let mut r = [0.0; 3];
     for (i, key) in ["create=", "stat=", "unlink="].iter().enumerate() {

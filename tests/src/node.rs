@@ -291,7 +291,12 @@ impl Node {
 
     /// Runs a shell script that must succeed; returns its stdout.
     pub fn must(&mut self, script: &str) -> Result<String> {
-        let out = self.sh(script, Duration::from_secs(120))?;
+        self.must_within(script, Duration::from_secs(120))
+    }
+
+    /// [`Node::must`] for a script that may take longer than its 120 s.
+    pub fn must_within(&mut self, script: &str, timeout: Duration) -> Result<String> {
+        let out = self.sh(script, timeout)?;
         if !out.ok() {
             bail!(
                 "{}: `{script}` exited {}:\n{}{}",
