@@ -11,41 +11,17 @@
 //! - `--lock-test FILE`: F_GETLK for a write lock of bytes 0..32; prints
 //!   `unlocked`, or `locked TYPE START LEN` of the first conflicting lock.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
+
+use super::{chk, Fd};
+use anyhow::{anyhow, Result};
 
 /// The counter's bytes, and the fcntl lock's range.
 const WIDTH: usize = 32;
 
-fn err(what: &str) -> String {
-    format!("{what}: {}", std::io::Error::last_os_error())
-}
-
-struct Fd(i32);
-
-impl Drop for Fd {
-    fn drop(&mut self) {
-        // SAFETY: our own fd.
-        unsafe { libc::close(self.0) };
-    }
-}
-
-fn open(path: &Path) -> Result<Fd, String> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
-    // SAFETY: valid C string.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC,
-            0o644,
-        )
-    };
-    if fd < 0 {
-        return Err(err("open"));
-    }
-    Ok(Fd(fd))
+fn open(path: &Path) -> Result<Fd> {
+    Fd::open(path, libc::O_RDWR | libc::O_CREAT, 0o644)
 }
 
 #[derive(Clone, Copy)]
@@ -73,7 +49,7 @@ fn range(typ: i32) -> libc::flock {
 }
 
 /// Lock (exclusive) or unlock; `wait` blocks for the lock.
-fn lock(fd: &Fd, kind: Kind, on: bool, wait: bool) -> Result<(), String> {
+fn lock(fd: &Fd, kind: Kind, on: bool, wait: bool) -> Result<()> {
     let r = match kind {
         Kind::Flock => {
             let op = if on { libc::LOCK_EX } else { libc::LOCK_UN };
@@ -88,41 +64,38 @@ fn lock(fd: &Fd, kind: Kind, on: bool, wait: bool) -> Result<(), String> {
             unsafe { libc::fcntl(fd.0, cmd, &mut fl) }
         }
     };
-    if r < 0 {
-        return Err(err(if on { "lock" } else { "unlock" }));
-    }
-    Ok(())
+    chk(r, if on { "lock" } else { "unlock" }).map(|_| ())
 }
 
-fn bump(fd: &Fd) -> Result<(), String> {
+fn bump(fd: &Fd) -> Result<()> {
     let mut buf = [0u8; WIDTH];
     // SAFETY: buf is valid for WIDTH bytes.
-    let n = unsafe { libc::pread(fd.0, buf.as_mut_ptr().cast(), WIDTH, 0) };
-    if n < 0 {
-        return Err(err("pread"));
-    }
-    let text = std::str::from_utf8(&buf[..n as usize]).map_err(|e| e.to_string())?;
+    let n = chk(
+        unsafe { libc::pread(fd.0, buf.as_mut_ptr().cast(), WIDTH, 0) },
+        "pread",
+    )?;
+    let text = std::str::from_utf8(&buf[..n as usize])?;
     let value: u64 = match text.trim() {
         "" => 0,
-        t => t.parse().map_err(|_| format!("counter holds {t:?}"))?,
+        t => t.parse().map_err(|_| anyhow!("counter holds {t:?}"))?,
     };
     let out = format!("{:<width$}", value + 1, width = WIDTH - 1) + "\n";
     // SAFETY: out is valid for WIDTH bytes.
-    let w = unsafe { libc::pwrite(fd.0, out.as_ptr().cast(), WIDTH, 0) };
+    let w = chk(
+        unsafe { libc::pwrite(fd.0, out.as_ptr().cast(), WIDTH, 0) },
+        "pwrite",
+    )?;
     if w != WIDTH as isize {
-        return Err(err("pwrite"));
+        return Err(anyhow!("pwrite wrote {w} of {WIDTH} bytes"));
     }
     Ok(())
 }
 
-fn counter(path: &Path, kind: Kind, procs: usize, n: usize) -> Result<(), String> {
+fn counter(path: &Path, kind: Kind, procs: usize, n: usize) -> Result<()> {
     let mut children = Vec::new();
     for _ in 0..procs {
         // SAFETY: the child only makes syscalls and exits.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(err("fork"));
-        }
+        let pid = chk(unsafe { libc::fork() }, "fork")?;
         if pid == 0 {
             // its own open file: flock locks belong to open files
             let code = match open(path).and_then(|fd| {
@@ -135,7 +108,7 @@ fn counter(path: &Path, kind: Kind, procs: usize, n: usize) -> Result<(), String
             }) {
                 Ok(()) => 0,
                 Err(e) => {
-                    eprintln!("mxfs-opcheck --lock-counter: {e}");
+                    eprintln!("mxfs-opcheck --lock-counter: {e:#}");
                     1
                 }
             };
@@ -155,31 +128,32 @@ fn counter(path: &Path, kind: Kind, procs: usize, n: usize) -> Result<(), String
         }
     }
     if failed > 0 {
-        return Err(format!("{failed} of {procs} processes failed"));
+        return Err(anyhow!("{failed} of {procs} processes failed"));
     }
     println!("counter done {} increments", n * procs);
     Ok(())
 }
 
-fn hold(path: &Path, kind: Kind, secs: u64) -> Result<(), String> {
+fn hold(path: &Path, kind: Kind, secs: u64) -> Result<()> {
     let fd = open(path)?;
     lock(&fd, kind, true, false)?;
     let mut held = path.as_os_str().to_owned();
     held.push(".held");
-    std::fs::write(&held, b"").map_err(|e| e.to_string())?;
+    std::fs::write(&held, b"")?;
     std::thread::sleep(Duration::from_secs(secs));
     lock(&fd, kind, false, false)?;
     println!("held and released");
     Ok(())
 }
 
-fn test(path: &Path) -> Result<(), String> {
+fn test(path: &Path) -> Result<()> {
     let fd = open(path)?;
     let mut fl = range(libc::F_WRLCK);
     // SAFETY: valid struct flock.
-    if unsafe { libc::fcntl(fd.0, libc::F_GETLK, &mut fl) } < 0 {
-        return Err(err("F_GETLK"));
-    }
+    chk(
+        unsafe { libc::fcntl(fd.0, libc::F_GETLK, &mut fl) },
+        "F_GETLK",
+    )?;
     match i32::from(fl.l_type) {
         libc::F_UNLCK => println!("unlocked"),
         t => println!(
@@ -209,7 +183,7 @@ pub fn cli(sub: &str, args: &[String]) -> i32 {
     match r {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("mxfs-opcheck {sub}: {e}");
+            eprintln!("mxfs-opcheck {sub}: {e:#}");
             1
         }
     }
