@@ -46,6 +46,11 @@ pub struct VolumeStatus {
     pub lock_requests: u64,
     /// Metric: grants by latency, (bucket upper bound in µs, count).
     pub lock_grant_latency: Vec<(u64, u64)>,
+    /// The last recovery this node ran (fence, purge, take-over, with
+    /// durations); empty if none.
+    pub last_recovery: String,
+    /// Metric: (node id, ms since its disk heartbeat last moved).
+    pub heartbeat_age: Vec<(u64, u64)>,
 }
 
 /// The parts of the status that the cluster runtime changes.
@@ -58,6 +63,8 @@ pub struct ClusterView {
     pub forwarded_requests: u64,
     pub lock_requests: u64,
     pub lock_grant_latency: Vec<(u64, u64)>,
+    pub last_recovery: String,
+    pub heartbeat_age: Vec<(u64, u64)>,
 }
 
 struct VolumeObject {
@@ -123,6 +130,16 @@ impl VolumeObject {
     fn lock_grant_latency(&self) -> Vec<(u64, u64)> {
         self.status.lock_grant_latency.clone()
     }
+    /// The last recovery this node ran, with each step's duration.
+    #[zbus(property)]
+    fn last_recovery(&self) -> String {
+        self.status.last_recovery.clone()
+    }
+    /// (node id, ms): how long ago each node's disk heartbeat last moved.
+    #[zbus(property)]
+    fn heartbeat_age(&self) -> Vec<(u64, u64)> {
+        self.status.heartbeat_age.clone()
+    }
 
     /// A node became a member (its peer link is up).
     #[zbus(signal)]
@@ -175,6 +192,8 @@ impl Bus {
             obj.status.forwarded_requests = view.forwarded_requests;
             obj.status.lock_requests = view.lock_requests;
             obj.status.lock_grant_latency = view.lock_grant_latency.clone();
+            obj.status.last_recovery = view.last_recovery.clone();
+            obj.status.heartbeat_age = view.heartbeat_age.clone();
             for n in view.members.iter().filter(|n| !old.members.contains(n)) {
                 VolumeObject::member_joined(e, *n).await?;
             }
@@ -200,6 +219,12 @@ impl Bus {
             }
             if old.lock_grant_latency != view.lock_grant_latency {
                 obj.lock_grant_latency_changed(e).await?;
+            }
+            if old.last_recovery != view.last_recovery {
+                obj.last_recovery_changed(e).await?;
+            }
+            if old.heartbeat_age != view.heartbeat_age {
+                obj.heartbeat_age_changed(e).await?;
             }
             Ok::<(), zbus::Error>(())
         }

@@ -57,6 +57,19 @@ pub enum FenceError {
     ForeignReservation { dev: PathBuf, key: u64, pr_type: u8 },
     #[error("persistent reservation on {0}: {1}")]
     Pr(PathBuf, PrError),
+    #[error("fence=none: this node has no reservation key to fence others with")]
+    Disabled,
+}
+
+/// What preempting another node's key did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preempted {
+    /// Its key is gone now; `was_holder`: it held the reservation (it was
+    /// the owner), which this node now holds.
+    Done { was_holder: bool },
+    /// It was not registered (it left cleanly, or someone fenced it
+    /// first): nothing to do.
+    NotRegistered,
 }
 
 /// How often a mounted node checks that its key is still registered:
@@ -263,6 +276,57 @@ impl NodeFence {
                 }
             }
         }
+    }
+
+    /// Fence `victim`: PREEMPT AND ABORT its key (plain PREEMPT where the
+    /// device lacks the abort), so that the device rejects its writes
+    /// and drops the ones it has queued.  A preempt that fails but whose
+    /// key is gone afterwards (another survivor, or our own earlier try)
+    /// counts as done.  When the victim held the reservation, this node
+    /// holds it afterwards (the preempt moves it; where a device only
+    /// drops it, this node reserves).
+    pub fn preempt(&self, victim: u64) -> Result<Preempted, FenceError> {
+        let Some(dev) = &self.dev else {
+            return Err(FenceError::Disabled);
+        };
+        let pr = |e| FenceError::Pr(self.path.clone(), e);
+        if dev.route() == Route::Scsi && !dev.read_keys().map_err(pr)?.keys.contains(&victim) {
+            return Ok(Preempted::NotRegistered);
+        }
+        let was_holder = match dev.route() {
+            Route::Scsi => {
+                dev.read_reservation().map_err(pr)?.holder.map(|h| h.key) == Some(victim)
+            }
+            Route::LinuxPr => false,
+        };
+        let r = match dev.preempt(self.key, victim, true) {
+            Err(PrError::Unsupported(why)) => {
+                info!("PREEMPT AND ABORT not supported ({why}); plain PREEMPT");
+                dev.preempt(self.key, victim, false)
+            }
+            other => other,
+        };
+        if let Err(e) = r {
+            let gone = dev.route() == Route::Scsi
+                && dev.read_keys().is_ok_and(|k| !k.keys.contains(&victim));
+            if !gone {
+                return Err(pr(e));
+            }
+            info!(victim = %format!("0x{victim:016x}"), "the preempt failed ({e}) but the key is gone: done");
+        }
+        if was_holder {
+            match dev.read_reservation().map_err(pr)?.holder {
+                Some(h) if h.key == self.key => {}
+                Some(h) => {
+                    info!(holder = %format!("0x{:016x}", h.key), "after the preempt another node holds the reservation")
+                }
+                None => match dev.reserve(self.key) {
+                    Ok(()) | Err(PrError::Conflict) => {}
+                    Err(e) => return Err(pr(e)),
+                },
+            }
+        }
+        Ok(Preempted::Done { was_holder })
     }
 
     /// Give the reservation back, staying registered (a take-over that

@@ -24,6 +24,7 @@ mod cluster;
 mod dbus;
 #[allow(dead_code)]
 mod discovery;
+mod disk_liveness;
 #[allow(dead_code, unused_imports)]
 mod dlm;
 mod fence;
@@ -41,6 +42,7 @@ mod metrics;
 mod netlink;
 #[allow(dead_code)]
 mod peer;
+mod recovery;
 mod supervision;
 #[cfg(test)]
 mod test_support;
@@ -98,6 +100,10 @@ struct Args {
     /// fence=none, for devices without PR).
     #[arg(long, value_enum, default_value = "scsi")]
     fence: FenceMode,
+    /// Seconds a member may be silent on the network and on disk before
+    /// it is declared dead and fenced (mount option dead_interval=).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(3..=300))]
+    dead_interval: u64,
 }
 
 fn parse_volume_uuid(s: &str) -> Result<Uuid, String> {
@@ -177,9 +183,20 @@ struct Running {
     fuse: Option<fuse_client::FuseMount>,
     cluster: Option<cluster::Cluster>,
     owner: Option<join::OwnerParts>,
+    /// Stopped apart, after the node's key is unregistered: until then
+    /// it must go on beating, or the others would judge it dead.
+    disk: Option<disk_liveness::DiskLiveness>,
 }
 
 impl Running {
+    /// Stop the disk heartbeat; `clear`: the node left (its slot is
+    /// emptied).
+    fn stop_heartbeat(&mut self, clear: bool) {
+        if let Some(d) = self.disk.take() {
+            d.stop(clear);
+        }
+    }
+
     fn stop(&mut self, rt: &tokio::runtime::Handle) {
         if let Some(mut f) = self.fuse.take() {
             if let Err(e) = f.unmount() {
@@ -218,11 +235,33 @@ fn start_cluster(
     node_uuid: Uuid,
     plan: join::Plan,
     succession: Option<std::sync::Arc<dyn cluster::Succession>>,
+    fence: &std::sync::Arc<NodeFence>,
     rt: &tokio::runtime::Handle,
     running: &mut Running,
 ) -> anyhow::Result<()> {
     let mut cfg = cluster::Config::new(node_uuid, args.uuid, hostname(), plan.secret, plan.role);
     cfg.succession = succession;
+    cfg.dead_interval = std::time::Duration::from_secs(args.dead_interval);
+    // Liveness: this node beats on disk and watches everyone's beats; it
+    // fences whom the runtime judges dead.
+    if let Some(id) = mxfs_core::identity::node_id(&node_uuid) {
+        let disk = disk_liveness::DiskLiveness::start(
+            args.device.clone(),
+            identity::NodeIdentity {
+                uuid: node_uuid,
+                id,
+            },
+            plan.role.epoch(),
+            cfg.dead_interval,
+        )
+        .context("starting the disk heartbeat")?;
+        cfg.disk = Some(disk.view());
+        running.disk = Some(disk);
+        cfg.fencer = Some(std::sync::Arc::new(recovery::Recovery {
+            fence: fence.clone(),
+            device: args.device.clone(),
+        }));
+    }
     // One count for the node: its FUSE server's requests (client) and
     // the ones it serves (owner, and after a take-over).
     let lock_metrics = cfg.lock_metrics.clone();
@@ -364,7 +403,8 @@ fn serve(
                 })),
                 cluster::Role::Owner { .. } => None,
             };
-            start_cluster(args, node_uuid, plan, succession, &rt, &mut running).map(|()| role)
+            start_cluster(args, node_uuid, plan, succession, &fence, &rt, &mut running)
+                .map(|()| role)
         }
     };
     let role = match started {
@@ -378,6 +418,7 @@ fn serve(
             if !reattach {
                 fence.leave();
             }
+            running.stop_heartbeat(true);
             return Err(Stop::GaveUp(e.context("joining the volume")));
         }
     };
@@ -397,6 +438,7 @@ fn serve(
         if !reattach {
             fence.leave();
         }
+        running.stop_heartbeat(true);
         supervision::finished(&args.uuid);
         return Err(Stop::GaveUp(anyhow::Error::new(e).context("DAEMON_READY")));
     }
@@ -439,6 +481,8 @@ fn serve(
             .iter()
             .map(|b| (*b, 0))
             .collect(),
+        last_recovery: String::new(),
+        heartbeat_age: Vec::new(),
     })));
     if let Some(c) = &running.cluster {
         let _ = events.send(Event::Cluster(c.handle()));
@@ -515,6 +559,7 @@ fn serve(
                         fence.leave();
                     }
                 }
+                running.stop_heartbeat(true);
                 supervision::finished(&args.uuid);
                 if let Err(e) = ch.daemon_exited(&session, 0, "shutdown requested") {
                     // the module also notices our socket closing
@@ -574,6 +619,8 @@ async fn run(args: Args, node_id: u64, node_uuid: Uuid) -> Result<(), Stop> {
                         forwarded_requests: st.forwarded,
                         lock_requests: st.lock_requests,
                         lock_grant_latency: st.lock_grant_latency,
+                        last_recovery: st.last_recovery,
+                        heartbeat_age: st.heartbeat_age,
                     })
                     .await;
                 }
@@ -621,7 +668,15 @@ fn main() -> ExitCode {
 
     // Paths that the unit's environment file cannot carry run on directly.
     let unit_env = supervision::should_hand_over()
-        .then(|| supervision::env_contents(&args.device, &args.mountpoint, args.token, args.fence))
+        .then(|| {
+            supervision::env_contents(
+                &args.device,
+                &args.mountpoint,
+                args.token,
+                args.fence,
+                args.dead_interval,
+            )
+        })
         .flatten();
     if let Some(env) = unit_env {
         match supervision::hand_over(&args.uuid, &env) {

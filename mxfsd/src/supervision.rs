@@ -71,6 +71,7 @@ pub fn env_contents(
     mountpoint: &str,
     token: u64,
     fence: FenceMode,
+    dead_interval: u64,
 ) -> Option<String> {
     let device = device.to_str()?;
     let plain = |s: &str| !s.contains(['\'', '\\', '\n']);
@@ -78,7 +79,7 @@ pub fn env_contents(
         return None;
     }
     Some(format!(
-        "MXFSD_DEVICE='{device}'\nMXFSD_MOUNTPOINT='{mountpoint}'\nMXFSD_TOKEN={token:016x}\nMXFSD_FENCE={}\n",
+        "MXFSD_DEVICE='{device}'\nMXFSD_MOUNTPOINT='{mountpoint}'\nMXFSD_TOKEN={token:016x}\nMXFSD_FENCE={}\nMXFSD_DEAD_INTERVAL={dead_interval}\n",
         fence.as_str()
     ))
 }
@@ -187,16 +188,21 @@ mod tests {
             "/mnt/my share",
             0xab,
             FenceMode::Scsi,
+            6,
         );
         assert_eq!(
             e.as_deref(),
-            Some("MXFSD_DEVICE='/dev/sdb'\nMXFSD_MOUNTPOINT='/mnt/my share'\nMXFSD_TOKEN=00000000000000ab\nMXFSD_FENCE=scsi\n")
+            Some("MXFSD_DEVICE='/dev/sdb'\nMXFSD_MOUNTPOINT='/mnt/my share'\nMXFSD_TOKEN=00000000000000ab\nMXFSD_FENCE=scsi\nMXFSD_DEAD_INTERVAL=6\n")
         );
-        let e = env_contents(Path::new("/dev/x"), "", 1, FenceMode::None).unwrap();
-        assert!(e.contains("MXFSD_MOUNTPOINT=''\n") && e.contains("MXFSD_FENCE=none"));
+        let e = env_contents(Path::new("/dev/x"), "", 1, FenceMode::None, 9).unwrap();
+        assert!(
+            e.contains("MXFSD_MOUNTPOINT=''\n")
+                && e.contains("MXFSD_FENCE=none")
+                && e.contains("MXFSD_DEAD_INTERVAL=9\n")
+        );
         for bad in ["/a'b", "/a\\b", "/a\nb"] {
             assert_eq!(
-                env_contents(Path::new("/dev/x"), bad, 1, FenceMode::None),
+                env_contents(Path::new("/dev/x"), bad, 1, FenceMode::None, 6),
                 None,
                 "{bad:?}"
             );

@@ -18,9 +18,22 @@
 //!
 //! A client request waits for the owner's link (queued) and then for the
 //! reply, for at most [`Config::request_timeout`] in all, then fails with
-//! EIO.  Requests are not re-sent on a new link: a request that reached
-//! the owner and lost its reply would be run twice (failover with re-send
-//! is issue 5's work and needs request ids the owner remembers).
+//! EIO.  A request sent to an owner whose link is lost goes back to the
+//! queue and is sent again to the next owner: an application blocked in
+//! `write` or `fsync` when the owner dies sees its call finish.  The new
+//! owner cannot know whether the dead one ran it, so a request that is
+//! not idempotent (an exclusive create, an unlink, a rename) may answer
+//! as if run twice (EEXIST, ENOENT); reads, writes at an offset, fsync,
+//! getattr and setattr are the same run once or twice.
+//!
+//! Liveness and failover ([`liveness`]): every member pings its links
+//! every [`PING_INTERVAL`]; a link not heard from for the dead interval
+//! has lost its lease and is dropped.  With the disk heartbeats
+//! ([`DiskView`]) the runtime judges the silent members, and the lowest
+//! survivor fences the dead ones through its [`Fencer`].  An owner that
+//! is fenced loses the reservation to the fencer, which then takes the
+//! volume over like a hand-over's successor (its XFS mount replays the
+//! dead owner's log); the other clients follow.
 //!
 //! Hand-over: an owner told to shut down while it has clients first
 //! drains (requests it has started are answered; new ones get
@@ -30,10 +43,11 @@
 //! it follows the new owner, or takes the volume over itself and from
 //! then serves its own requests and everyone else's.
 
+pub mod liveness;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -68,6 +82,40 @@ pub const OWNER_LEAVING: i32 = libc::ERESTART;
 
 /// How often a client whose owner left asks who owns now.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How often every member pings its links (the network lease).
+pub const PING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The default dead interval (mount option `dead_interval=`): a member
+/// silent this long on the network and on disk is dead.
+pub const DEFAULT_DEAD_INTERVAL: Duration = Duration::from_secs(6);
+
+/// What the disk heartbeats show (see `disk_liveness.rs`).
+pub trait DiskView: Send + Sync + 'static {
+    /// Per node id with a heartbeat slot, how long the slot has not
+    /// changed; `None` when the disk cannot be read now.
+    fn ages(&self) -> Option<HashMap<u64, Duration>>;
+}
+
+/// How a member is fenced (see `recovery.rs`).  Blocking: called on a
+/// blocking thread.
+pub trait Fencer: Send + Sync + 'static {
+    fn fence(&self, victim: u64) -> FenceOutcome;
+}
+
+/// What fencing one member did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FenceOutcome {
+    /// Its key is preempted and its lock records cleared.
+    Fenced {
+        was_owner: bool,
+        preempt: Duration,
+        records: Duration,
+    },
+    /// It holds no key (it left cleanly, or was fenced already).
+    NotRegistered,
+    Failed(String),
+}
 
 /// Longest a leaving owner waits for the requests it has started.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -149,6 +197,12 @@ pub struct Config {
     /// Owner: where the lock requests it serves are counted (a client's
     /// FUSE server counts its own).
     pub lock_metrics: Arc<LockMetrics>,
+    /// A member silent this long on the network and on disk is dead.
+    pub dead_interval: Duration,
+    /// The disk heartbeats; None: nobody is ever judged dead.
+    pub disk: Option<Arc<dyn DiskView>>,
+    /// How this node fences a member it judged dead; None: it does not.
+    pub fencer: Option<Arc<dyn Fencer>>,
 }
 
 impl Config {
@@ -169,10 +223,15 @@ impl Config {
             listen: Ipv4Addr::UNSPECIFIED,
             first_port: FIRST_PORT,
             ports: PORTS,
-            request_timeout: Duration::from_secs(30),
+            // Long enough to ride out a failover (dead interval plus the
+            // take-over) with room to spare.
+            request_timeout: Duration::from_secs(90),
             client_grace: Duration::from_secs(10),
             succession: None,
             lock_metrics: Default::default(),
+            dead_interval: DEFAULT_DEAD_INTERVAL,
+            disk: None,
+            fencer: None,
         }
     }
 }
@@ -192,6 +251,10 @@ pub struct Status {
     /// ([`LockMetrics::grant_latency`]).
     pub lock_requests: u64,
     pub lock_grant_latency: Vec<(u64, u64)>,
+    /// The last recovery this node ran, one line; empty if none.
+    pub last_recovery: String,
+    /// (node id, ms since its disk heartbeat last moved), sorted.
+    pub heartbeat_age: Vec<(u64, u64)>,
 }
 
 struct Outgoing {
@@ -328,6 +391,8 @@ pub async fn start(cfg: Config, service: Option<Arc<FileService>>) -> anyhow::Re
             forwarded: 0,
             lock_requests: 0,
             lock_grant_latency: Vec::new(),
+            last_recovery: String::new(),
+            heartbeat_age: Vec::new(),
         }),
         timeout: cfg.request_timeout,
         lock_metrics: cfg.lock_metrics.clone(),
@@ -336,6 +401,7 @@ pub async fn start(cfg: Config, service: Option<Arc<FileService>>) -> anyhow::Re
     let (link_tx, link_rx) = mpsc::channel(1024);
     let (served_tx, served_rx) = mpsc::channel(1024);
     let (claim_tx, claim_rx) = mpsc::channel(4);
+    let (fenced_tx, fenced_rx) = mpsc::channel(16);
     let listener_task = tokio::spawn(listener.run(link_tx.clone(), stop_rx.clone()));
     info!(
         port,
@@ -368,6 +434,14 @@ pub async fn start(cfg: Config, service: Option<Arc<FileService>>) -> anyhow::Re
         served_tx,
         claim_tx,
         stop_rx,
+        dead_interval: cfg.dead_interval,
+        disk: cfg.disk,
+        fencer: cfg.fencer,
+        last_heard: HashMap::new(),
+        fencing: false,
+        fenced_tx,
+        takeover_after: None,
+        pings: 0,
     };
     let channels = Channels {
         disc_rx,
@@ -375,6 +449,7 @@ pub async fn start(cfg: Config, service: Option<Arc<FileService>>) -> anyhow::Re
         req_rx,
         served_rx,
         claim_rx,
+        fenced_rx,
     };
     let task = tokio::spawn(runtime.run(disc, channels, listener_task));
     Ok(Cluster {
@@ -485,6 +560,19 @@ struct Runtime {
     /// Client: what the probe found.
     claim_tx: mpsc::Sender<Claim>,
     stop_rx: watch::Receiver<bool>,
+    dead_interval: Duration,
+    disk: Option<Arc<dyn DiskView>>,
+    fencer: Option<Arc<dyn Fencer>>,
+    /// Every peer this node has had a link with, and when it last heard
+    /// from it (the network lease); a fenced peer is forgotten.
+    last_heard: HashMap<u64, Instant>,
+    /// A fence is running (one at a time).
+    fencing: bool,
+    fenced_tx: mpsc::Sender<(u64, FenceOutcome)>,
+    /// This node fenced the owner: when, and the summary that the
+    /// take-over's time completes.
+    takeover_after: Option<(Instant, String)>,
+    pings: u64,
 }
 
 /// What the runtime's loop listens to.
@@ -494,6 +582,7 @@ struct Channels {
     req_rx: mpsc::Receiver<Outgoing>,
     served_rx: mpsc::Receiver<Served>,
     claim_rx: mpsc::Receiver<Claim>,
+    fenced_rx: mpsc::Receiver<(u64, FenceOutcome)>,
 }
 
 impl Runtime {
@@ -504,6 +593,7 @@ impl Runtime {
         listener_task: JoinHandle<()>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut ping = tokio::time::interval(PING_INTERVAL);
         let mut stop_rx = self.stop_rx.clone();
         let mut stopping = false;
         loop {
@@ -531,12 +621,16 @@ impl Runtime {
                     }
                 }
                 Some(c) = ch.claim_rx.recv() => self.on_claim(c).await,
+                Some((victim, outcome)) = ch.fenced_rx.recv() => self.on_fenced(victim, outcome),
+                _ = ping.tick() => self.ping(),
                 _ = tick.tick() => {
                     let now = Instant::now();
                     if self.drained(now) {
                         break;
                     }
                     self.expire(now);
+                    self.expire_leases(now);
+                    self.judge(now);
                 }
             }
         }
@@ -704,6 +798,15 @@ impl Runtime {
                     let mut st = self.shared.status();
                     st.owner = self.node_id;
                     st.role = self.role;
+                    if let Some((fenced_at, summary)) = self.takeover_after.take() {
+                        let line =
+                            format!("{summary}, takeover {} ms", fenced_at.elapsed().as_millis());
+                        info!(
+                            epoch = t.epoch,
+                            "recovery step 4: this node owns the volume after the old owner's death ({line})"
+                        );
+                        st.last_recovery = line;
+                    }
                 }
                 // Requests sent to the old owner and never answered get
                 // their EIO at their deadline; the queued ones run here.
@@ -783,6 +886,7 @@ impl Runtime {
                     host = %peer.hostname,
                     "cluster: link up"
                 );
+                self.last_heard.insert(peer.node_id, Instant::now());
                 self.links.insert(peer.node_id, handle);
                 self.departed.remove(&peer.node_id);
                 self.publish();
@@ -798,18 +902,205 @@ impl Runtime {
                 }
             }
             LinkEvent::Down { node_id, reason } => {
+                if self.links.remove(&node_id).is_none() {
+                    // a link whose lease had expired, already dropped
+                    debug!(peer = %format!("{node_id:016x}"), "cluster: dropped link down: {reason}");
+                    return;
+                }
                 info!(peer = %format!("{node_id:016x}"), "cluster: link down: {reason}");
-                self.links.remove(&node_id);
-                if node_id == self.owner && matches!(self.role, Role::Client { .. }) {
+                self.link_lost(node_id);
+            }
+            LinkEvent::Message { node_id, message } => {
+                if !self.links.contains_key(&node_id) {
+                    // a link dropped for its lease, still delivering
+                    debug!(peer = %format!("{node_id:016x}"), "cluster: message on a dropped link, ignored");
+                    return;
+                }
+                self.last_heard.insert(node_id, Instant::now());
+                self.on_message(node_id, message);
+            }
+        }
+    }
+
+    /// A peer's link is gone (down, or its lease expired): a client
+    /// whose owner it was sends what it had in flight again to the next
+    /// owner; an owner gives a client's files and locks the grace.
+    fn link_lost(&mut self, node_id: u64) {
+        if node_id == self.owner && matches!(self.role, Role::Client { .. }) {
+            let mut ids: Vec<u64> = self.pending.keys().copied().collect();
+            ids.sort_unstable();
+            for id in ids.into_iter().rev() {
+                if let Some(p) = self.pending.remove(&id) {
+                    self.waiting.push_front(Outgoing {
+                        req: p.req,
+                        reply: p.reply,
+                        deadline: p.deadline,
+                    });
+                }
+            }
+            if !self.waiting.is_empty() {
+                info!(
+                    queued = self.waiting.len(),
+                    "cluster: requests in flight to the lost owner go to the next owner"
+                );
+            }
+            self.start_probe(true);
+        }
+        if self.service.is_some() {
+            self.departed
+                .insert(node_id, Instant::now() + self.client_grace);
+        }
+        self.publish();
+    }
+
+    /// Every member pings its links: the network lease.  Never waits on
+    /// a link (a paused peer's queue may be full).
+    fn ping(&mut self) {
+        self.pings += 1;
+        let m = Message::Heartbeat(crate::wire::Heartbeat {
+            node_id: self.node_id,
+            generation: 0,
+            counter: self.pings,
+            owner_epoch: self.role.epoch(),
+        });
+        for l in self.links.values() {
+            let _ = l.try_send(&m);
+        }
+    }
+
+    /// Drop the links of peers not heard from for the dead interval.
+    fn expire_leases(&mut self, now: Instant) {
+        let expired: Vec<u64> = self
+            .links
+            .keys()
+            .copied()
+            .filter(|n| {
+                self.last_heard
+                    .get(n)
+                    .is_none_or(|t| now.saturating_duration_since(*t) >= self.dead_interval)
+            })
+            .collect();
+        for node in expired {
+            warn!(
+                peer = %format!("{node:016x}"),
+                dead_interval_s = self.dead_interval.as_secs_f64(),
+                "cluster: nothing heard from this member for the dead interval: its lease expired"
+            );
+            if let Some(l) = self.links.remove(&node) {
+                tokio::spawn(async move { l.close("lease expired").await });
+            }
+            self.link_lost(node);
+        }
+    }
+
+    /// Judge the silent members; fence the dead ones if this node is the
+    /// one to (see [`liveness`]).
+    fn judge(&mut self, now: Instant) {
+        let Some(disk) = &self.disk else { return };
+        let ages = disk.ages();
+        {
+            let mut st = self.shared.status();
+            st.heartbeat_age = ages
+                .as_ref()
+                .map(|a| {
+                    let mut v: Vec<(u64, u64)> =
+                        a.iter().map(|(n, d)| (*n, d.as_millis() as u64)).collect();
+                    v.sort_unstable();
+                    v
+                })
+                .unwrap_or_default();
+        }
+        if self.fencing || self.fencer.is_none() {
+            return;
+        }
+        let reachable: BTreeSet<u64> = self.links.keys().copied().collect();
+        let silent: BTreeMap<u64, Duration> = self
+            .last_heard
+            .iter()
+            .filter(|(n, _)| !reachable.contains(n))
+            .map(|(n, t)| (*n, now.saturating_duration_since(*t)))
+            .collect();
+        if silent.is_empty() {
+            return;
+        }
+        let v = liveness::judge(&liveness::Inputs {
+            me: self.node_id,
+            reachable: &reachable,
+            silent: &silent,
+            disk: ages.as_ref(),
+            dead_interval: self.dead_interval,
+        });
+        if v.losing {
+            debug!(cut_off = ?v.cut_off, "cluster: on the smaller side of a split; the other side fences");
+        }
+        let Some(victim) = v.fence.first().copied() else {
+            return;
+        };
+        let Some(fencer) = self.fencer.clone() else {
+            return;
+        };
+        let dead = v.dead.contains(&victim);
+        warn!(
+            victim = %format!("{victim:016x}"),
+            silent_s = silent.get(&victim).map(|d| d.as_secs_f64()).unwrap_or_default(),
+            cause = if dead { "dead: silent on the network and on disk" } else { "cut off: the other side of a network split" },
+            "cluster: fencing a member"
+        );
+        self.fencing = true;
+        let tx = self.fenced_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let outcome = fencer.fence(victim);
+            let _ = tx.blocking_send((victim, outcome));
+        });
+    }
+
+    /// A fence ended: forget the victim, drop its files and locks (on
+    /// the owner), and if it owned the volume let the probe take over.
+    fn on_fenced(&mut self, victim: u64, outcome: FenceOutcome) {
+        self.fencing = false;
+        let who = format!("{victim:016x}");
+        match outcome {
+            FenceOutcome::Failed(e) => {
+                warn!(victim = %who, "cluster: fencing failed (will try again): {e}");
+            }
+            FenceOutcome::NotRegistered => {
+                info!(victim = %who, "cluster: member gone and not registered (it left): nothing to fence");
+                self.last_heard.remove(&victim);
+            }
+            FenceOutcome::Fenced {
+                was_owner,
+                preempt,
+                records,
+            } => {
+                self.last_heard.remove(&victim);
+                let summary = format!(
+                    "fenced {who}: preempt {} ms, records {} ms",
+                    preempt.as_millis(),
+                    records.as_millis()
+                );
+                if let Some(service) = self.service.clone() {
+                    // step 3: the victim's open files and locks, at once
+                    self.departed.remove(&victim);
+                    let who = who.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let t = Instant::now();
+                        let (files, lock_owners) = service.release_client(victim);
+                        info!(
+                            victim = %who,
+                            files,
+                            lock_owners,
+                            ms = t.elapsed().as_millis() as u64,
+                            "recovery step 3: its open files closed and its locks dropped"
+                        );
+                    });
+                }
+                if was_owner || victim == self.owner {
+                    info!(victim = %who, "recovery: the owner was fenced; this node takes the volume over");
+                    self.takeover_after = Some((Instant::now(), summary.clone()));
                     self.start_probe(true);
                 }
-                if self.service.is_some() {
-                    self.departed
-                        .insert(node_id, Instant::now() + self.client_grace);
-                }
-                self.publish();
+                self.shared.status().last_recovery = summary;
             }
-            LinkEvent::Message { node_id, message } => self.on_message(node_id, message),
         }
     }
 
@@ -869,6 +1160,8 @@ impl Runtime {
                 });
                 let _ = p.reply.send(reply);
             }
+            // the lease: hearing it was enough
+            Message::Heartbeat(_) => {}
             other => debug!(
                 peer = %format!("{from:016x}"),
                 kind = other.type_code(),

@@ -273,3 +273,138 @@ async fn a_departed_clients_files_and_locks_go_after_the_grace() {
     );
     owner.shutdown().await;
 }
+
+/// The disk as a test sets it: every node's heartbeat is this old.
+struct FixedDisk(Mutex<HashMap<u64, Duration>>);
+
+impl DiskView for FixedDisk {
+    fn ages(&self) -> Option<HashMap<u64, Duration>> {
+        Some(self.0.lock().unwrap().clone())
+    }
+}
+
+/// Records whom it fenced; says the victim owned the volume.
+struct RecordingFencer(Mutex<Vec<u64>>);
+
+impl Fencer for RecordingFencer {
+    fn fence(&self, victim: u64) -> FenceOutcome {
+        self.0.lock().unwrap().push(victim);
+        FenceOutcome::Fenced {
+            was_owner: true,
+            preempt: Duration::from_millis(1),
+            records: Duration::from_millis(1),
+        }
+    }
+}
+
+/// Follows the old owner until this node has fenced it, then takes over.
+struct TakeOverWhenFenced {
+    old_owner: u64,
+    fenced: Arc<RecordingFencer>,
+    dir: std::path::PathBuf,
+}
+
+impl Succession for TakeOverWhenFenced {
+    fn claim(&self) -> Claim {
+        if self.fenced.0.lock().unwrap().is_empty() {
+            return Claim::Follow(self.old_owner);
+        }
+        Claim::Owner(Takeover {
+            epoch: 2,
+            service: Arc::new(FileService::open(&self.dir).unwrap()),
+            hold: Box::new(()),
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_fences_its_dead_owner_once_takes_over_and_resends() {
+    let dir = TempDir::new("cluster-failover");
+    std::fs::write(dir.path("kept"), b"before the death").unwrap();
+    let service = Arc::new(FileService::open(&dir.0).unwrap());
+    let volume = Uuid::new_v4();
+    let secret = [0x45; 32];
+    let disc_port = 19000 + (std::process::id() % 1000) as u16;
+    let owner_uuid = node_uuid();
+    let owner_id = mxfs_core::identity::node_id(&owner_uuid).unwrap();
+    let owner = start(
+        config(
+            owner_uuid,
+            volume,
+            secret,
+            Role::Owner { epoch: 1 },
+            disc_port,
+        ),
+        Some(service),
+    )
+    .await
+    .unwrap();
+    let fencer = Arc::new(RecordingFencer(Mutex::new(Vec::new())));
+    // the owner's heartbeat has stopped on disk
+    let disk = Arc::new(FixedDisk(Mutex::new(HashMap::from([(
+        owner_id,
+        Duration::from_secs(60),
+    )]))));
+    let mut cfg = config(
+        node_uuid(),
+        volume,
+        secret,
+        Role::Client {
+            owner: owner_id,
+            epoch: 1,
+        },
+        disc_port,
+    );
+    cfg.dead_interval = Duration::from_secs(1);
+    cfg.request_timeout = Duration::from_secs(20);
+    cfg.disk = Some(disk);
+    cfg.fencer = Some(fencer.clone());
+    cfg.succession = Some(Arc::new(TakeOverWhenFenced {
+        old_owner: owner_id,
+        fenced: fencer.clone(),
+        dir: dir.0.clone(),
+    }));
+    let client = start(cfg, None).await.unwrap();
+    let ch = client.handle();
+    assert_eq!(wait_members(&ch, 2).await.len(), 2);
+    let call = |op| {
+        let ch = ch.clone();
+        async move {
+            ch.call(FileRequest {
+                creds: root_creds(),
+                op,
+            })
+            .await
+        }
+    };
+    let FileReply::Entry { handle: root, .. } = call(Op::Root).await else {
+        panic!("no root");
+    };
+    assert!(fencer.0.lock().unwrap().is_empty(), "fenced a live owner");
+
+    // the owner goes; a request made meanwhile waits for the next owner
+    owner.shutdown().await;
+    let r = call(Op::Lookup {
+        parent: root,
+        name: b"kept".to_vec(),
+    })
+    .await;
+    let FileReply::Entry { attr, .. } = r else {
+        panic!("lookup after the owner's death: {r:?}");
+    };
+    assert_eq!(attr.size, 16);
+    let st = ch.status();
+    assert_eq!(st.role, Role::Owner { epoch: 2 });
+    assert!(
+        st.last_recovery
+            .starts_with(&format!("fenced {owner_id:016x}: preempt "))
+            && st.last_recovery.contains("takeover"),
+        "last recovery: {:?}",
+        st.last_recovery
+    );
+    assert_eq!(st.heartbeat_age.len(), 1);
+    // fenced once, not at every tick
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(*fencer.0.lock().unwrap(), vec![owner_id]);
+    client.shutdown().await;
+}

@@ -77,6 +77,15 @@ impl LinkHandle {
             .map_err(|_| PeerError::Closed)
     }
 
+    /// Queue a message if there is room now; never waits (a ping must
+    /// not hold up its sender behind a peer that stopped reading).
+    pub fn try_send(&self, m: &Message) -> Result<(), PeerError> {
+        let frame = m.encode()?;
+        self.tx
+            .try_send(Outbound::Frame(frame))
+            .map_err(|_| PeerError::Closed)
+    }
+
     /// Close the link after what is queued, telling the peer why.
     pub async fn close(&self, reason: &str) {
         let _ = self.tx.send(Outbound::Close(reason.to_string())).await;
