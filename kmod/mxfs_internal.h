@@ -30,6 +30,16 @@
 
 #define MXFS_DEFAULT_DAEMON_TIMEOUT 30	/* seconds */
 
+/*
+ * dead_interval= mount option (seconds, passed to mxfsd as
+ * --dead-interval): how long a member may be silent, on the network and
+ * on its disk heartbeat, before the survivors declare it dead and fence
+ * it.  More than the 2 s disk heartbeat interval.
+ */
+#define MXFS_DEFAULT_DEAD_INTERVAL 6
+#define MXFS_MIN_DEAD_INTERVAL 3
+#define MXFS_MAX_DEAD_INTERVAL 300
+
 /* fence= mount option: how mxfsd fences this node (passed as --fence). */
 enum mxfs_fence_mode {
 	MXFS_FENCE_SCSI = 0,	/* SCSI-3 persistent reservations (default) */
@@ -94,6 +104,7 @@ struct mxfs_sb_info {
 	unsigned int daemon_timeout;	/* seconds */
 	char *mountpoint;		/* from the mountpoint= option */
 	int fence;			/* enum mxfs_fence_mode, fence= option */
+	unsigned int dead_interval;	/* seconds, dead_interval= option */
 	char *devpath;			/* canonical path of the device */
 	dev_t dev;
 	u8 uuid[MXFS_UUID_LEN];

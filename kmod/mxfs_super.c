@@ -7,8 +7,9 @@
  *      mxfs cannot stack (and say which);
  *   2. claim the volume UUID on this node (a second mount is refused);
  *   3. spawn mxfsd --device DEV --mountpoint DIR --uuid HEX --token T
- *      --fence scsi|none and wait (killable, daemon_timeout=SECONDS) for
- *      its DAEMON_READY (or a DAEMON_EXITED saying why it gave up);
+ *      --fence scsi|none --dead-interval SECONDS and wait (killable,
+ *      daemon_timeout=SECONDS) for its DAEMON_READY (or a DAEMON_EXITED
+ *      saying why it gave up);
  *   4. owner: mount XFS privately as the lower layer;
  *      client: take mxfsd's FUSE mount, named by DAEMON_READY's
  *      LOWER_PATH, as a private clone (mxfs_take_fuse_lower);
@@ -161,10 +162,11 @@ out:
 
 struct mxfs_spawn {
 	struct mxfs_volume *vol;	/* referenced */
-	char *argv[12];
+	char *argv[14];			/* 13 arguments and the NULL */
 	char path[sizeof(mxfs_daemon_path)];
 	char uuid[2 * MXFS_UUID_LEN + 1];
 	char token[17];
+	char dead_interval[11];		/* any u32 in decimal */
 	char *device;
 	char *mountpoint;
 };
@@ -225,6 +227,8 @@ static int mxfs_daemon_spawn(struct fs_context *fc, struct mxfs_sb_info *sbi)
 	path = strim(sp->path);
 	snprintf(sp->uuid, sizeof(sp->uuid), "%*phN", MXFS_UUID_LEN, sbi->uuid);
 	snprintf(sp->token, sizeof(sp->token), "%016llx", vol->token);
+	snprintf(sp->dead_interval, sizeof(sp->dead_interval), "%u",
+		 sbi->dead_interval);
 	sp->device = kstrdup(sbi->devpath, GFP_KERNEL);
 	/* The kernel does not know the mount point; mount.mxfs passes it. */
 	sp->mountpoint = kstrdup(sbi->mountpoint ? sbi->mountpoint : "",
@@ -244,7 +248,10 @@ static int mxfs_daemon_spawn(struct fs_context *fc, struct mxfs_sb_info *sbi)
 	sp->argv[8] = sp->token;
 	sp->argv[9] = "--fence";
 	sp->argv[10] = sbi->fence == MXFS_FENCE_NONE ? "none" : "scsi";
-	sp->argv[11] = NULL;
+	sp->argv[11] = "--dead-interval";
+	sp->argv[12] = sp->dead_interval;	/* always: the default too */
+	sp->argv[13] = NULL;
+	BUILD_BUG_ON(ARRAY_SIZE(sp->argv) != 14);	/* the NULL is the last */
 
 	info = call_usermodehelper_setup(path, sp->argv, mxfs_daemon_envp,
 					 GFP_KERNEL, mxfs_umh_init,
@@ -569,6 +576,8 @@ static int mxfs_show_options(struct seq_file *m, struct dentry *root)
 		seq_show_option(m, "mountpoint", sbi->mountpoint);
 	if (sbi->fence == MXFS_FENCE_NONE)
 		seq_puts(m, ",fence=none");
+	if (sbi->dead_interval != MXFS_DEFAULT_DEAD_INTERVAL)
+		seq_printf(m, ",dead_interval=%u", sbi->dead_interval);
 	return 0;
 }
 
@@ -703,6 +712,13 @@ static int mxfs_get_tree(struct fs_context *fc)
 	return 0;
 }
 
+/*
+ * Remount changes flags only.  daemon_timeout=, fence= and dead_interval=
+ * given on a remount are parsed (a bad value is refused) into the remount
+ * context's own mxfs_sb_info, which is then freed unused: the running
+ * mxfsd keeps what it was started with.  mount(8) may pass the volume's
+ * options again on a remount, so a changed value is ignored, not refused.
+ */
 static int mxfs_reconfigure(struct fs_context *fc)
 {
 	struct super_block *sb = fc->root->d_sb;
@@ -724,7 +740,7 @@ static int mxfs_reconfigure(struct fs_context *fc)
 	return 0;
 }
 
-enum { Opt_daemon_timeout, Opt_mountpoint, Opt_fence };
+enum { Opt_daemon_timeout, Opt_mountpoint, Opt_fence, Opt_dead_interval };
 
 static const struct constant_table mxfs_fence_modes[] = {
 	{ "scsi", MXFS_FENCE_SCSI },
@@ -736,6 +752,7 @@ static const struct fs_parameter_spec mxfs_param_specs[] = {
 	fsparam_u32("daemon_timeout", Opt_daemon_timeout),
 	fsparam_string("mountpoint", Opt_mountpoint),
 	fsparam_enum("fence", Opt_fence, mxfs_fence_modes),
+	fsparam_u32("dead_interval", Opt_dead_interval),
 	{}
 };
 
@@ -764,6 +781,14 @@ static int mxfs_parse_param(struct fs_context *fc, struct fs_parameter *param)
 	case Opt_fence:
 		sbi->fence = result.uint_32;
 		break;
+	case Opt_dead_interval:
+		if (result.uint_32 < MXFS_MIN_DEAD_INTERVAL ||
+		    result.uint_32 > MXFS_MAX_DEAD_INTERVAL)
+			return invalfc(fc, "dead_interval must be %d..%d seconds",
+				       MXFS_MIN_DEAD_INTERVAL,
+				       MXFS_MAX_DEAD_INTERVAL);
+		sbi->dead_interval = result.uint_32;
+		break;
 	}
 	return 0;
 }
@@ -789,6 +814,7 @@ static int mxfs_init_fs_context(struct fs_context *fc)
 	if (!sbi)
 		return -ENOMEM;
 	sbi->daemon_timeout = MXFS_DEFAULT_DAEMON_TIMEOUT;
+	sbi->dead_interval = MXFS_DEFAULT_DEAD_INTERVAL;
 	fc->s_fs_info = sbi;
 	fc->ops = &mxfs_context_ops;
 	return 0;

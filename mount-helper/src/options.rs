@@ -6,7 +6,9 @@
 //!   (1..3600), passed on in the mount data, normalised to decimal; and
 //!   `fence=scsi|none` (`none`: mount a device without SCSI-3 persistent
 //!   reservations; mount.mxfs then skips its PR check and the module tells
-//!   mxfsd not to fence), passed on only as `fence=none`.
+//!   mxfsd not to fence), passed on only as `fence=none`; and
+//!   `dead_interval=N` (3..300: how long a silent member lives before it is
+//!   declared dead and fenced), passed on normalised to decimal.
 //!   `mountpoint=` is the module's too, but mount.mxfs adds it from DIR:
 //!   a user-given one is an error.
 //! - **VFS flags**, translated to mount(2) flags.  Conflicting ones follow
@@ -28,6 +30,11 @@ use crate::error::Failure;
 /// (`MXFS_MAX_DAEMON_TIMEOUT` in kmod).
 pub const DAEMON_TIMEOUT_MIN: u32 = 1;
 pub const DAEMON_TIMEOUT_MAX: u32 = 3600;
+/// `dead_interval` bounds, as the module checks them
+/// (`MXFS_MIN_DEAD_INTERVAL`, `MXFS_MAX_DEAD_INTERVAL` in kmod): more than
+/// the 2 s disk heartbeat interval, at most five minutes.
+pub const DEAD_INTERVAL_MIN: u32 = 3;
+pub const DEAD_INTERVAL_MAX: u32 = 300;
 /// mount(2) copies at most one page of data; keep below it.
 pub const MAX_DATA_LEN: usize = 4095;
 
@@ -93,6 +100,8 @@ pub struct MountOptions {
     pub daemon_timeout: Option<u32>,
     /// `fence=none`: do not require SCSI-3 PR support.
     pub fence_none: bool,
+    /// `dead_interval=N`, if given (the module's default is 6).
+    pub dead_interval: Option<u32>,
     /// `remount`: change the flags of a mounted volume.
     pub remount: bool,
     /// A `mountpoint=` given on a remount (mount(8) may repeat the
@@ -111,21 +120,38 @@ fn split_opt(item: &str) -> (&str, Option<&str>) {
     }
 }
 
-fn parse_timeout(v: &str) -> Result<u32, Failure> {
+/// A whole number of seconds in `min..=max` (`daemon_timeout=`,
+/// `dead_interval=`), decimal digits only; `prev` is the value an earlier
+/// occurrence gave, which a different one contradicts.
+fn parse_seconds(
+    name: &str,
+    value: Option<&str>,
+    (min, max): (u32, u32),
+    prev: Option<u32>,
+) -> Result<u32, Failure> {
+    let Some(v) = value else {
+        return Err(Failure::usage(format!(
+            "{name} needs a value: {name}=SECONDS ({min}..{max})"
+        )));
+    };
     let bad = || {
         Failure::usage(format!(
-            "daemon_timeout={v}: must be a whole number of seconds, \
-             {DAEMON_TIMEOUT_MIN}..{DAEMON_TIMEOUT_MAX}"
+            "{name}={v}: must be a whole number of seconds, {min}..{max}"
         ))
     };
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
     let n: u32 = v.parse().map_err(|_| bad())?;
-    if !(DAEMON_TIMEOUT_MIN..=DAEMON_TIMEOUT_MAX).contains(&n) {
+    if !(min..=max).contains(&n) {
         return Err(bad());
     }
-    Ok(n)
+    match prev {
+        Some(p) if p != n => Err(Failure::usage(format!(
+            "{name} given twice with different values ({p} and {n}); keep one ({min}..{max})"
+        ))),
+        _ => Ok(n),
+    }
 }
 
 /// Parse and validate a comma-separated option string.  `sloppy` (`-s`)
@@ -151,22 +177,13 @@ pub fn parse_options(s: &str, sloppy: bool) -> Result<MountOptions, Failure> {
             continue;
         }
         match (name, value) {
-            ("daemon_timeout", Some(v)) => {
-                let n = parse_timeout(v)?;
-                match o.daemon_timeout {
-                    Some(prev) if prev != n => {
-                        return Err(Failure::usage(format!(
-                            "daemon_timeout given twice with different values ({prev} and {n}); keep one"
-                        )))
-                    }
-                    _ => o.daemon_timeout = Some(n),
-                }
+            ("daemon_timeout", _) => {
+                let range = (DAEMON_TIMEOUT_MIN, DAEMON_TIMEOUT_MAX);
+                o.daemon_timeout = Some(parse_seconds(name, value, range, o.daemon_timeout)?);
             }
-            ("daemon_timeout", None) => {
-                return Err(Failure::usage(format!(
-                    "daemon_timeout needs a value: daemon_timeout=SECONDS \
-                     ({DAEMON_TIMEOUT_MIN}..{DAEMON_TIMEOUT_MAX})"
-                )))
+            ("dead_interval", _) => {
+                let range = (DEAD_INTERVAL_MIN, DEAD_INTERVAL_MAX);
+                o.dead_interval = Some(parse_seconds(name, value, range, o.dead_interval)?);
             }
             ("fence", Some("none")) => o.fence_none = true,
             ("fence", Some("scsi")) => o.fence_none = false,
@@ -205,8 +222,8 @@ pub fn parse_options(s: &str, sloppy: bool) -> Result<MountOptions, Failure> {
 
 impl MountOptions {
     /// The data string for mount(2): the options the module accepts
-    /// (`daemon_timeout=N`, `fence=none`, then `mountpoint=DIR` unless
-    /// remounting).
+    /// (`daemon_timeout=N`, `fence=none` unless remounting,
+    /// `dead_interval=N`, then `mountpoint=DIR` unless remounting).
     pub fn kernel_data(&self, mountpoint: Option<&OsStr>) -> Result<Vec<u8>, Failure> {
         let mut parts: Vec<Vec<u8>> = Vec::new();
         if let Some(t) = self.daemon_timeout {
@@ -214,6 +231,9 @@ impl MountOptions {
         }
         if self.fence_none && mountpoint.is_some() {
             parts.push(b"fence=none".to_vec());
+        }
+        if let Some(d) = self.dead_interval {
+            parts.push(format!("dead_interval={d}").into_bytes());
         }
         if let Some(dir) = mountpoint {
             let b = dir.as_bytes();
@@ -378,6 +398,86 @@ mod tests {
     }
 
     #[test]
+    fn dead_interval() {
+        assert_eq!(ok("").dead_interval, None, "the module's default (6)");
+        assert_eq!(ok("dead_interval=3").dead_interval, Some(3));
+        assert_eq!(ok("dead_interval=6").dead_interval, Some(6));
+        assert_eq!(ok("dead_interval=300").dead_interval, Some(300));
+        // decimal, normalised
+        assert_eq!(ok("dead_interval=010").dead_interval, Some(10));
+        assert_eq!(ok("dead_interval=9,dead_interval=9").dead_interval, Some(9));
+        assert_eq!(
+            ok("dead_interval=9,dead_interval=09").dead_interval,
+            Some(9)
+        );
+        // independent of daemon_timeout
+        let o = ok("daemon_timeout=60,dead_interval=20");
+        assert_eq!((o.daemon_timeout, o.dead_interval), (Some(60), Some(20)));
+        // out of range: not above the 2 s heartbeat, or beyond five minutes
+        for bad in [
+            "dead_interval=0",
+            "dead_interval=1",
+            "dead_interval=2",
+            "dead_interval=301",
+            "dead_interval=3600",
+            "dead_interval=99999999999999999999",
+        ] {
+            let e = err(bad);
+            assert!(
+                e.msg.contains("dead_interval=") && e.msg.contains("3..300"),
+                "{bad}: {}",
+                e.msg
+            );
+            assert!(
+                e.msg.contains("whole number of seconds"),
+                "{bad}: {}",
+                e.msg
+            );
+        }
+        // not a number
+        for bad in [
+            "dead_interval=",
+            "dead_interval=-5",
+            "dead_interval=+5",
+            "dead_interval=0x10",
+            "dead_interval= 6",
+            "dead_interval=6s",
+            "dead_interval=6.5",
+            "dead_interval=six",
+        ] {
+            let e = err(bad);
+            assert!(
+                e.msg.contains("dead_interval=") && e.msg.contains("3..300"),
+                "{bad}: {}",
+                e.msg
+            );
+        }
+        // missing value
+        let e = err("dead_interval");
+        assert!(e.msg.contains("dead_interval needs a value"), "{}", e.msg);
+        assert!(e.msg.contains("3..300"), "{}", e.msg);
+        // two different values
+        let e = err("dead_interval=6,dead_interval=10");
+        assert!(e.msg.contains("dead_interval given twice"), "{}", e.msg);
+        assert!(
+            e.msg.contains("6 and 10") && e.msg.contains("3..300"),
+            "{}",
+            e.msg
+        );
+        // every message is one line
+        for bad in [
+            "dead_interval",
+            "dead_interval=2",
+            "dead_interval=6,dead_interval=7",
+        ] {
+            assert!(!err(bad).msg.contains('\n'), "{bad}");
+        }
+        // sloppy does not excuse a bad value of a known option
+        assert!(parse_options("dead_interval=2", true).is_err());
+        assert!(parse_options("dead_interval", true).is_err());
+    }
+
+    #[test]
     fn fence() {
         assert!(ok("fence=none").fence_none);
         assert!(ok("fence=none,fence=none").fence_none);
@@ -436,6 +536,24 @@ mod tests {
             b"mountpoint=/m"
         );
         assert_eq!(ok("remount").kernel_data(None).unwrap(), b"");
+        assert_eq!(
+            ok("dead_interval=012,ro")
+                .kernel_data(Some(OsStr::new("/m")))
+                .unwrap(),
+            b"dead_interval=12,mountpoint=/m"
+        );
+        assert_eq!(
+            ok("fence=none,dead_interval=30,daemon_timeout=5")
+                .kernel_data(Some(OsStr::new("/m")))
+                .unwrap(),
+            b"daemon_timeout=5,fence=none,dead_interval=30,mountpoint=/m"
+        );
+        // a remount passes it like daemon_timeout (the module checks it
+        // and keeps the running daemon's value)
+        assert_eq!(
+            ok("remount,ro,dead_interval=10").kernel_data(None).unwrap(),
+            b"dead_interval=10"
+        );
         let e = ok("")
             .kernel_data(Some(OsStr::new("/mnt/a,b")))
             .unwrap_err();

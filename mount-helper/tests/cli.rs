@@ -54,6 +54,20 @@ fn bad_option_values_exit_1() {
     let (code, err) = fails(&["/dev/x", "/tmp", "-o", "fence=sbd"]);
     assert_eq!(code, 1);
     assert!(err.contains("fence=none"), "{err}");
+    for bad in [
+        "dead_interval=2",
+        "dead_interval=301",
+        "dead_interval=abc",
+        "dead_interval",
+        "dead_interval=6,dead_interval=7",
+    ] {
+        let (code, err) = fails(&["/dev/x", "/tmp", "-o", bad]);
+        assert_eq!(code, 1, "{bad}");
+        assert!(
+            err.contains("dead_interval") && err.contains("3..300"),
+            "{bad}: {err}"
+        );
+    }
 }
 
 #[test]
