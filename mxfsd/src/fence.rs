@@ -329,6 +329,17 @@ impl NodeFence {
         Ok(Preempted::Done { was_holder })
     }
 
+    /// Whether this node holds the reservation now (SCSI only; false
+    /// where it cannot be read).
+    pub fn holds_reservation(&self) -> bool {
+        self.dev
+            .as_ref()
+            .filter(|d| d.route() == Route::Scsi)
+            .and_then(|d| d.read_reservation().ok())
+            .and_then(|r| r.holder)
+            .is_some_and(|h| h.key == self.key)
+    }
+
     /// Give the reservation back, staying registered (a take-over that
     /// failed).
     pub fn release(&self) {

@@ -367,11 +367,17 @@ fn serve(
     };
 
     let fence = std::sync::Arc::new(fence);
-    // Which part this node takes (join.rs).  fence=none and a re-attach
-    // run as the lone owner, without the cluster: without PR there is no
-    // arbiter of ownership, and a restarted daemon cannot bring back a
-    // client's FUSE server, whose connection died with it.
+    // Which part this node takes (join.rs).  fence=none runs as the lone
+    // owner, without the cluster: without PR there is no arbiter of
+    // ownership.  A re-attaching owner (it still holds the reservation)
+    // rejoins the cluster at its epoch, or its clients would soon judge
+    // it dead; any other re-attach runs alone, since a restarted daemon
+    // cannot bring back a client's FUSE server, whose connection died
+    // with it.
     let plan = match joined {
+        None if reattach && fence.holds_reservation() => {
+            Some(join::as_owner(&args.device, &args.uuid, node_id, true))
+        }
         None | Some(Joined::Unfenced) => None,
         Some(Joined::Reserved) => Some(join::as_owner(&args.device, &args.uuid, node_id, false)),
         // our own reservation, left by a daemon that was killed
