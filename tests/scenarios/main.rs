@@ -10,7 +10,8 @@ use mxfs_testbed::cluster::{self, Assets, Cluster, Options};
 use mxfs_testbed::kernel::{self, Series};
 use mxfs_testbed::scenario::Runner;
 use mxfs_testbed::{
-    checks, dbus, deb, fencing, host, kmod, multinode, packages, single, supervision, tools,
+    checks, dbus, deb, failover, fencing, host, kmod, multinode, packages, single, supervision,
+    tools,
 };
 use std::path::PathBuf;
 
@@ -57,6 +58,21 @@ const CLUSTER_STEPS: &[&str] = &[
     "cluster_client_benchmark_against_owner",
 ];
 
+/// Failover (issue 5): three nodes, one of them powered off, paused or
+/// cut off the network; run right after the cluster steps, on the same
+/// three nodes.
+const FAILOVER_STEPS: &[&str] = &[
+    "failover_owner_power_off",
+    "failover_paused_owner_is_fenced",
+    "failover_client_power_off",
+    "failover_network_partition",
+];
+
+/// The soak (`failover_soak_N_rounds`, after the failover steps) runs
+/// only when this is set to its number of rounds: `cargo xtask soak`
+/// and the long tier set 20.
+const SOAK_ROUNDS_VAR: &str = "MXFS_SOAK_ROUNDS";
+
 /// Benchmark: files per metadata round, and rounds (medians are
 /// reported).
 const BENCH_FILES: usize = 4000;
@@ -93,15 +109,27 @@ fn main() {
         }
         Ok(())
     });
+    let soak_rounds: Option<usize> = std::env::var(SOAK_ROUNDS_VAR)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0);
+    let soak_name = soak_rounds.map(|n| format!("failover_soak_{n}_rounds"));
+    // The steps that need nodes 2 and 3 with MXFS installed.
+    let three_node_steps: Vec<&str> = CLUSTER_STEPS
+        .iter()
+        .chain(FAILOVER_STEPS)
+        .copied()
+        .chain(soak_name.as_deref())
+        .collect();
     let all: Vec<&str> = TESTBED_STEPS
         .iter()
         .chain(SINGLE_STEPS)
-        .chain(CLUSTER_STEPS)
         .copied()
+        .chain(three_node_steps.iter().copied())
         .collect();
     if all.iter().any(|s| r.wants(s)) {
-        // A third node for the three-node step; it idles until then.
-        let cluster_wanted = CLUSTER_STEPS.iter().any(|s| r.wants(s));
+        // A third node for the three-node steps; it idles until then.
+        let cluster_wanted = three_node_steps.iter().any(|s| r.wants(s));
         let nodes = if cluster_wanted { 3 } else { 2 };
         let started = cluster::prepare(Series::V6_1).and_then(|assets| {
             let opts = Options {
@@ -122,7 +150,10 @@ fn main() {
                 r.step(TESTBED_STEPS[5], || checks::pause_resume(&mut c));
                 r.step(TESTBED_STEPS[6], || checks::power_cycle(&mut c));
                 match single::install(c.node(1)) {
-                    Err(e) => r.fail_all(SINGLE_STEPS, &e),
+                    Err(e) => {
+                        r.fail_all(SINGLE_STEPS, &e);
+                        r.fail_all(&three_node_steps, &e);
+                    }
                     Ok(_) => {
                         r.step(SINGLE_STEPS[0], || Ok(()));
                         r.step(SINGLE_STEPS[1], || single::mount_and_umount(c.node(1)));
@@ -179,7 +210,7 @@ fn main() {
                                 .and_then(|()| single::finish_install(c.node(2)))
                                 .and_then(|_| single::finish_install(c.node(3)));
                             match installed {
-                                Err(e) => r.fail_all(CLUSTER_STEPS, &e),
+                                Err(e) => r.fail_all(&three_node_steps, &e),
                                 Ok(_) => {
                                     r.step(CLUSTER_STEPS[0], || {
                                         multinode::two_nodes_share_files(&mut c)
@@ -203,6 +234,26 @@ fn main() {
                                         )
                                         .map(|_| ())
                                     });
+                                    // Failover: the cluster steps left
+                                    // every node unmounted; each of these
+                                    // mounts a fresh volume itself.
+                                    r.step(FAILOVER_STEPS[0], || {
+                                        failover::owner_power_off(&mut c).map(|_| ())
+                                    });
+                                    r.step(FAILOVER_STEPS[1], || {
+                                        failover::paused_owner_is_fenced(&mut c)
+                                    });
+                                    r.step(FAILOVER_STEPS[2], || {
+                                        failover::client_power_off(&mut c)
+                                    });
+                                    r.step(FAILOVER_STEPS[3], || {
+                                        failover::network_partition(&mut c)
+                                    });
+                                    if let (Some(name), Some(rounds)) = (&soak_name, soak_rounds) {
+                                        r.step(name, || {
+                                            failover::owner_failover_soak(&mut c, rounds)
+                                        });
+                                    }
                                 }
                             }
                         }

@@ -22,6 +22,7 @@
 //! - [`bench`]: the benchmark jobs (fio, metadata rates) and their table of ratios.
 //! - [`multinode`]: two nodes on one volume: sharing, client conformance, locks, client benchmark.
 //! - [`fencing`]: fencing checks that need a second node (self-fencing).
+//! - [`failover`]: three nodes, one dies, freezes or is cut off: fencing, take-over, rejoin, soak.
 //! - [`deb`]: the `mxfs` and `mxfs-dkms` Debian packages (dpkg-buildpackage, lintian).
 //! - [`packages`]: the installed packages: udev rules, removal.
 //! - [`supervision`]: mxfsd as a systemd unit: restart and re-attach.
@@ -35,6 +36,7 @@ pub mod checks;
 pub mod cluster;
 pub mod dbus;
 pub mod deb;
+pub mod failover;
 pub mod fencing;
 pub mod host;
 pub mod initramfs;

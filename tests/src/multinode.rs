@@ -10,7 +10,7 @@ use crate::single::{self, MNT};
 use anyhow::{ensure, Context, Result};
 
 /// A property of the volume's D-Bus object on node `n`.
-fn prop(c: &mut Cluster, n: usize, object: &str, name: &str) -> Result<String> {
+pub(crate) fn prop(c: &mut Cluster, n: usize, object: &str, name: &str) -> Result<String> {
     dbus::property(c.node(n), object, name)
 }
 
@@ -322,7 +322,7 @@ fn with_two_mounts(c: &mut Cluster, body: impl FnOnce(&mut Cluster) -> Result<()
 
 /// After the last unmount: no mxfsd on `nodes`, and `xfs_repair -n` on
 /// node 1 finds the XFS clean.
-fn stopped_and_clean(
+pub(crate) fn stopped_and_clean(
     c: &mut Cluster,
     nodes: std::ops::RangeInclusive<usize>,
     dev: &str,
@@ -343,7 +343,7 @@ fn stopped_and_clean(
 /// Runs `script` in the background on node `n` (while another node
 /// runs its part); [`finish_background`] waits for it.  Its output goes
 /// to `/tmp/{tag}.out`, its exit status to `/tmp/{tag}.rc`.
-fn start_background(c: &mut Cluster, n: usize, tag: &str, script: &str) -> Result<()> {
+pub(crate) fn start_background(c: &mut Cluster, n: usize, tag: &str, script: &str) -> Result<()> {
     c.node(n)
         .must(&format!(
             "rm -f /tmp/{tag}.rc; ( ( {script} ) > /tmp/{tag}.out 2>&1; echo $? > /tmp/{tag}.rc ) > /dev/null 2>&1 &"
@@ -353,7 +353,7 @@ fn start_background(c: &mut Cluster, n: usize, tag: &str, script: &str) -> Resul
 
 /// Waits up to `secs` for the job [`start_background`] started; it must
 /// have exited 0.  Returns its output.
-fn finish_background(c: &mut Cluster, n: usize, tag: &str, secs: u32) -> Result<String> {
+pub(crate) fn finish_background(c: &mut Cluster, n: usize, tag: &str, secs: u32) -> Result<String> {
     wait_for_file(c, n, &format!("/tmp/{tag}.rc"), secs)?;
     let rc = c.node(n).must(&format!("cat /tmp/{tag}.rc"))?;
     let out = c.node(n).must(&format!("cat /tmp/{tag}.out"))?;
@@ -366,7 +366,7 @@ fn finish_background(c: &mut Cluster, n: usize, tag: &str, secs: u32) -> Result<
 }
 
 /// Waits up to `secs` on node `n` for `path` to exist.
-fn wait_for_file(c: &mut Cluster, n: usize, path: &str, secs: u32) -> Result<()> {
+pub(crate) fn wait_for_file(c: &mut Cluster, n: usize, path: &str, secs: u32) -> Result<()> {
     c.node(n)
         .must(&format!(
             "for i in $(seq 1 {}); do [ -e {path} ] && exit 0; sleep 0.2; done; \

@@ -7,7 +7,10 @@
 //!   cluster scenarios).
 //! - `cargo xtask test --long`: the same with the long tier's sizes
 //!   (fsx 100,000 operations per run instead of 10,000, 60 s of fuzzing
-//!   per decoder).
+//!   per decoder) and the failover soak (20 owner failovers).
+//! - `cargo xtask soak [--rounds N]`: only the three-node failover
+//!   scenarios and the failover soak (N owner failovers under a write
+//!   load, 20 by default): boots three nodes, installs MXFS on each.
 //! - `cargo xtask setup [--kernel 6.1]`: only the set-up.
 //! - `cargo xtask run [--nodes N] -- SCRIPT`: boot a cluster with MXFS
 //!   installed on every node, run SCRIPT with `sh -c` on node 1, print
@@ -25,8 +28,12 @@ use mxfs_testbed::{checks, single};
 use std::process::Command;
 use std::time::Instant;
 
-const USAGE: &str =
-    "usage: cargo xtask <demo|test|setup|kmod|deb|run> [--nodes N] [--kernel 5.10|6.1|6.12|all] [--long]";
+const USAGE: &str = "usage: cargo xtask <demo|test|soak|setup|kmod|deb|run> [--nodes N] \
+     [--kernel 5.10|6.1|6.12|all] [--long] [--rounds N]";
+
+/// Owner failovers in the soak: `cargo xtask soak` (unless `--rounds`)
+/// and the long tier.
+const SOAK_ROUNDS: usize = 20;
 
 struct Args {
     cmd: String,
@@ -34,6 +41,7 @@ struct Args {
     series: Series,
     all_kernels: bool,
     long: bool,
+    rounds: usize,
     script: Option<String>,
 }
 
@@ -46,6 +54,7 @@ fn parse_args() -> Result<Args> {
         series: Series::V6_1,
         all_kernels: false,
         long: false,
+        rounds: SOAK_ROUNDS,
         script: None,
     };
     while let Some(a) = it.next() {
@@ -62,6 +71,13 @@ fn parse_args() -> Result<Args> {
                 s => args.series = Series::parse(s)?,
             },
             "--long" => args.long = true,
+            "--rounds" => {
+                args.rounds = it
+                    .next()
+                    .context("--rounds needs a number")?
+                    .parse()
+                    .context("--rounds")?
+            }
             "--" => args.script = Some(it.by_ref().collect::<Vec<_>>().join(" ")),
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -139,18 +155,24 @@ fn demo(args: &Args) -> Result<()> {
     Ok(())
 }
 
-fn test(args: &Args) -> Result<()> {
-    let t = Instant::now();
+/// Prepares the testbed and hands the scenario tests (a child process)
+/// the accelerator probe's answer rather than probing again.
+fn prepare_scenarios(args: &Args) -> Result<()> {
     let assets = cluster::prepare(args.series)?;
-    // The scenario tests run in a child process: hand them the probe's
-    // answer rather than probing again.
     let accel = match assets.accel {
         mxfs_testbed::accel::Accel::Kvm => "kvm",
         mxfs_testbed::accel::Accel::Tcg => "tcg",
     };
     std::env::set_var("MXFS_TB_ACCEL", accel);
+    Ok(())
+}
+
+fn test(args: &Args) -> Result<()> {
+    let t = Instant::now();
+    prepare_scenarios(args)?;
     if args.long {
         std::env::set_var("MXFS_FSX_OPS", "100000");
+        std::env::set_var("MXFS_SOAK_ROUNDS", SOAK_ROUNDS.to_string());
     }
     step("checking formatting", || {
         cargo(&["fmt", "--all", "--", "--check"])
@@ -204,6 +226,39 @@ fn test(args: &Args) -> Result<()> {
         "all tests passed in {:.0} s",
         t.elapsed().as_secs_f64()
     ));
+    Ok(())
+}
+
+/// The three-node failover scenarios and the soak, nothing else (the
+/// scenario runner boots three nodes and installs MXFS on each for
+/// them).
+fn soak(args: &Args) -> Result<()> {
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    let t = Instant::now();
+    prepare_scenarios(args)?;
+    std::env::set_var("MXFS_SOAK_ROUNDS", args.rounds.to_string());
+    build_artifacts()?;
+    step(
+        &format!(
+            "running the failover scenarios and a soak of {} owner failovers",
+            args.rounds
+        ),
+        || {
+            cargo(&[
+                "test",
+                "--release",
+                "-p",
+                "mxfs-testbed",
+                "--test",
+                "scenarios",
+                "--",
+                "failover_",
+            ])
+        },
+    )?;
+    say(format!("soak passed in {:.0} s", t.elapsed().as_secs_f64()));
     Ok(())
 }
 
@@ -277,6 +332,7 @@ fn main() {
         "deb" => build_debs(),
         "run" => run_script(&args),
         "test" => test(&args),
+        "soak" => soak(&args),
         other => Err(anyhow::anyhow!("unknown command {other:?}\n{USAGE}")),
     });
     if let Err(e) = r {
