@@ -163,13 +163,18 @@ impl<E: Into<anyhow::Error>> From<E> for Stop {
 
 /// What the netlink worker tells the async side (D-Bus).
 enum Event {
-    Ready(Box<dbus::VolumeStatus>),
+    /// The first status; the sender is told once the object is on the
+    /// bus (or could not be).
+    Ready(Box<dbus::VolumeStatus>, std::sync::mpsc::Sender<()>),
     Fenced(String),
     /// The cluster runtime runs: D-Bus follows its status.
     Cluster(cluster::ClusterHandle),
 }
 
 type Events = tokio::sync::mpsc::UnboundedSender<Event>;
+
+/// Longest the mount waits for the volume's D-Bus object.
+const DBUS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long a client waits for its link to the owner before the mount
 /// fails.
@@ -433,6 +438,44 @@ fn serve(
         cluster::Role::Owner { .. } => ("owner", node_id),
         cluster::Role::Client { owner, .. } => ("client", owner),
     };
+    let fenced_meanwhile = reattach && matches!(fence.still_registered(), Some(Ok(false)));
+    // The volume is on D-Bus before the mount returns (bounded: without
+    // a bus the daemon goes on, and says so).
+    let (shown_tx, shown_rx) = std::sync::mpsc::channel();
+    let _ = events.send(Event::Ready(
+        Box::new(dbus::VolumeStatus {
+            volume_uuid: args.uuid.hyphenated().to_string(),
+            device: args.device.display().to_string(),
+            mountpoint: args.mountpoint.clone(),
+            node_id,
+            role: role_name.to_string(),
+            owner_node,
+            epoch,
+            members: vec![node_id],
+            fencing_state: match args.fence {
+                FenceMode::Scsi => "registered",
+                FenceMode::None => "unfenced",
+            }
+            .to_string(),
+            fence_reason: String::new(),
+            pr_capability: fence.capability().to_string(),
+            forwarded_requests: 0,
+            lock_requests: 0,
+            lock_grant_latency: metrics::LATENCY_BUCKETS_US
+                .iter()
+                .map(|b| (*b, 0))
+                .collect(),
+            last_recovery: String::new(),
+            heartbeat_age: Vec::new(),
+        }),
+        shown_tx,
+    ));
+    if let Some(c) = &running.cluster {
+        let _ = events.send(Event::Cluster(c.handle()));
+    }
+    if shown_rx.recv_timeout(DBUS_WAIT).is_err() {
+        warn!("D-Bus: the volume object is not up yet; the mount goes on");
+    }
     let ready = match role {
         cluster::Role::Owner { .. } => ch.daemon_ready(&session, Role::Owner, epoch, node_id),
         cluster::Role::Client { .. } => {
@@ -464,35 +507,6 @@ fn serve(
         &args.uuid,
         &format!("{role_name}, epoch {epoch}, fence={}", args.fence.as_str()),
     );
-    let fenced_meanwhile = reattach && matches!(fence.still_registered(), Some(Ok(false)));
-    let _ = events.send(Event::Ready(Box::new(dbus::VolumeStatus {
-        volume_uuid: args.uuid.hyphenated().to_string(),
-        device: args.device.display().to_string(),
-        mountpoint: args.mountpoint.clone(),
-        node_id,
-        role: role_name.to_string(),
-        owner_node,
-        epoch,
-        members: vec![node_id],
-        fencing_state: match args.fence {
-            FenceMode::Scsi => "registered",
-            FenceMode::None => "unfenced",
-        }
-        .to_string(),
-        fence_reason: String::new(),
-        pr_capability: fence.capability().to_string(),
-        forwarded_requests: 0,
-        lock_requests: 0,
-        lock_grant_latency: metrics::LATENCY_BUCKETS_US
-            .iter()
-            .map(|b| (*b, 0))
-            .collect(),
-        last_recovery: String::new(),
-        heartbeat_age: Vec::new(),
-    })));
-    if let Some(c) = &running.cluster {
-        let _ = events.send(Event::Cluster(c.handle()));
-    }
     if fenced_meanwhile {
         let reason = format!(
             "key 0x{node_id:016x} was removed from {} while mxfsd was restarting (preempted)",
@@ -600,13 +614,16 @@ async fn run(args: Args, node_id: u64, node_uuid: Uuid) -> Result<(), Stop> {
             r = &mut worker => return r.context("netlink worker")?,
             ev = incoming.recv(), if events_open => match ev {
                 None => events_open = false,
-                Some(Event::Ready(status)) => match dbus::Bus::connect(&volume, *status).await {
-                    Ok(b) => {
-                        info!("D-Bus: serving {} at {}", dbus::bus_name(&volume), dbus::PATH);
-                        bus = Some(b);
+                Some(Event::Ready(status, shown)) => {
+                    match dbus::Bus::connect(&volume, *status).await {
+                        Ok(b) => {
+                            info!("D-Bus: serving {} at {}", dbus::bus_name(&volume), dbus::PATH);
+                            bus = Some(b);
+                        }
+                        Err(e) => warn!("D-Bus: not on the system bus ({e}); status is in the journal only"),
                     }
-                    Err(e) => warn!("D-Bus: not on the system bus ({e}); status is in the journal only"),
-                },
+                    let _ = shown.send(());
+                }
                 Some(Event::Fenced(reason)) => {
                     if let Some(b) = &bus {
                         b.fenced(&reason).await;
