@@ -440,7 +440,7 @@ pub async fn start(cfg: Config, service: Option<Arc<FileService>>) -> anyhow::Re
         last_heard: HashMap::new(),
         fencing: false,
         fenced_tx,
-        takeover_after: None,
+        recovery: None,
         pings: 0,
     };
     let channels = Channels {
@@ -499,6 +499,34 @@ struct Pending {
     req: FileRequest,
     reply: oneshot::Sender<FileReply>,
     deadline: Instant,
+}
+
+/// A recovery's steps as they end; the take-over may end before the
+/// purge does (the preempt already moved the reservation).
+struct RecoveryLine {
+    victim: u64,
+    victim_owned: bool,
+    started: Instant,
+    preempt: Option<Duration>,
+    records: Option<Duration>,
+    /// From the start of the fence to serving the volume.
+    takeover: Option<Duration>,
+}
+
+impl RecoveryLine {
+    fn render(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(d) = self.preempt {
+            parts.push(format!(" preempt {} ms", d.as_millis()));
+        }
+        if let Some(d) = self.records {
+            parts.push(format!(" records {} ms", d.as_millis()));
+        }
+        if let Some(d) = self.takeover {
+            parts.push(format!(" owner after {} ms", d.as_millis()));
+        }
+        format!("fenced {:016x}:{}", self.victim, parts.join(","))
+    }
 }
 
 /// The task that asks who owns now.  It is never aborted (a claim it
@@ -569,9 +597,8 @@ struct Runtime {
     /// A fence is running (one at a time).
     fencing: bool,
     fenced_tx: mpsc::Sender<(u64, FenceOutcome)>,
-    /// This node fenced the owner: when, and the summary that the
-    /// take-over's time completes.
-    takeover_after: Option<(Instant, String)>,
+    /// The recovery this node runs or ran last (D-Bus LastRecovery).
+    recovery: Option<RecoveryLine>,
     pings: u64,
 }
 
@@ -798,9 +825,13 @@ impl Runtime {
                     let mut st = self.shared.status();
                     st.owner = self.node_id;
                     st.role = self.role;
-                    if let Some((fenced_at, summary)) = self.takeover_after.take() {
-                        let line =
-                            format!("{summary}, takeover {} ms", fenced_at.elapsed().as_millis());
+                    if let Some(r) = self
+                        .recovery
+                        .as_mut()
+                        .filter(|r| r.victim_owned && r.takeover.is_none())
+                    {
+                        r.takeover = Some(r.started.elapsed());
+                        let line = r.render();
                         info!(
                             epoch = t.epoch,
                             "recovery step 4: this node owns the volume after the old owner's death ({line})"
@@ -1047,6 +1078,14 @@ impl Runtime {
             "cluster: fencing a member"
         );
         self.fencing = true;
+        self.recovery = Some(RecoveryLine {
+            victim,
+            victim_owned: victim == self.owner && matches!(self.role, Role::Client { .. }),
+            started: now,
+            preempt: None,
+            records: None,
+            takeover: None,
+        });
         let tx = self.fenced_tx.clone();
         tokio::task::spawn_blocking(move || {
             let outcome = fencer.fence(victim);
@@ -1073,11 +1112,19 @@ impl Runtime {
                 records,
             } => {
                 self.last_heard.remove(&victim);
-                let summary = format!(
-                    "fenced {who}: preempt {} ms, records {} ms",
-                    preempt.as_millis(),
-                    records.as_millis()
-                );
+                let summary = match self.recovery.as_mut().filter(|r| r.victim == victim) {
+                    Some(r) => {
+                        r.preempt = Some(preempt);
+                        r.records = Some(records);
+                        r.victim_owned |= was_owner;
+                        r.render()
+                    }
+                    None => format!(
+                        "fenced {who}: preempt {} ms, records {} ms",
+                        preempt.as_millis(),
+                        records.as_millis()
+                    ),
+                };
                 if let Some(service) = self.service.clone() {
                     // step 3: the victim's open files and locks, at once
                     self.departed.remove(&victim);
@@ -1094,9 +1141,8 @@ impl Runtime {
                         );
                     });
                 }
-                if was_owner || victim == self.owner {
+                if (was_owner || victim == self.owner) && !matches!(self.role, Role::Owner { .. }) {
                     info!(victim = %who, "recovery: the owner was fenced; this node takes the volume over");
-                    self.takeover_after = Some((Instant::now(), summary.clone()));
                     self.start_probe(true);
                 }
                 self.shared.status().last_recovery = summary;
