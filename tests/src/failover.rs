@@ -670,7 +670,9 @@ fn same_on(c: &mut Cluster, nodes: &[usize], file: &str) -> Result<()> {
 /// preempted owner may fail writes before its daemon reads the keys): a
 /// write on its mount fails with EIO, FencingState is "fenced" with a
 /// FenceReason, its kernel log (since the last `dmesg -C`) says
-/// "fenced", its mxfsd's journal since `cursor` speaks of the fence;
+/// "fenced", its mxfsd's journal since `cursor` shows the device
+/// refusing the node's own disk heartbeat with a reservation conflict
+/// (its writes to the LUN fail);
 /// and its own `sg_persist -k` no longer lists its key.
 fn fenced(
     c: &mut Cluster,
@@ -718,7 +720,7 @@ fn fenced(
         }
         if journal.is_none() {
             let j = c.node(n).must(&format!(
-                "journalctl --no-pager -q --after-cursor='{cursor}' SYSLOG_IDENTIFIER=mxfsd | grep -i fenc || true"
+                "journalctl --no-pager -q --after-cursor='{cursor}' SYSLOG_IDENTIFIER=mxfsd | grep -i 'reservation conflict' || true"
             ))?;
             if !j.trim().is_empty() {
                 journal = j.lines().last().map(str::to_string);

@@ -46,6 +46,14 @@ fn root_creds() -> Creds {
     }
 }
 
+async fn call_as_root(ch: &ClusterHandle, op: Op) -> FileReply {
+    ch.call(FileRequest {
+        creds: root_creds(),
+        op,
+    })
+    .await
+}
+
 async fn wait_members(h: &ClusterHandle, n: usize) -> Vec<u64> {
     for _ in 0..100 {
         let m = h.status().members;
@@ -210,16 +218,7 @@ async fn a_departed_clients_files_and_locks_go_after_the_grace() {
     .unwrap();
     let ch = client.handle();
     assert_eq!(wait_members(&ch, 2).await.len(), 2);
-    let call = |op| {
-        let ch = ch.clone();
-        async move {
-            ch.call(FileRequest {
-                creds: root_creds(),
-                op,
-            })
-            .await
-        }
-    };
+    let call = |op| call_as_root(&ch, op);
     let FileReply::Entry { handle: root, .. } = call(Op::Root).await else {
         panic!("no root");
     };
@@ -367,16 +366,7 @@ async fn a_client_fences_its_dead_owner_once_takes_over_and_resends() {
     let client = start(cfg, None).await.unwrap();
     let ch = client.handle();
     assert_eq!(wait_members(&ch, 2).await.len(), 2);
-    let call = |op| {
-        let ch = ch.clone();
-        async move {
-            ch.call(FileRequest {
-                creds: root_creds(),
-                op,
-            })
-            .await
-        }
-    };
+    let call = |op| call_as_root(&ch, op);
     let FileReply::Entry { handle: root, .. } = call(Op::Root).await else {
         panic!("no root");
     };

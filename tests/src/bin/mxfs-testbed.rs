@@ -212,16 +212,7 @@ fn test(args: &Args) -> Result<()> {
         ])
     })?;
     build_artifacts()?;
-    step("running cluster scenarios", || {
-        cargo(&[
-            "test",
-            "--release",
-            "-p",
-            "mxfs-testbed",
-            "--test",
-            "scenarios",
-        ])
-    })?;
+    step("running cluster scenarios", || run_scenarios(&[]))?;
     say(format!(
         "all tests passed in {:.0} s",
         t.elapsed().as_secs_f64()
@@ -232,6 +223,24 @@ fn test(args: &Args) -> Result<()> {
 /// The three-node failover scenarios and the soak, nothing else (the
 /// scenario runner boots three nodes and installs MXFS on each for
 /// them).
+/// The scenario tests, those whose names contain one of `filters` (all
+/// when empty).
+fn run_scenarios(filters: &[&str]) -> Result<()> {
+    let mut a = vec![
+        "test",
+        "--release",
+        "-p",
+        "mxfs-testbed",
+        "--test",
+        "scenarios",
+    ];
+    if !filters.is_empty() {
+        a.push("--");
+        a.extend_from_slice(filters);
+    }
+    cargo(&a)
+}
+
 fn soak(args: &Args) -> Result<()> {
     if args.rounds == 0 {
         bail!("--rounds must be at least 1");
@@ -245,18 +254,7 @@ fn soak(args: &Args) -> Result<()> {
             "running the failover scenarios and a soak of {} owner failovers",
             args.rounds
         ),
-        || {
-            cargo(&[
-                "test",
-                "--release",
-                "-p",
-                "mxfs-testbed",
-                "--test",
-                "scenarios",
-                "--",
-                "failover_",
-            ])
-        },
+        || run_scenarios(&["failover_"]),
     )?;
     say(format!("soak passed in {:.0} s", t.elapsed().as_secs_f64()));
     Ok(())
