@@ -487,13 +487,14 @@ impl FileService {
                 } else {
                     &data
                 };
-                // O_APPEND: write(2), which appends atomically under the
-                // inode lock; the client's offset means nothing then.
-                let n = if append {
-                    sys::write(f.fd.as_fd(), buf)?
-                } else {
-                    sys::pwrite(f.fd.as_fd(), buf, offset)?
-                };
+                // O_APPEND: at the fd's position, which appends
+                // atomically under the inode lock; the client's offset
+                // means nothing then.  Durable before the reply: should
+                // this owner die, the client's fsync goes to the next
+                // owner, which never had this write in its cache, so a
+                // write a client was told is done must already be on disk
+                // (the price: a client's writes are synchronous).
+                let n = sys::write_dsync(f.fd.as_fd(), buf, (!append).then_some(offset))?;
                 Ok(R::Written(n as u32))
             }
             Op::Flush { fh, lock_owner } => {
@@ -640,6 +641,8 @@ impl FileService {
                 let (f, _, _) = self.file(client, fh)?;
                 let _c = AsCaller::enter(creds)?;
                 sys::fallocate(f.fd.as_fd(), mode, offset, length)?;
+                // durable before the reply, as a write (above)
+                sys::fsync(f.fd.as_fd(), true)?;
                 Ok(R::Ok)
             }
             Op::Lseek { fh, offset, whence } => {
@@ -679,6 +682,7 @@ impl FileService {
                     len,
                     flags,
                 )?;
+                sys::fsync(fout.fd.as_fd(), true)?;
                 Ok(R::Written(n as u32))
             }
         }

@@ -325,17 +325,22 @@ pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> SysResult<usize
     cvt_size(unsafe { libc::pread64(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), offset) })
 }
 
-pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> SysResult<usize> {
-    let offset = i64::try_from(offset).map_err(|_| libc::EINVAL)?;
-    // SAFETY: buf is valid for buf.len() bytes.
-    cvt_size(unsafe { libc::pwrite64(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), offset) })
-}
-
-/// write(2) at the fd's position: for O_APPEND fds, where the kernel
-/// appends atomically under the inode lock.
-pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> SysResult<usize> {
-    // SAFETY: buf is valid for buf.len() bytes.
-    cvt_size(unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) })
+/// A write that is on stable storage when it returns (`RWF_DSYNC`: the
+/// data and what reading it back needs, such as a grown size), at
+/// `offset`, or at the fd's position (appending, for O_APPEND fds) when
+/// `offset` is None.
+pub fn write_dsync(fd: BorrowedFd<'_>, buf: &[u8], offset: Option<u64>) -> SysResult<usize> {
+    let offset = match offset {
+        Some(o) => i64::try_from(o).map_err(|_| libc::EINVAL)?,
+        None => -1,
+    };
+    let iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: one iovec describing buf, valid for buf.len() bytes, which
+    // the kernel only reads.
+    cvt_size(unsafe { libc::pwritev2(fd.as_raw_fd(), &iov, 1, offset, libc::RWF_DSYNC) })
 }
 
 pub fn fsync(fd: BorrowedFd<'_>, datasync: bool) -> SysResult<()> {
