@@ -1125,21 +1125,13 @@ impl Runtime {
                         records.as_millis()
                     ),
                 };
-                if let Some(service) = self.service.clone() {
+                if self.service.is_some() {
                     // step 3: the victim's open files and locks, at once
                     self.departed.remove(&victim);
-                    let who = who.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let t = Instant::now();
-                        let (files, lock_owners) = service.release_client(victim);
-                        info!(
-                            victim = %who,
-                            files,
-                            lock_owners,
-                            ms = t.elapsed().as_millis() as u64,
-                            "recovery step 3: its open files closed and its locks dropped"
-                        );
-                    });
+                    self.release_client(
+                        victim,
+                        "recovery step 3: its open files closed and its locks dropped".into(),
+                    );
                 }
                 if (was_owner || victim == self.owner) && !matches!(self.role, Role::Owner { .. }) {
                     info!(victim = %who, "recovery: the owner was fenced; this node takes the volume over");
@@ -1334,9 +1326,9 @@ impl Runtime {
     /// Owner: close what clients gone for longer than the grace had
     /// open, and drop their locks, so that other nodes can have them.
     fn release_departed(&mut self, now: Instant) {
-        let Some(service) = self.service.clone() else {
+        if self.service.is_none() {
             return;
-        };
+        }
         let gone: Vec<u64> = self
             .departed
             .iter()
@@ -1345,18 +1337,33 @@ impl Runtime {
             .collect();
         for node in gone {
             self.departed.remove(&node);
-            let service = service.clone();
-            let grace = self.client_grace.as_secs();
-            tokio::task::spawn_blocking(move || {
-                let (files, lock_owners) = service.release_client(node);
-                info!(
-                    peer = %format!("{node:016x}"),
-                    files,
-                    lock_owners,
-                    "cluster: member gone for {grace} s: its open files are closed and its locks dropped"
-                );
-            });
+            self.release_client(
+                node,
+                format!(
+                    "cluster: member gone for {} s: its open files are closed and its locks dropped",
+                    self.client_grace.as_secs()
+                ),
+            );
         }
+    }
+
+    /// Owner: close `node`'s open files and drop its locks, on a blocking
+    /// thread, and log `what` with the counts and the time it took.
+    fn release_client(&self, node: u64, what: String) {
+        let Some(service) = self.service.clone() else {
+            return;
+        };
+        tokio::task::spawn_blocking(move || {
+            let t = Instant::now();
+            let (files, lock_owners) = service.release_client(node);
+            info!(
+                peer = %format!("{node:016x}"),
+                files,
+                lock_owners,
+                ms = t.elapsed().as_millis() as u64,
+                "{what}"
+            );
+        });
     }
 
     fn expire(&mut self, now: Instant) {
