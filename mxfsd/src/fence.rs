@@ -329,15 +329,15 @@ impl NodeFence {
         Ok(Preempted::Done { was_holder })
     }
 
-    /// Whether this node holds the reservation now (SCSI only; false
-    /// where it cannot be read).
-    pub fn holds_reservation(&self) -> bool {
+    /// The key (node id) holding the reservation now (SCSI only; `None`
+    /// where there is none or it cannot be read).
+    pub fn reservation_holder(&self) -> Option<u64> {
         self.dev
             .as_ref()
             .filter(|d| d.route() == Route::Scsi)
             .and_then(|d| d.read_reservation().ok())
             .and_then(|r| r.holder)
-            .is_some_and(|h| h.key == self.key)
+            .map(|h| h.key)
     }
 
     /// Give the reservation back, staying registered (a take-over that

@@ -581,6 +581,12 @@ pub const TARGETS: &[Target] = &[
         exec: image_exec,
     },
     Target {
+        name: "client_keep",
+        max_len: 2048,
+        seeds: crate::fuse_client::keep::fuzz_seeds,
+        exec: crate::fuse_client::keep::fuzz_decode,
+    },
+    Target {
         name: "device_answers",
         max_len: 1024,
         seeds: device_seeds,
@@ -1864,6 +1870,7 @@ fuzz_tests!(
     fuzz_xfs_superblock,
     fuzz_xfs_image,
     fuzz_device_answers,
+    fuzz_client_keep,
 );
 
 /// Found by `fuzz_xfs_superblock`: 64 KiB blocks with a directory block

@@ -235,15 +235,28 @@ fn fuse_mountpoint(volume: &Uuid) -> PathBuf {
 
 /// Start the cluster runtime for `plan`; on a client, wait for the
 /// owner's link and mount the FUSE server.
+/// How this node joins the cluster: its part, who it follows when its
+/// owner leaves (a client), and the FUSE connection it takes over (a
+/// restarted client).
+struct Joining {
+    plan: join::Plan,
+    succession: Option<std::sync::Arc<dyn cluster::Succession>>,
+    resume: Option<fuse_client::Resume>,
+}
+
 fn start_cluster(
     args: &Args,
     node_uuid: Uuid,
-    plan: join::Plan,
-    succession: Option<std::sync::Arc<dyn cluster::Succession>>,
+    joining: Joining,
     fence: &std::sync::Arc<NodeFence>,
     rt: &tokio::runtime::Handle,
     running: &mut Running,
 ) -> anyhow::Result<()> {
+    let Joining {
+        plan,
+        succession,
+        resume,
+    } = joining;
     let mut cfg = cluster::Config::new(node_uuid, args.uuid, hostname(), plan.secret, plan.role);
     cfg.succession = succession;
     cfg.dead_interval = std::time::Duration::from_secs(args.dead_interval);
@@ -306,16 +319,23 @@ fn start_cluster(
     };
     let dir = fuse_mountpoint(&args.uuid);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let fuse = fuse_client::mount(
-        &dir,
-        root,
-        ForwardToOwner(handle),
-        &fuse_client::MountConfig {
-            lock_metrics,
-            ..fuse_client::MountConfig::default()
-        },
-    )
-    .with_context(|| format!("mounting the FUSE client at {}", dir.display()))?;
+    let config = fuse_client::MountConfig {
+        lock_metrics,
+        ..fuse_client::MountConfig::default()
+    };
+    let fuse = match resume {
+        // A restarted daemon: the kernel mount stacks over the FUSE
+        // connection the dead one served, which systemd kept.
+        Some(kept) => fuse_client::resume(&dir, root, ForwardToOwner(handle), &config, kept)
+            .with_context(|| format!("taking over the FUSE client at {}", dir.display()))?,
+        None => {
+            let fuse = fuse_client::mount(&dir, root, ForwardToOwner(handle), &config)
+                .with_context(|| format!("mounting the FUSE client at {}", dir.display()))?;
+            let (dev, state) = fuse.kept();
+            supervision::keep_fuse(dev, state);
+            fuse
+        }
+    };
     running.fuse = Some(fuse);
     Ok(())
 }
@@ -376,13 +396,31 @@ fn serve(
     // owner, without the cluster: without PR there is no arbiter of
     // ownership.  A re-attaching owner (it still holds the reservation)
     // rejoins the cluster at its epoch, or its clients would soon judge
-    // it dead; any other re-attach runs alone, since a restarted daemon
-    // cannot bring back a client's FUSE server, whose connection died
-    // with it.
+    // it dead; a re-attaching client rejoins as a client of the holder
+    // and serves the FUSE connection that systemd kept for it.
+    let mut resume = if reattach {
+        supervision::kept_fuse()
+    } else {
+        None
+    };
     let plan = match joined {
-        None if reattach && fence.holds_reservation() => {
-            Some(join::as_owner(&args.device, &args.uuid, node_id, true))
-        }
+        None if reattach => match fence.reservation_holder() {
+            Some(holder) if holder == node_id => {
+                Some(join::as_owner(&args.device, &args.uuid, node_id, true))
+            }
+            // A client: it goes on serving the FUSE connection systemd
+            // kept for it, as a client of the same owner.
+            Some(holder) if resume.is_some() => {
+                supervision::status(&format!("re-attaching as a client of {holder:016x}"));
+                Some(join::as_client(&args.device, holder, join::LOCKSTATE_WAIT))
+            }
+            Some(_) => Some(Err(anyhow::anyhow!(
+                "this client's FUSE connection was not kept for a restarted mxfsd (nothing in \
+                 the unit's file descriptor store): the mount cannot go on"
+            ))),
+            // fence=none, or no reservation to read: alone, as before
+            None => None,
+        },
         None | Some(Joined::Unfenced) => None,
         Some(Joined::Reserved) => Some(join::as_owner(&args.device, &args.uuid, node_id, false)),
         // our own reservation, left by a daemon that was killed
@@ -414,8 +452,12 @@ fn serve(
                 })),
                 cluster::Role::Owner { .. } => None,
             };
-            start_cluster(args, node_uuid, plan, succession, &fence, &rt, &mut running)
-                .map(|()| role)
+            let joining = Joining {
+                plan,
+                succession,
+                resume: resume.take(),
+            };
+            start_cluster(args, node_uuid, joining, &fence, &rt, &mut running).map(|()| role)
         }
     };
     let role = match started {

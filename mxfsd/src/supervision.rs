@@ -13,6 +13,7 @@
 //! mount lives finds it and re-attaches instead of joining anew.
 
 use std::io::Write;
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -150,6 +151,68 @@ pub fn status(text: &str) {
 pub fn watchdog() {
     if under_unit() {
         notify(&[sd_notify::NotifyState::Watchdog]);
+    }
+}
+
+/// The names a client's FUSE connection and its kept state have in the
+/// unit's file descriptor store.
+const FD_FUSE: &str = "fuse";
+const FD_FUSE_STATE: &str = "fuse-state";
+
+/// Give systemd a client's FUSE connection to keep while the daemon is
+/// restarted (the unit's `FileDescriptorStoreMax=`): without it the
+/// connection, and the client's mount, would die with the daemon.
+pub fn keep_fuse(dev: BorrowedFd<'_>, state: BorrowedFd<'_>) {
+    if !under_unit() {
+        return;
+    }
+    for (name, fd) in [(FD_FUSE, dev), (FD_FUSE_STATE, state)] {
+        let r = sd_notify::notify_with_fds(
+            false,
+            &[
+                sd_notify::NotifyState::FdStore,
+                sd_notify::NotifyState::FdName(name),
+            ],
+            &[fd],
+        );
+        if let Err(e) = r {
+            warn!("sd_notify FDSTORE {name}: {e}; a restarted mxfsd cannot take this mount over");
+        }
+    }
+}
+
+/// What systemd kept of a client's FUSE connection for this restarted
+/// daemon (`None` when nothing was kept).  Other descriptors passed are
+/// closed.
+pub fn kept_fuse() -> Option<crate::fuse_client::Resume> {
+    let fds = match sd_notify::listen_fds_with_names(true) {
+        Ok(f) => f,
+        Err(e) => {
+            warn!("reading the descriptors systemd kept: {e}");
+            return None;
+        }
+    };
+    let (mut dev, mut state) = (None, None);
+    for (fd, name) in fds {
+        // SAFETY: systemd passed us this descriptor (LISTEN_FDS, checked
+        // against our pid); nothing else in the process owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        match name.as_str() {
+            FD_FUSE => dev = Some(fd),
+            FD_FUSE_STATE => state = Some(fd),
+            other => warn!(
+                name = other,
+                "closing a kept descriptor this version does not use"
+            ),
+        }
+    }
+    match (dev, state) {
+        (Some(dev), Some(state)) => Some(crate::fuse_client::Resume { dev, state }),
+        (None, None) => None,
+        _ => {
+            warn!("systemd kept only half of the FUSE connection's descriptors");
+            None
+        }
     }
 }
 

@@ -53,6 +53,7 @@ const CLUSTER_STEPS: &[&str] = &[
     "cluster_two_nodes_share_files",
     "cluster_client_conformance",
     "cluster_locks_across_nodes",
+    "cluster_daemons_restart_and_reattach",
     "cluster_hand_over",
     "cluster_three_nodes",
     "cluster_client_benchmark_against_owner",
@@ -224,9 +225,12 @@ fn main() {
                                     r.step(CLUSTER_STEPS[2], || {
                                         multinode::locks_across_nodes(&mut c)
                                     });
-                                    r.step(CLUSTER_STEPS[3], || multinode::hand_over(&mut c));
-                                    r.step(CLUSTER_STEPS[4], || multinode::three_nodes(&mut c));
-                                    r.step(CLUSTER_STEPS[5], || {
+                                    r.step(CLUSTER_STEPS[3], || {
+                                        supervision::cluster_daemons_restart_and_reattach(&mut c)
+                                    });
+                                    r.step(CLUSTER_STEPS[4], || multinode::hand_over(&mut c));
+                                    r.step(CLUSTER_STEPS[5], || multinode::three_nodes(&mut c));
+                                    r.step(CLUSTER_STEPS[6], || {
                                         multinode::client_benchmark(
                                             &mut c,
                                             CLIENT_BENCH_FILES,

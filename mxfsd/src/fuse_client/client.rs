@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use super::convert::{self, check_handle, unexpected};
 use super::creds::Groups;
+use super::keep::{Keep, Kept, OpenRecord};
 use super::nodes::{Nodes, ROOT};
 use super::Forward;
 use crate::wire::fileop::{
@@ -46,6 +47,9 @@ pub(super) struct OpenFile {
     pub(super) owner_fh: AtomicU64,
     /// One reopen at a time.
     reopen: Mutex<()>,
+    /// Our `fh` of it, and its slot in the keep.
+    fh: u64,
+    slot: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +74,8 @@ pub struct Client<F> {
     next_fh: AtomicU64,
     pub(super) groups: Groups,
     pub(super) lock_metrics: Arc<crate::metrics::LockMetrics>,
+    /// What a restarted daemon needs (none in tests).
+    keep: Option<Arc<Keep>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -112,6 +118,7 @@ impl<F: Forward> Client<F> {
         fwd: F,
         root: Handle,
         lock_metrics: Arc<crate::metrics::LockMetrics>,
+        keep: Option<Arc<Keep>>,
     ) -> io::Result<Client<F>> {
         let creds = Creds {
             uid: 0,
@@ -141,12 +148,51 @@ impl<F: Forward> Client<F> {
         }
         Ok(Client {
             fwd: Arc::new(fwd),
-            nodes: Nodes::new(root, attr.ino),
+            nodes: Nodes::with_keep(root, attr.ino, keep.clone()),
             opens: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             groups: Groups::default(),
             lock_metrics,
+            keep,
         })
+    }
+
+    /// Take over the nodes and open files a dead daemon kept.
+    pub fn restore(&self, kept: &Kept) {
+        self.nodes.restore(kept);
+        let mut t = lock(&self.opens);
+        for (slot, r) in &kept.opens {
+            t.insert(
+                r.fh,
+                Arc::new(OpenFile {
+                    handle: r.handle.clone(),
+                    flags: r.flags,
+                    dir: r.dir,
+                    creds: r.creds.clone(),
+                    owner_fh: AtomicU64::new(r.owner_fh),
+                    reopen: Mutex::new(()),
+                    fh: r.fh,
+                    slot: Some(*slot),
+                }),
+            );
+        }
+        let next = t.keys().max().map_or(1, |m| m + 1);
+        self.next_fh.store(next, Ordering::Relaxed);
+    }
+
+    /// Keep (or update) an open file for a restarted daemon.
+    fn keep_open(&self, f: &OpenFile) -> Option<u32> {
+        self.keep.as_ref()?.put_open(
+            f.slot,
+            &OpenRecord {
+                fh: f.fh,
+                owner_fh: f.owner_fh.load(Ordering::Acquire),
+                flags: f.flags,
+                dir: f.dir,
+                creds: f.creds.clone(),
+                handle: f.handle.clone(),
+            },
+        )
     }
 
     fn call(&self, creds: &Creds, op: Op) -> FileReply {
@@ -202,20 +248,24 @@ impl<F: Forward> Client<F> {
     // ---- open files ----
 
     fn add_open(&self, handle: Handle, flags: i32, dir: bool, creds: &Creds, owner_fh: u64) -> u64 {
-        let f = Arc::new(OpenFile {
+        let mut f = OpenFile {
             handle,
             flags: flags & !NOT_ON_REOPEN,
             dir,
             creds: creds.clone(),
             owner_fh: AtomicU64::new(owner_fh),
             reopen: Mutex::new(()),
-        });
+            fh: 0,
+            slot: None,
+        };
         let mut t = lock(&self.opens);
         let mut fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         while fh == 0 || t.contains_key(&fh) {
             fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         }
-        t.insert(fh, f);
+        f.fh = fh;
+        f.slot = self.keep_open(&f);
+        t.insert(fh, Arc::new(f));
         fh
     }
 
@@ -257,6 +307,10 @@ impl<F: Forward> Client<F> {
             FileReply::Opened { fh } => {
                 info!(old = stale, new = fh, "reopened a file on the owner");
                 f.owner_fh.store(fh, Ordering::Release);
+                if f.slot.is_some() {
+                    // the slot stays the file's: an update in place
+                    self.keep_open(f);
+                }
                 Ok(fh)
             }
             r => Err(unexpected("reopen", &r)),
@@ -559,6 +613,9 @@ impl<F: Forward> Client<F> {
             warn!(fh, "release of an unknown FUSE file handle");
             return Err(Errno::from_i32(libc::EBADF));
         };
+        if let (Some(k), Some(slot)) = (&self.keep, f.slot) {
+            k.drop_open(slot);
+        }
         let owner_fh = f.owner_fh.load(Ordering::Acquire);
         let op = if f.dir {
             Op::Releasedir { fh: owner_fh }

@@ -40,9 +40,11 @@
 //!   [`MAX_IO`] (1 MiB; the frame limit is 2 MiB).
 
 mod client;
+mod conn;
 mod convert;
 mod creds;
 mod fs;
+pub mod keep;
 mod locks;
 mod nodes;
 #[cfg(test)]
@@ -56,11 +58,16 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
-use fuser::{MountOption, SessionACL};
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use fuser::SessionACL;
 use tracing::{info, warn};
 
 use crate::wire::fileop::{FileReply, FileRequest, Handle, MAX_IO};
 use client::Client;
+use keep::Keep;
 
 /// How a client's FUSE server reaches the owner.  `call` blocks until the
 /// owner answers (a network implementation may wait on a tokio channel);
@@ -99,6 +106,17 @@ impl Default for MountConfig {
 pub struct FuseMount {
     mountpoint: PathBuf,
     thread: Option<JoinHandle<io::Result<()>>>,
+    /// The connection and what a restarted daemon needs to go on with it
+    /// ([`FuseMount::kept`]).
+    dev: Arc<File>,
+    keep: Arc<Keep>,
+}
+
+/// What a daemon that systemd restarts takes over: the connection's
+/// `/dev/fuse` descriptor and the kept state (see [`keep`]).
+pub struct Resume {
+    pub dev: OwnedFd,
+    pub state: OwnedFd,
 }
 
 /// Mount the FUSE server on `mountpoint` (an existing directory) and serve
@@ -111,36 +129,106 @@ pub fn mount<F: Forward>(
     forward: F,
     config: &MountConfig,
 ) -> io::Result<FuseMount> {
-    let client = Client::new(forward, root, config.lock_metrics.clone())?;
-    let session = fuser::Session::new(client, mountpoint, &session_config(config))?;
-    // From here the session owns the mount: dropping it (a failed spawn)
-    // unmounts.
+    let keep = Arc::new(Keep::create()?);
+    let client = Client::new(
+        forward,
+        root,
+        config.lock_metrics.clone(),
+        Some(keep.clone()),
+    )?;
+    let dev = Arc::new(conn::open_and_mount(mountpoint, FSNAME, &kernel_options())?);
+    // From here a failure unmounts again.
+    serve(mountpoint, client, dev, keep, None, config).inspect_err(|_| {
+        let _ = umount2(mountpoint, libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW);
+    })
+}
+
+/// Serve the FUSE mount at `mountpoint` that a dead daemon served, on its
+/// kept connection: the nodes and open files it knew go on, and the
+/// requests it left unanswered are answered now.
+pub fn resume<F: Forward>(
+    mountpoint: &Path,
+    root: Handle,
+    forward: F,
+    config: &MountConfig,
+    from: Resume,
+) -> io::Result<FuseMount> {
+    let (keep, kept) = Keep::open(from.state)?;
+    if kept.corrupt > 0 {
+        warn!(
+            slots = kept.corrupt,
+            "FUSE client: kept state slots that did not read back were skipped"
+        );
+    }
+    let keep = Arc::new(keep);
+    let client = Client::new(
+        forward,
+        root,
+        config.lock_metrics.clone(),
+        Some(keep.clone()),
+    )?;
+    client.restore(&kept);
+    info!(
+        nodes = kept.nodes.len(),
+        open_files = kept.opens.len(),
+        unanswered = kept.requests.len(),
+        "FUSE client: taking over the connection of the previous mxfsd"
+    );
+    let dev = Arc::new(File::from(from.dev));
+    serve(
+        mountpoint,
+        client,
+        dev,
+        keep,
+        Some(conn::Replay {
+            init: kept.init,
+            requests: kept.requests,
+        }),
+        config,
+    )
+}
+
+fn serve<F: Forward>(
+    mountpoint: &Path,
+    client: Client<F>,
+    dev: Arc<File>,
+    keep: Arc<Keep>,
+    replay: Option<conn::Replay>,
+    config: &MountConfig,
+) -> io::Result<FuseMount> {
+    let workers = config.threads.max(1);
+    let fuser_config = session_config(config);
+    let (session, relay) = conn::start(dev.clone(), keep.clone(), replay, workers, |fd| {
+        fuser::Session::from_fd(client, fd, SessionACL::All, fuser_config)
+    })?;
     let thread = std::thread::Builder::new()
         .name("fuse-client".into())
-        .spawn(move || session.run())?;
-    info!(mountpoint = %mountpoint.display(), "FUSE client mounted");
+        .spawn(move || {
+            let r = session.run();
+            relay.join();
+            r
+        })?;
+    info!(mountpoint = %mountpoint.display(), "FUSE client serving");
     Ok(FuseMount {
         mountpoint: mountpoint.to_path_buf(),
         thread: Some(thread),
+        dev,
+        keep,
     })
+}
+
+/// The mount data after `fd=`, `rootmode=` and the ids.
+fn kernel_options() -> String {
+    // allow_other: the mxfs mount above is used by every user.  No
+    // default_permissions: the owner checks permissions as the caller.
+    // Reads, like writes (max_write, set at INIT), fit one peer frame.
+    // dev and suid (no MS_NODEV/MS_NOSUID): the mxfs mount above decides
+    // those for its users, as a local XFS mount would.
+    format!("allow_other,max_read={MAX_IO},subtype={SUBTYPE}")
 }
 
 fn session_config(config: &MountConfig) -> fuser::Config {
     let mut c = fuser::Config::default();
-    c.mount_options = vec![
-        MountOption::FSName(FSNAME.into()),
-        // fuser's own mount (no fusermount) uses Subtype only for the
-        // source name: give the kernel the option itself.
-        MountOption::CUSTOM(format!("subtype={SUBTYPE}")),
-        // Reads, like writes (max_write, set at INIT), fit one peer frame.
-        MountOption::CUSTOM(format!("max_read={MAX_IO}")),
-        // fuser defaults to nodev,nosuid; the mxfs mount above decides
-        // those for its users, as a local XFS mount would.
-        MountOption::Dev,
-        MountOption::Suid,
-    ];
-    // allow_other: the mxfs mount above is used by every user.  No
-    // default_permissions: the owner checks permissions as the caller.
     c.acl = SessionACL::All;
     c.n_threads = Some(config.threads.max(1));
     c
@@ -159,6 +247,12 @@ fn umount2(path: &Path, flags: libc::c_int) -> io::Result<()> {
 impl FuseMount {
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
+    }
+
+    /// What systemd should keep for a restarted daemon: the `/dev/fuse`
+    /// descriptor and the kept state.
+    pub fn kept(&self) -> (BorrowedFd<'_>, BorrowedFd<'_>) {
+        (self.dev.as_fd(), self.keep.fd())
     }
 
     /// Whether the server still runs (it stops when the mount goes away,

@@ -12,17 +12,27 @@
 //! an inode number, the kernel marks its old inode stale and forgets it
 //! later with its own count, so the sum is what the kernel still holds.
 //! The handle is always the latest one given.
+//!
+//! With a [`Keep`], each node's handle is also kept for a daemon that
+//! systemd restarts; the counts are not (a kept count would cost a write
+//! per lookup): a node read back from the keep stays until unmount.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::keep::{Keep, Kept};
 use crate::wire::fileop::Handle;
+
+/// The count of a node read back from the keep: never forgotten to 0.
+const KEPT_COUNT: u64 = u64::MAX / 2;
 
 pub const ROOT: u64 = 1;
 
 struct Node {
     handle: Handle,
     nlookup: u64,
+    /// Its slot in the keep.
+    slot: Option<u32>,
 }
 
 pub struct Nodes {
@@ -30,6 +40,7 @@ pub struct Nodes {
     /// The owner's inode number of the root.
     root_ino: u64,
     map: Mutex<HashMap<u64, Node>>,
+    keep: Option<Arc<Keep>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -39,10 +50,30 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Nodes {
     pub fn new(root: Handle, root_ino: u64) -> Nodes {
+        Nodes::with_keep(root, root_ino, None)
+    }
+
+    pub fn with_keep(root: Handle, root_ino: u64, keep: Option<Arc<Keep>>) -> Nodes {
         Nodes {
             root,
             root_ino,
             map: Mutex::new(HashMap::new()),
+            keep,
+        }
+    }
+
+    /// The nodes a dead daemon kept.
+    pub fn restore(&self, kept: &Kept) {
+        let mut m = lock(&self.map);
+        for (slot, node, handle) in &kept.nodes {
+            m.insert(
+                *node,
+                Node {
+                    handle: handle.clone(),
+                    nlookup: KEPT_COUNT,
+                    slot: Some(*slot),
+                },
+            );
         }
     }
 
@@ -71,12 +102,23 @@ impl Nodes {
             return;
         }
         let mut m = lock(&self.map);
-        let n = m.entry(node).or_insert_with(|| Node {
-            handle: handle.clone(),
-            nlookup: 0,
+        let mut new = false;
+        let n = m.entry(node).or_insert_with(|| {
+            new = true;
+            Node {
+                handle: handle.clone(),
+                nlookup: 0,
+                slot: None,
+            }
         });
         if n.handle != *handle {
             n.handle = handle.clone();
+            new = true;
+        }
+        if new {
+            if let Some(k) = &self.keep {
+                n.slot = k.put_node(n.slot, node, handle);
+            }
         }
         n.nlookup = n.nlookup.saturating_add(1);
     }
@@ -89,6 +131,9 @@ impl Nodes {
         if let Some(n) = m.get_mut(&node) {
             n.nlookup = n.nlookup.saturating_sub(nlookup);
             if n.nlookup == 0 {
+                if let (Some(k), Some(slot)) = (&self.keep, n.slot) {
+                    k.drop_node(slot);
+                }
                 m.remove(&node);
             }
         }

@@ -284,7 +284,7 @@ impl Script {
 fn client() -> (&'static Script, Client<&'static Script>) {
     let s: &'static Script = Box::leak(Box::default());
     s.push(FileReply::Attr(attr(128, libc::S_IFDIR | 0o755)));
-    let c = Client::new(s, h(0), Default::default()).unwrap();
+    let c = Client::new(s, h(0), Default::default(), None).unwrap();
     (s, c)
 }
 
@@ -301,12 +301,14 @@ fn who() -> Creds {
 fn start_needs_a_root_directory() {
     let s: &'static Script = Box::leak(Box::default());
     s.push(FileReply::Attr(attr(128, libc::S_IFREG | 0o644)));
-    assert!(Client::new(s, h(0), Default::default()).is_err());
+    assert!(Client::new(s, h(0), Default::default(), None).is_err());
     s.push(FileReply::Errno(libc::ESTALE));
-    let e = Client::new(s, h(0), Default::default()).err().unwrap();
+    let e = Client::new(s, h(0), Default::default(), None)
+        .err()
+        .unwrap();
     assert_eq!(e.raw_os_error(), Some(libc::ESTALE));
     s.push(FileReply::Ok);
-    assert!(Client::new(s, h(0), Default::default()).is_err());
+    assert!(Client::new(s, h(0), Default::default(), None).is_err());
     assert!(matches!(&s.ops()[0], Op::Getattr { handle, fh: None } if *handle == h(0)));
 }
 
