@@ -134,7 +134,7 @@ pub fn restart_and_reattach(node: &mut Node) -> Result<()> {
 }
 
 /// Lines each write loop of the cluster step appends.
-const LOOP_LINES: u32 = 600;
+const LOOP_LINES: u32 = 1000;
 /// In the loops' command line, for the clean-up's `pkill -f`.
 const LOOP_MARK: &str = "mxfs-restart-loop";
 /// The Role property as `busctl get-property` prints it.
