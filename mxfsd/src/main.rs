@@ -290,20 +290,26 @@ fn start_cluster(
         .context("starting the cluster runtime")?;
     let handle = c.handle();
     running.cluster = Some(c);
-    let cluster::Role::Client { owner, .. } = plan.role else {
-        return Ok(());
-    };
-    supervision::status(&format!("waiting for the owner, node {owner:016x}"));
-    let deadline = std::time::Instant::now() + OWNER_LINK_WAIT;
-    while !handle.status().members.contains(&owner) {
-        if std::time::Instant::now() >= deadline {
-            anyhow::bail!(
-                "no link to the owner (node {owner:016x}) within {} s: is it up and on this network?",
-                OWNER_LINK_WAIT.as_secs()
-            );
+    match plan.role {
+        cluster::Role::Client { owner, .. } => {
+            supervision::status(&format!("waiting for the owner, node {owner:016x}"));
+            let deadline = std::time::Instant::now() + OWNER_LINK_WAIT;
+            while !handle.status().members.contains(&owner) {
+                if std::time::Instant::now() >= deadline {
+                    anyhow::bail!(
+                        "no link to the owner (node {owner:016x}) within {} s: is it up and on this network?",
+                        OWNER_LINK_WAIT.as_secs()
+                    );
+                }
+                supervision::watchdog();
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
         }
-        supervision::watchdog();
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        // A client that took the volume over serves its own FUSE
+        // requests (its mount still stacks over FUSE): a restart of it
+        // goes on serving that connection, now locally.
+        cluster::Role::Owner { .. } if resume.is_some() => {}
+        cluster::Role::Owner { .. } => return Ok(()),
     }
     let root = match handle.call_blocking(FileRequest {
         creds: Creds {
@@ -318,7 +324,11 @@ fn start_cluster(
         other => anyhow::bail!("the owner did not give the volume root: {other:?}"),
     };
     let dir = fuse_mountpoint(&args.uuid);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    if resume.is_none() {
+        // Not on a resume: the directory is the FUSE mount itself, and
+        // looking at it would wait for the server that we are.
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let config = fuse_client::MountConfig {
         lock_metrics,
         ..fuse_client::MountConfig::default()
@@ -518,11 +528,12 @@ fn serve(
     if shown_rx.recv_timeout(DBUS_WAIT).is_err() {
         warn!("D-Bus: the volume object is not up yet; the mount goes on");
     }
-    let ready = match role {
-        cluster::Role::Owner { .. } => ch.daemon_ready(&session, Role::Owner, epoch, node_id),
-        cluster::Role::Client { .. } => {
-            ch.daemon_ready_client(&session, epoch, node_id, &fuse_mountpoint(&args.uuid))
-        }
+    // The module's role of the mount is what it stacks over: FUSE (a
+    // client, also one that has since taken the volume over) or XFS.
+    let ready = if running.fuse.is_some() {
+        ch.daemon_ready_client(&session, epoch, node_id, &fuse_mountpoint(&args.uuid))
+    } else {
+        ch.daemon_ready(&session, Role::Owner, epoch, node_id)
     };
     if let Err(e) = ready {
         running.stop(&rt);

@@ -749,3 +749,167 @@ fn fcntl_locks_go_to_the_owner_and_a_waiting_lock_is_granted_on_unlock() {
     drop(local);
     fx.done();
 }
+
+// ---- a daemon killed with -9, and the next one on its connection ----
+
+/// The environment variable that makes [`resume_child`] run: the owner's
+/// directory and the mountpoint, separated by a newline.
+const RESUME_CHILD: &str = "MXFS_TEST_RESUME_CHILD";
+
+/// An owner that takes its time over writes of data starting with
+/// "slow", so that one is in flight when the daemon is killed.
+struct SlowWrites(Arc<Loopback>);
+
+impl Forward for SlowWrites {
+    fn call(&self, req: FileRequest) -> FileReply {
+        if let crate::wire::fileop::Op::Write { data, .. } = &req.op {
+            if data.starts_with(b"slow") {
+                std::thread::sleep(std::time::Duration::from_secs(30));
+            }
+        }
+        self.0.call(req)
+    }
+}
+
+/// Not a test of its own: the "daemon" that [`a_killed_daemon_is_replaced_on_its_connection`]
+/// runs in a process of its own and kills.  It mounts, prints the
+/// descriptors systemd would keep, and serves until killed.
+#[test]
+#[ignore]
+fn resume_child() {
+    let Ok(spec) = std::env::var(RESUME_CHILD) else {
+        return;
+    };
+    let (back, mnt) = spec.split_once('\n').unwrap();
+    let svc = FileService::open(Path::new(back)).unwrap();
+    let root = svc.root_handle().clone();
+    let owner = Arc::new(Loopback {
+        dir: PathBuf::from(back),
+        svc: RwLock::new(Arc::new(svc)),
+    });
+    let mount = mount(
+        Path::new(mnt),
+        root,
+        SlowWrites(owner),
+        &MountConfig::default(),
+    )
+    .unwrap();
+    let (dev, state) = mount.kept();
+    println!("KEPT {} {}", dev.as_raw_fd(), state.as_raw_fd());
+    std::thread::sleep(std::time::Duration::from_secs(120));
+}
+
+/// A copy of descriptor `fd` of process `pid` (as systemd's fd store holds
+/// the daemon's).
+fn take_fd(pid: u32, fd: i32) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain system calls; the results are checked, and the fd
+    // pidfd_getfd returns is new and ours.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) as i32;
+        assert!(pidfd >= 0, "pidfd_open: {}", last_errno());
+        let got = libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) as i32;
+        let e = last_errno();
+        libc::close(pidfd);
+        assert!(got >= 0, "pidfd_getfd: {e}");
+        std::os::fd::OwnedFd::from_raw_fd(got)
+    }
+}
+
+/// Abort FUSE connection `n` (fusectl), failing every request it has.
+fn abort_connection(n: u32) {
+    let dir = Path::new("/sys/fs/fuse/connections");
+    if !dir.join(n.to_string()).exists() {
+        let _ = std::process::Command::new("mount")
+            .args(["-t", "fusectl", "none"])
+            .arg(dir)
+            .status();
+    }
+    let _ = fs::write(dir.join(format!("{n}/abort")), b"1");
+}
+
+/// kill -9 of the serving daemon: a file opened before stays usable, a
+/// write the dead daemon had read but not answered completes, and the
+/// nodes it knew are known to the next one, which serves the same
+/// connection (the mount never goes away).
+#[test]
+fn a_killed_daemon_is_replaced_on_its_connection() {
+    use std::io::BufRead;
+    let back = TempDir::new("resume-back");
+    let mnt = TempDir::new("resume-mnt");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "fuse_client::tests_mount::resume_child",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(
+            RESUME_CHILD,
+            format!("{}\n{}", back.0.display(), mnt.0.display()),
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (dev_fd, state_fd) = loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the child ended");
+        if let Some(rest) = line.strip_prefix("KEPT ") {
+            let mut it = rest.split_whitespace().map(|s| s.parse::<i32>().unwrap());
+            break (it.next().unwrap(), it.next().unwrap());
+        }
+    };
+    let kept = super::Resume {
+        dev: take_fd(child.id(), dev_fd),
+        state: take_fd(child.id(), state_fd),
+    };
+
+    fs::create_dir(mnt.0.join("d")).unwrap();
+    let mut before = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .open(mnt.0.join("d/f"))
+        .unwrap();
+    before.write_all(b"before ").unwrap();
+    // A write the child reads and holds: in flight at the kill.
+    let slow_path = mnt.0.join("d/slow");
+    let slow = std::thread::spawn(move || fs::write(slow_path, b"slow write"));
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let conn = libc::minor(fs::metadata(&mnt.0).unwrap().dev());
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // The next daemon: a new owner service too (the child's died with it).
+    let svc = FileService::open(&back.0).unwrap();
+    let root = svc.root_handle().clone();
+    let owner = Arc::new(Loopback {
+        dir: back.0.clone(),
+        svc: RwLock::new(Arc::new(svc)),
+    });
+    let mut resumed = super::resume(&mnt.0, root, owner, &MountConfig::default(), kept).unwrap();
+    // Bounded: unanswered, the write would wait for ever, and this test
+    // process could not even exit (it holds the connection), so the
+    // connection is aborted first.
+    let t = std::time::Instant::now();
+    while !slow.is_finished() {
+        if t.elapsed() > std::time::Duration::from_secs(20) {
+            abort_connection(conn);
+            panic!("the write in flight at the kill was never answered");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    slow.join()
+        .unwrap()
+        .expect("the write in flight at the kill");
+    assert_eq!(fs::read(back.0.join("d/slow")).unwrap(), b"slow write");
+    // the descriptor opened before the kill goes on (reopened on the owner)
+    before.write_all(b"after").unwrap();
+    assert_eq!(before.metadata().unwrap().len(), 12);
+    drop(before);
+    assert_eq!(fs::read(back.0.join("d/f")).unwrap(), b"before after");
+    assert_eq!(fs::read_dir(mnt.0.join("d")).unwrap().count(), 2);
+    resumed.unmount().unwrap();
+    assert!(!resumed.is_serving());
+}
