@@ -867,7 +867,7 @@ fn a_killed_daemon_is_replaced_on_its_connection() {
 
     fs::create_dir(mnt.0.join("d")).unwrap();
     let mut before = OpenOptions::new()
-        .create(true)
+        .create_new(true)
         .read(true)
         .write(true)
         .open(mnt.0.join("d/f"))
