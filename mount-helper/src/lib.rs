@@ -41,6 +41,8 @@ use crate::pr::PrSupport;
 pub const HELP: &str = "\
 Options (-o, comma-separated):
   daemon_timeout=N   seconds mount waits for mxfsd (1..3600, default 30)
+  dead_interval=N    seconds a silent member lives before the others
+                     fence it (3..300, default 6)
   fence=none         allow a device without SCSI-3 persistent reservations
                      (split brain is then not prevented)
   fence=scsi         fence with SCSI-3 persistent reservations (the default)
@@ -339,4 +341,21 @@ fn remount(inv: &Invocation, opts: &MountOptions, dir: &Path, say: &Say) -> Resu
         return Ok(());
     }
     sys_mount(inv.spec.as_bytes(), dir, opts.flags, &data)
+}
+
+#[cfg(test)]
+mod tests {
+    /// `--help` names every option of the module's own (the parser's
+    /// `daemon_timeout`, `dead_interval`, `fence`).
+    #[test]
+    fn help_names_the_module_options() {
+        for opt in [
+            "daemon_timeout=N",
+            "dead_interval=N",
+            "fence=none",
+            "fence=scsi",
+        ] {
+            assert!(super::HELP.contains(opt), "--help lacks {opt}");
+        }
+    }
 }
