@@ -16,12 +16,20 @@
 //! sent the first daemon (and drops fuser's answer: the kernel has its
 //! answer already), then the requests the dead daemon left unanswered,
 //! whose callers still wait in the kernel, then everything new.
+//!
+//! FUSE_INTERRUPT stays here: fuser answers it ENOSYS, which would turn
+//! the kernel's interrupts off for good.  An interrupt for a request this
+//! relay never passed to fuser (one a killed daemon read but had not kept
+//! yet, whose caller would otherwise wait until the mount goes) is
+//! answered for it: that request fails with EINTR.  Others are left to
+//! their answer.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use tracing::{debug, info, warn};
@@ -76,6 +84,32 @@ fn expects_answer(opcode: u32) -> bool {
         opcode,
         FUSE_FORGET | FUSE_BATCH_FORGET | FUSE_INTERRUPT | FUSE_NOTIFY_REPLY
     )
+}
+
+/// The request an interrupt is for (`struct fuse_interrupt_in`).
+pub fn interrupted_unique(b: &[u8]) -> Option<u64> {
+    Some(u64::from_ne_bytes(
+        b.get(IN_HEADER..IN_HEADER + 8)?.try_into().ok()?,
+    ))
+}
+
+/// The answer that fails request `unique` with `errno`.
+fn error_reply(unique: u64, errno: i32) -> Vec<u8> {
+    let mut b = vec![0; OUT_HEADER];
+    b[0..4].copy_from_slice(&(OUT_HEADER as u32).to_ne_bytes());
+    b[4..8].copy_from_slice(&(-errno).to_ne_bytes());
+    b[8..16].copy_from_slice(&unique.to_ne_bytes());
+    b
+}
+
+/// The requests this relay passed to fuser and fuser has not answered.
+#[derive(Default)]
+struct Passed(Mutex<HashSet<u64>>);
+
+impl Passed {
+    fn lock(&self) -> MutexGuard<'_, HashSet<u64>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A DESTROY request of our own: it ends one fuser worker.
@@ -286,19 +320,21 @@ pub fn start<S>(
         );
     }
     let ours = Arc::new(ours);
+    let passed = Arc::new(Passed::default());
     let to_fuser = {
-        let (dev, keep, ours) = (dev.clone(), keep.clone(), ours.clone());
+        let (dev, keep, ours, passed) = (dev.clone(), keep.clone(), ours.clone(), passed.clone());
         std::thread::Builder::new()
             .name("fuse-requests".into())
             .spawn(move || {
                 // From this thread: fuser's workers start after this
                 // function returns, and the socket holds only a few.
-                for (_, r) in &requests {
+                for (unique, r) in &requests {
+                    passed.lock().insert(*unique);
                     if let Err(e) = send_msg(ours.as_fd(), r) {
                         warn!("FUSE client: replaying a kept request: {e}");
                     }
                 }
-                pump_requests(&dev, &keep, &ours, buf);
+                pump_requests(&dev, &keep, &ours, &passed, buf);
                 // The connection is gone (unmounted): end every worker.
                 for i in 0..workers as u64 {
                     let _ = send_msg(ours.as_fd(), &destroy_request(OWN_UNIQUE + i));
@@ -307,7 +343,7 @@ pub fn start<S>(
     };
     let to_kernel = std::thread::Builder::new()
         .name("fuse-replies".into())
-        .spawn(move || pump_replies(&dev, &keep, &ours))?;
+        .spawn(move || pump_replies(&dev, &keep, &ours, &passed))?;
     Ok((
         session,
         Relay {
@@ -316,7 +352,7 @@ pub fn start<S>(
     ))
 }
 
-fn pump_requests(dev: &File, keep: &Keep, ours: &OwnedFd, mut buf: Vec<u8>) {
+fn pump_requests(dev: &File, keep: &Keep, ours: &OwnedFd, passed: &Passed, mut buf: Vec<u8>) {
     loop {
         let n = match read_fd(dev.as_fd(), &mut buf) {
             Ok(n) => n,
@@ -337,7 +373,14 @@ fn pump_requests(dev: &File, keep: &Keep, ours: &OwnedFd, mut buf: Vec<u8>) {
         };
         let msg = &buf[..n];
         match request_header(msg) {
-            Some((opcode, unique)) if expects_answer(opcode) => keep.request_read(unique, msg),
+            Some((FUSE_INTERRUPT, _)) => {
+                interrupt(dev, passed, msg);
+                continue;
+            }
+            Some((opcode, unique)) if expects_answer(opcode) => {
+                keep.request_read(unique, msg);
+                passed.lock().insert(unique);
+            }
             Some(_) => {}
             None => {
                 warn!(
@@ -354,7 +397,32 @@ fn pump_requests(dev: &File, keep: &Keep, ours: &OwnedFd, mut buf: Vec<u8>) {
     }
 }
 
-fn pump_replies(dev: &File, keep: &Keep, ours: &OwnedFd) {
+/// An interrupt: fail its request with EINTR when nobody here will ever
+/// answer it (see the module docs); otherwise its answer comes.
+fn interrupt(dev: &File, passed: &Passed, msg: &[u8]) {
+    let Some(target) = interrupted_unique(msg) else {
+        warn!("FUSE client: a malformed interrupt from the kernel; dropped");
+        return;
+    };
+    if passed.lock().contains(&target) {
+        return;
+    }
+    match write_fd(dev.as_fd(), &error_reply(target, libc::EINTR)) {
+        Ok(()) => info!(
+            unique = target,
+            "FUSE client: a request the previous mxfsd read but never kept was interrupted: \
+             failed with EINTR"
+        ),
+        // answered meanwhile
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => warn!(
+            unique = target,
+            "FUSE client: failing an interrupted request: {e}"
+        ),
+    }
+}
+
+fn pump_replies(dev: &File, keep: &Keep, ours: &OwnedFd, passed: &Passed) {
     let mut buf = vec![0u8; BUF];
     loop {
         let n = match read_fd(ours.as_fd(), &mut buf) {
@@ -385,6 +453,7 @@ fn pump_replies(dev: &File, keep: &Keep, ours: &OwnedFd) {
             Err(e) => warn!(unique, "FUSE client: answering the kernel: {e}"),
         }
         if unique != 0 {
+            passed.lock().remove(&unique);
             keep.request_answered(unique);
         }
     }
@@ -408,6 +477,16 @@ mod tests {
         assert_eq!(reply_unique(&r), Some(9));
         assert!(!expects_answer(FUSE_FORGET) && !expects_answer(FUSE_BATCH_FORGET));
         assert!(expects_answer(16));
+        let mut i = destroy_request(11);
+        assert_eq!(interrupted_unique(&i), None);
+        i.extend_from_slice(&42u64.to_ne_bytes());
+        assert_eq!(interrupted_unique(&i), Some(42));
+        let r = error_reply(42, libc::EINTR);
+        assert_eq!(reply_unique(&r), Some(42));
+        assert_eq!(
+            i32::from_ne_bytes(r[4..8].try_into().unwrap()),
+            -libc::EINTR
+        );
     }
 
     #[test]

@@ -828,15 +828,10 @@ fn abort_connection(n: u32) {
     let _ = fs::write(dir.join(format!("{n}/abort")), b"1");
 }
 
-/// kill -9 of the serving daemon: a file opened before stays usable, a
-/// write the dead daemon had read but not answered completes, and the
-/// nodes it knew are known to the next one, which serves the same
-/// connection (the mount never goes away).
-#[test]
-fn a_killed_daemon_is_replaced_on_its_connection() {
+/// Start [`resume_child`] serving `mnt` for the owner directory `back`;
+/// returns it and copies of the descriptors systemd would keep.
+fn start_child(back: &TempDir, mnt: &TempDir) -> (std::process::Child, super::Resume) {
     use std::io::BufRead;
-    let back = TempDir::new("resume-back");
-    let mnt = TempDir::new("resume-mnt");
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -864,6 +859,18 @@ fn a_killed_daemon_is_replaced_on_its_connection() {
         dev: take_fd(child.id(), dev_fd),
         state: take_fd(child.id(), state_fd),
     };
+    (child, kept)
+}
+
+/// kill -9 of the serving daemon: a file opened before stays usable, a
+/// write the dead daemon had read but not answered completes, and the
+/// nodes it knew are known to the next one, which serves the same
+/// connection (the mount never goes away).
+#[test]
+fn a_killed_daemon_is_replaced_on_its_connection() {
+    let back = TempDir::new("resume-back");
+    let mnt = TempDir::new("resume-mnt");
+    let (mut child, kept) = start_child(&back, &mnt);
 
     fs::create_dir(mnt.0.join("d")).unwrap();
     let mut before = OpenOptions::new()
@@ -912,4 +919,73 @@ fn a_killed_daemon_is_replaced_on_its_connection() {
     assert_eq!(fs::read_dir(mnt.0.join("d")).unwrap().count(), 2);
     resumed.unmount().unwrap();
     assert!(!resumed.is_serving());
+}
+
+extern "C" fn no_op(_: libc::c_int) {}
+
+/// A write the killed daemon read but did not keep (as when the kill falls
+/// between the two system calls): the next daemon cannot answer it, but a
+/// signal to its caller fails it with EINTR (the kernel's interrupt for a
+/// request this daemon never saw), and the caller goes on.
+#[test]
+fn a_request_the_killed_daemon_never_kept_fails_on_a_signal() {
+    use std::os::unix::thread::JoinHandleExt;
+    let back = TempDir::new("lost-back");
+    let mnt = TempDir::new("lost-mnt");
+    let (mut child, kept) = start_child(&back, &mnt);
+    // SAFETY: installs a handler that does nothing, without SA_RESTART,
+    // for SIGUSR1 (which nothing else in the tests uses).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = no_op as *const () as usize;
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
+    let path = mnt.0.join("slow");
+    let writer = std::thread::spawn(move || {
+        let mut f = File::create(path).unwrap();
+        // one write(2): its EINTR is the caller's to see
+        f.write(b"slow write")
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let conn = libc::minor(fs::metadata(&mnt.0).unwrap().dev());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The state as if the kill had come before the write was kept.
+    let (keep, left) = super::keep::Keep::open(kept.state).unwrap();
+    assert_eq!(left.requests.len(), 1, "the child kept its write");
+    keep.request_answered(left.requests[0].0);
+    let kept = super::Resume {
+        dev: kept.dev,
+        state: keep.fd().try_clone_to_owned().unwrap(),
+    };
+    drop(keep);
+
+    let svc = FileService::open(&back.0).unwrap();
+    let root = svc.root_handle().clone();
+    let owner = Arc::new(Loopback {
+        dir: back.0.clone(),
+        svc: RwLock::new(Arc::new(svc)),
+    });
+    let mut resumed = super::resume(&mnt.0, root, owner, &MountConfig::default(), kept).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        !writer.is_finished(),
+        "nobody could have answered the write"
+    );
+    // SAFETY: the writer thread is alive (checked just above).
+    unsafe { libc::pthread_kill(writer.as_pthread_t(), libc::SIGUSR1) };
+    let t = std::time::Instant::now();
+    while !writer.is_finished() {
+        if t.elapsed() > std::time::Duration::from_secs(20) {
+            abort_connection(conn);
+            panic!("the interrupted write was never failed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let e = writer.join().unwrap().unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINTR), "{e}");
+    // the mount goes on
+    fs::write(mnt.0.join("after"), b"ok").unwrap();
+    assert_eq!(fs::read(back.0.join("after")).unwrap(), b"ok");
+    resumed.unmount().unwrap();
 }
