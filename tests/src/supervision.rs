@@ -350,20 +350,18 @@ pub fn cluster_daemons_restart_and_reattach(c: &mut Cluster) -> Result<()> {
         );
 
         // the mount keeps working: written on one node, read on the other
-        c.node(2)
-            .must(&format!("echo 'client, after both restarts' > {MNT}/after"))?;
-        let got = c.node(1).must(&format!("cat {MNT}/after"))?;
-        ensure!(
-            got == "client, after both restarts\n",
-            "node1 read {got:?} of node2's file after the restarts"
-        );
-        c.node(1)
-            .must(&format!("echo 'owner, after both restarts' > {MNT}/after1"))?;
-        let got = c.node(2).must(&format!("cat {MNT}/after1"))?;
-        ensure!(
-            got == "owner, after both restarts\n",
-            "node2 read {got:?} of node1's file after the restarts"
-        );
+        for (writer, reader, file, text) in [
+            (2, 1, "after", "client, after both restarts"),
+            (1, 2, "after1", "owner, after both restarts"),
+        ] {
+            c.node(writer)
+                .must(&format!("echo '{text}' > {MNT}/{file}"))?;
+            let got = c.node(reader).must(&format!("cat {MNT}/{file}"))?;
+            ensure!(
+                got == format!("{text}\n"),
+                "node{reader} read {got:?} of node{writer}'s file after the restarts"
+            );
+        }
         Ok(())
     })();
     // the loops, should a check have failed while they ran (the bracket

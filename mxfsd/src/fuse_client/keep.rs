@@ -320,6 +320,9 @@ struct Alloc {
     open_hwm: u32,
     req_free: Vec<u32>,
     req_of: HashMap<u64, u32>,
+    /// The header's length and checksum of the INIT request.
+    init_len: u32,
+    init_check: u32,
     /// One warning per kind of trouble, not one per request.
     warned_full: bool,
     warned_io: bool,
@@ -360,7 +363,7 @@ impl Keep {
                 ..Alloc::default()
             }),
         };
-        keep.write_header(&[])?;
+        keep.set_init(&[])?;
         Ok(keep)
     }
 
@@ -377,11 +380,13 @@ impl Keep {
         let mut alloc = Alloc {
             node_hwm: h.node_hwm,
             open_hwm: h.open_hwm,
+            init_len: kept.init.len() as u32,
+            init_check: check32(&kept.init),
             ..Alloc::default()
         };
         let mut buf = vec![0; NODE_SLOT as usize];
         for i in (0..h.node_hwm).rev() {
-            file.read_exact_at(&mut buf, NODES_AT + NODE_SLOT * u64::from(i))?;
+            file.read_exact_at(&mut buf, Region::Nodes.at(i))?;
             match decode_node(&buf) {
                 Ok(Some((node, handle))) => kept.nodes.push((i, node, handle)),
                 Ok(None) => alloc.node_free.push(i),
@@ -393,7 +398,7 @@ impl Keep {
         }
         let mut buf = vec![0; OPEN_SLOT as usize];
         for i in (0..h.open_hwm).rev() {
-            file.read_exact_at(&mut buf, OPENS_AT + OPEN_SLOT * u64::from(i))?;
+            file.read_exact_at(&mut buf, Region::Opens.at(i))?;
             match decode_open(&buf) {
                 Ok(Some(r)) => kept.opens.push((i, r)),
                 Ok(None) => alloc.open_free.push(i),
@@ -405,7 +410,7 @@ impl Keep {
         }
         let mut head = vec![0; REQ_HEAD as usize];
         for i in (0..REQ_SLOTS).rev() {
-            let at = REQS_AT + REQ_SLOT * u64::from(i);
+            let at = Region::Requests.at(i);
             file.read_exact_at(&mut head, at)?;
             match decode_request_head(&head) {
                 Ok(Some((unique, len))) => {
@@ -439,38 +444,15 @@ impl Keep {
         self.alloc.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write_header(&self, init: &[u8]) -> io::Result<()> {
-        let a = self.lock();
-        self.header_with(&a, Some(init))
-    }
-
-    /// Write the header; `init: None` keeps the INIT request there.
-    fn header_with(&self, a: &Alloc, init: Option<&[u8]>) -> io::Result<()> {
-        let mut b = Vec::with_capacity(INIT_AT);
+    /// Write the header's fields (not the INIT request) from `a`.
+    fn write_header(&self, a: &Alloc) -> io::Result<()> {
+        let mut b = Vec::with_capacity(28);
         b.extend_from_slice(&MAGIC);
         b.extend_from_slice(&VERSION.to_le_bytes());
-        match init {
-            Some(i) => b.extend_from_slice(&(i.len() as u32).to_le_bytes()),
-            None => {
-                let mut l = [0; 4];
-                self.file.read_exact_at(&mut l, 12)?;
-                b.extend_from_slice(&l);
-            }
-        }
+        b.extend_from_slice(&a.init_len.to_le_bytes());
         b.extend_from_slice(&a.node_hwm.to_le_bytes());
         b.extend_from_slice(&a.open_hwm.to_le_bytes());
-        match init {
-            Some(i) => b.extend_from_slice(&check32(i).to_le_bytes()),
-            None => {
-                let mut c = [0; 4];
-                self.file.read_exact_at(&mut c, 24)?;
-                b.extend_from_slice(&c);
-            }
-        }
-        if let Some(i) = init {
-            // the INIT first: the header that names it comes after
-            self.file.write_all_at(i, INIT_AT as u64)?;
-        }
+        b.extend_from_slice(&a.init_check.to_le_bytes());
         self.file.write_all_at(&b, 0)
     }
 
@@ -479,7 +461,12 @@ impl Keep {
         if init.len() > INIT_MAX {
             return Err(io::Error::other("FUSE INIT request larger than its slot"));
         }
-        self.write_header(init)
+        let mut a = self.lock();
+        // the INIT first: the header that names it comes after
+        self.file.write_all_at(init, INIT_AT as u64)?;
+        a.init_len = init.len() as u32;
+        a.init_check = check32(init);
+        self.write_header(&a)
     }
 
     fn trouble(&self, a: &mut Alloc, e: io::Error) {
@@ -493,19 +480,21 @@ impl Keep {
     /// `None` when nothing could be kept.
     pub fn put_node(&self, slot: Option<u32>, node: u64, h: &Handle) -> Option<u32> {
         let mut a = self.lock();
+        self.put(&mut a, Region::Nodes, slot, &encode_node(node, h))
+    }
+
+    /// Write `bytes` into `slot` of `region`, or into a new slot; the slot
+    /// used, `None` (and the slot freed) when the write failed.
+    fn put(&self, a: &mut Alloc, region: Region, slot: Option<u32>, bytes: &[u8]) -> Option<u32> {
         let slot = match slot {
             Some(s) => s,
-            None => self.take(&mut a, Region::Nodes)?,
+            None => self.take(a, region)?,
         };
-        let r = self.file.write_all_at(
-            &encode_node(node, h),
-            NODES_AT + NODE_SLOT * u64::from(slot),
-        );
-        match r {
+        match self.file.write_all_at(bytes, region.at(slot)) {
             Ok(()) => Some(slot),
             Err(e) => {
-                self.trouble(&mut a, e);
-                self.free(&mut a, Region::Nodes, slot);
+                self.trouble(a, e);
+                self.free(a, region, slot);
                 None
             }
         }
@@ -533,21 +522,7 @@ impl Keep {
             }
             return None;
         };
-        let slot = match slot {
-            Some(s) => s,
-            None => self.take(&mut a, Region::Opens)?,
-        };
-        match self
-            .file
-            .write_all_at(&bytes, OPENS_AT + OPEN_SLOT * u64::from(slot))
-        {
-            Ok(()) => Some(slot),
-            Err(e) => {
-                self.trouble(&mut a, e);
-                self.free(&mut a, Region::Opens, slot);
-                None
-            }
-        }
+        self.put(&mut a, Region::Opens, slot, &bytes)
     }
 
     pub fn drop_open(&self, slot: u32) {
@@ -571,7 +546,7 @@ impl Keep {
             }
             return;
         };
-        let at = REQS_AT + REQ_SLOT * u64::from(slot);
+        let at = Region::Requests.at(slot);
         let r = self.file.write_all_at(req, at + REQ_HEAD).and_then(|()| {
             self.file
                 .write_all_at(&encode_request_head(unique, req.len()), at)
@@ -624,7 +599,7 @@ impl Keep {
         *hwm += 1;
         // The header counts the slot before the slot is written, so that
         // a restart reads it.
-        if let Err(e) = self.header_with(a, None) {
+        if let Err(e) = self.write_header(a) {
             self.trouble(a, e);
             return None;
         }
@@ -632,12 +607,7 @@ impl Keep {
     }
 
     fn free(&self, a: &mut Alloc, region: Region, slot: u32) {
-        let at = match region {
-            Region::Nodes => NODES_AT + NODE_SLOT * u64::from(slot),
-            Region::Opens => OPENS_AT + OPEN_SLOT * u64::from(slot),
-            Region::Requests => REQS_AT + REQ_SLOT * u64::from(slot),
-        };
-        if let Err(e) = self.file.write_all_at(&0u32.to_le_bytes(), at) {
+        if let Err(e) = self.file.write_all_at(&0u32.to_le_bytes(), region.at(slot)) {
             // the slot stays out of use rather than be trusted again
             self.trouble(a, e);
             return;
@@ -655,6 +625,18 @@ enum Region {
     Nodes,
     Opens,
     Requests,
+}
+
+impl Region {
+    /// Where slot `slot` of this region starts in the file.
+    fn at(self, slot: u32) -> u64 {
+        let (base, size) = match self {
+            Region::Nodes => (NODES_AT, NODE_SLOT),
+            Region::Opens => (OPENS_AT, OPEN_SLOT),
+            Region::Requests => (REQS_AT, REQ_SLOT),
+        };
+        base + size * u64::from(slot)
+    }
 }
 
 /// Fuzzing: every decoder of a kept slot, on any bytes.

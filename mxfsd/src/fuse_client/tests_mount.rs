@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 use super::{mount, Forward, FuseMount, MountConfig};
 use crate::fileserv::FileService;
 use crate::test_support::TempDir;
-use crate::wire::fileop::{FileReply, FileRequest};
+use crate::wire::fileop::{FileReply, FileRequest, Handle};
 
 /// The owner, in-process; [`Loopback::new_owner`] replaces it by a fresh
 /// service on the same directory, as a change of owner does (its open
@@ -26,6 +26,17 @@ struct Loopback {
 }
 
 impl Loopback {
+    /// An owner serving `dir`, and its root handle.
+    fn open(dir: &Path) -> (Arc<Loopback>, Handle) {
+        let svc = FileService::open(dir).unwrap();
+        let root = svc.root_handle().clone();
+        let owner = Arc::new(Loopback {
+            dir: dir.to_path_buf(),
+            svc: RwLock::new(Arc::new(svc)),
+        });
+        (owner, root)
+    }
+
     fn new_owner(&self) {
         let fresh = Arc::new(FileService::open(&self.dir).unwrap());
         *self.svc.write().unwrap() = fresh;
@@ -51,12 +62,7 @@ impl Fx {
     fn new(tag: &str) -> Fx {
         let back = TempDir::new(&format!("{tag}-back"));
         let mnt = TempDir::new(&format!("{tag}-mnt"));
-        let svc = FileService::open(&back.0).unwrap();
-        let root = svc.root_handle().clone();
-        let owner = Arc::new(Loopback {
-            dir: back.0.clone(),
-            svc: RwLock::new(Arc::new(svc)),
-        });
+        let (owner, root) = Loopback::open(&back.0);
         let config = MountConfig {
             threads: 4,
             ..MountConfig::default()
@@ -781,12 +787,7 @@ fn resume_child() {
         return;
     };
     let (back, mnt) = spec.split_once('\n').unwrap();
-    let svc = FileService::open(Path::new(back)).unwrap();
-    let root = svc.root_handle().clone();
-    let owner = Arc::new(Loopback {
-        dir: PathBuf::from(back),
-        svc: RwLock::new(Arc::new(svc)),
-    });
+    let (owner, root) = Loopback::open(Path::new(back));
     let mount = mount(
         Path::new(mnt),
         root,
@@ -889,12 +890,7 @@ fn a_killed_daemon_is_replaced_on_its_connection() {
     child.wait().unwrap();
 
     // The next daemon: a new owner service too (the child's died with it).
-    let svc = FileService::open(&back.0).unwrap();
-    let root = svc.root_handle().clone();
-    let owner = Arc::new(Loopback {
-        dir: back.0.clone(),
-        svc: RwLock::new(Arc::new(svc)),
-    });
+    let (owner, root) = Loopback::open(&back.0);
     let mut resumed = super::resume(&mnt.0, root, owner, &MountConfig::default(), kept).unwrap();
     // Bounded: unanswered, the write would wait for ever, and this test
     // process could not even exit (it holds the connection), so the
@@ -962,12 +958,7 @@ fn a_request_the_killed_daemon_never_kept_fails_on_a_signal() {
     };
     drop(keep);
 
-    let svc = FileService::open(&back.0).unwrap();
-    let root = svc.root_handle().clone();
-    let owner = Arc::new(Loopback {
-        dir: back.0.clone(),
-        svc: RwLock::new(Arc::new(svc)),
-    });
+    let (owner, root) = Loopback::open(&back.0);
     let mut resumed = super::resume(&mnt.0, root, owner, &MountConfig::default(), kept).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert!(
