@@ -102,27 +102,30 @@ static inline int mxfs_vfs_rename(struct vfsmount *mnt, struct inode *old_dir,
 #define MXFS_FILLDIR_CONTINUE 0
 #endif
 
-/* ---- open the lower file that backs an open mxfs file */
+/* ---- open the lower file that backs an open mxfs file, as @cred */
 #if MXFS_KV(6, 12, 0)
 #include <linux/backing-file.h>
 static inline struct file *mxfs_open_backing(struct file *file, int flags,
-					     const struct path *lower)
+					     const struct path *lower,
+					     const struct cred *cred)
 {
-	return backing_file_open(file, flags, lower, current_cred());
+	return backing_file_open(file, flags, lower, cred);
 }
 #elif MXFS_KV(6, 6, 0)
 #include <linux/backing-file.h>
 static inline struct file *mxfs_open_backing(struct file *file, int flags,
-					     const struct path *lower)
+					     const struct path *lower,
+					     const struct cred *cred)
 {
-	return backing_file_open(&file->f_path, flags, lower, current_cred());
+	return backing_file_open(&file->f_path, flags, lower, cred);
 }
 #else
 static inline struct file *mxfs_open_backing(struct file *file, int flags,
-					     const struct path *lower)
+					     const struct path *lower,
+					     const struct cred *cred)
 {
 	return open_with_fake_path(&file->f_path, flags, d_inode(lower->dentry),
-				   current_cred());
+				   cred);
 }
 
 /*
@@ -156,6 +159,17 @@ static inline void mxfs_copy_fmode(struct file *file, struct file *lower)
 #ifdef FMODE_CAN_ODIRECT
 	if (lower->f_mode & FMODE_CAN_ODIRECT)
 		file->f_mode |= FMODE_CAN_ODIRECT;
+#endif
+}
+
+/*
+ * An owner's regular file whose XFS file is not open yet (mxfs_open): XFS's
+ * open always allows O_DIRECT, so say so now, for fcntl(F_SETFL, O_DIRECT).
+ */
+static inline void mxfs_set_xfs_fmode(struct file *file)
+{
+#ifdef FMODE_CAN_ODIRECT
+	file->f_mode |= FMODE_CAN_ODIRECT;
 #endif
 }
 
@@ -208,12 +222,15 @@ static inline ssize_t mxfs_splice_read(struct file *in, loff_t *ppos,
 				       struct pipe_inode_info *pipe,
 				       size_t len, unsigned int flags)
 {
-	struct file *lower = in->private_data;
+	struct file *lower;
 	ssize_t ret;
 
 	ret = mxfs_check(file_inode(in)->i_sb);
 	if (ret)
 		return ret;
+	lower = mxfs_lower_file(in);
+	if (IS_ERR(lower))
+		return PTR_ERR(lower);
 	return vfs_splice_read(lower, ppos, pipe, len, flags);
 }
 #define MXFS_SPLICE_READ mxfs_splice_read

@@ -4,7 +4,10 @@
  * backing file, so /proc/PID/maps shows the mxfs path) and passes reads,
  * writes (buffered and O_DIRECT), splice, mmap, fsync, fallocate, fadvise
  * and llseek (SEEK_DATA/SEEK_HOLE included) to it.  All data pages live
- * in the lower inode's page cache, so read/write/mmap stay coherent.
+ * in the lower inode's page cache, so read/write/mmap stay coherent.  On
+ * the owner a regular file's lower file is opened at its first use
+ * (mxfs_lower_file()), so an open and close with no I/O in between opens
+ * nothing below.
  *
  * flock() and fcntl() locks on regular files live on the lower inode,
  * where every node's locks meet: on the owner that is the XFS inode,
@@ -20,25 +23,74 @@
 /* Flags that fcntl(F_SETFL) may change after open. */
 #define MXFS_SETFL_MASK (O_APPEND | O_NONBLOCK | O_NDELAY | O_DIRECT | O_NOATIME)
 
-int mxfs_open(struct inode *inode, struct file *file)
+/* Creation and truncation happened on our file: the lower open does neither. */
+static int mxfs_lower_flags(struct file *file)
+{
+	return READ_ONCE(file->f_flags) & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC);
+}
+
+/* Open the lower file of @file as its opener (f_cred). */
+static struct file *mxfs_open_lower(struct file *file)
 {
 	struct path lower;
+
+	mxfs_lower_path(file->f_path.dentry, &lower);
+	if (!lower.dentry || d_really_is_negative(lower.dentry))
+		return ERR_PTR(-ESTALE);
+	if (d_is_dir(lower.dentry))
+		return dentry_open(&lower, mxfs_lower_flags(file), file->f_cred);
+	return mxfs_open_backing(file, mxfs_lower_flags(file), &lower,
+				 file->f_cred);
+}
+
+/*
+ * The open lower file of @file, opened now if this is its first use.  Two
+ * first uses at once both open one; the loser drops its own.
+ */
+struct file *mxfs_lower_file(struct file *file)
+{
+	struct file *lf = READ_ONCE(file->private_data);
+	struct file *old;
+
+	if (likely(lf))
+		return lf;
+	lf = mxfs_open_lower(file);
+	if (IS_ERR(lf))
+		return lf;
+	old = cmpxchg(&file->private_data, NULL, lf);
+	if (old) {
+		fput(lf);
+		return old;
+	}
+	return lf;
+}
+
+int mxfs_open(struct inode *inode, struct file *file)
+{
+	struct dentry *lower = mxfs_lower_dentry(file->f_path.dentry);
 	struct file *lf;
-	int flags;
 	int err;
 
 	err = mxfs_check(inode->i_sb);
 	if (err)
 		return err;
-	mxfs_lower_path(file->f_path.dentry, &lower);
-	if (!lower.dentry || d_really_is_negative(lower.dentry))
+	if (!lower || d_really_is_negative(lower))
 		return -ESTALE;
 
-	flags = file->f_flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC);
-	if (S_ISDIR(inode->i_mode))
-		lf = dentry_open(&lower, flags, current_cred());
-	else
-		lf = mxfs_open_backing(file, flags, &lower);
+	/*
+	 * An owner opens a regular file's XFS file on first use: an open
+	 * that does no I/O (a create, touch, a file only fstat'ed) then costs
+	 * one struct file, not two.  XFS's open checks nothing that ours has
+	 * not (but a shut-down XFS, whose EIO then comes at first use).  A
+	 * client opens at once: its FUSE open is the owner's own check.  And
+	 * O_DIRECT needs the lower file's answer at open.
+	 */
+	if (S_ISREG(inode->i_mode) && !mxfs_is_client(inode->i_sb) &&
+	    !(file->f_flags & O_DIRECT)) {
+		mxfs_set_xfs_fmode(file);
+		return generic_file_open(inode, file);
+	}
+	lf = mxfs_open_lower(file);
 	if (IS_ERR(lf))
 		return PTR_ERR(lf);
 	file->private_data = lf;
@@ -97,7 +149,7 @@ static rwf_t mxfs_iocb_to_rwf(int ki_flags)
 static ssize_t mxfs_read_iter(struct kiocb *iocb, struct iov_iter *iter)
 {
 	struct file *file = iocb->ki_filp;
-	struct file *lf = file->private_data;
+	struct file *lf;
 	ssize_t ret;
 
 	ret = mxfs_check(file_inode(file)->i_sb);
@@ -105,6 +157,9 @@ static ssize_t mxfs_read_iter(struct kiocb *iocb, struct iov_iter *iter)
 		return ret;
 	if (!iov_iter_count(iter))
 		return 0;
+	lf = mxfs_lower_file(file);
+	if (IS_ERR(lf))
+		return PTR_ERR(lf);
 	ret = mxfs_sync_flags(file, lf);
 	if (ret)
 		return ret;
@@ -116,7 +171,7 @@ static ssize_t mxfs_write_iter(struct kiocb *iocb, struct iov_iter *iter)
 {
 	struct file *file = iocb->ki_filp;
 	struct inode *inode = file_inode(file);
-	struct file *lf = file->private_data;
+	struct file *lf;
 	ssize_t ret;
 
 	ret = mxfs_check(inode->i_sb);
@@ -124,6 +179,9 @@ static ssize_t mxfs_write_iter(struct kiocb *iocb, struct iov_iter *iter)
 		return ret;
 	if (!iov_iter_count(iter))
 		return 0;
+	lf = mxfs_lower_file(file);
+	if (IS_ERR(lf))
+		return PTR_ERR(lf);
 
 	inode_lock(inode);
 	ret = mxfs_sync_flags(file, lf);
@@ -170,12 +228,15 @@ static int mxfs_client_mmap_check(struct file *file,
 
 static int mxfs_mmap(struct file *file, struct vm_area_struct *vma)
 {
-	struct file *lf = file->private_data;
+	struct file *lf;
 	int err;
 
 	err = mxfs_check(file_inode(file)->i_sb);
 	if (err)
 		return err;
+	lf = mxfs_lower_file(file);
+	if (IS_ERR(lf))
+		return PTR_ERR(lf);
 	if (!lf->f_op->mmap)
 		return -ENODEV;
 	if (WARN_ON(file != vma->vm_file))
@@ -188,12 +249,15 @@ static int mxfs_mmap(struct file *file, struct vm_area_struct *vma)
 
 int mxfs_fsync(struct file *file, loff_t start, loff_t end, int datasync)
 {
-	struct file *lf = file->private_data;
+	struct file *lf;
 	int err;
 
 	err = mxfs_check(file_inode(file)->i_sb);
 	if (err)
 		return err;
+	lf = mxfs_lower_file(file);
+	if (IS_ERR(lf))
+		return PTR_ERR(lf);
 	return vfs_fsync_range(lf, start, end, datasync);
 }
 
@@ -201,12 +265,15 @@ static long mxfs_fallocate(struct file *file, int mode, loff_t offset,
 			   loff_t len)
 {
 	struct inode *inode = file_inode(file);
-	struct file *lf = file->private_data;
+	struct file *lf;
 	long ret;
 
 	ret = mxfs_check(inode->i_sb);
 	if (ret)
 		return ret;
+	lf = mxfs_lower_file(file);
+	if (IS_ERR(lf))
+		return PTR_ERR(lf);
 	inode_lock(inode);
 	ret = vfs_fallocate(lf, mode, offset, len);
 	mxfs_copy_attr(inode);
@@ -217,12 +284,15 @@ static long mxfs_fallocate(struct file *file, int mode, loff_t offset,
 static int mxfs_fadvise(struct file *file, loff_t offset, loff_t len,
 			int advice)
 {
-	struct file *lf = file->private_data;
+	struct file *lf;
 	int err;
 
 	err = mxfs_check(file_inode(file)->i_sb);
 	if (err)
 		return err;
+	lf = mxfs_lower_file(file);
+	if (IS_ERR(lf))
+		return PTR_ERR(lf);
 	return vfs_fadvise(lf, offset, len, advice);
 }
 
@@ -233,7 +303,7 @@ static int mxfs_fadvise(struct file *file, loff_t offset, loff_t len,
 loff_t mxfs_llseek(struct file *file, loff_t offset, int whence)
 {
 	struct inode *inode = file_inode(file);
-	struct file *lf = file->private_data;
+	struct file *lf;
 	loff_t ret;
 
 	ret = mxfs_check(inode->i_sb);
@@ -242,6 +312,9 @@ loff_t mxfs_llseek(struct file *file, loff_t offset, int whence)
 	/* lseek(fd, 0, SEEK_CUR) only reads the position */
 	if (whence == SEEK_CUR && offset == 0)
 		return file->f_pos;
+	lf = mxfs_lower_file(file);
+	if (IS_ERR(lf))
+		return PTR_ERR(lf);
 
 	inode_lock(inode);
 	lf->f_pos = file->f_pos;
@@ -253,10 +326,21 @@ loff_t mxfs_llseek(struct file *file, loff_t offset, int whence)
 
 static int mxfs_flush(struct file *file, fl_owner_t id)
 {
-	struct file *lf = file->private_data;
+	struct file *lf = READ_ONCE(file->private_data);
 
-	if (!lf)
-		return 0;
+	if (!lf) {
+		/*
+		 * Not opened below, so nothing to flush; but close() also
+		 * drops the locks the closer took through another open file
+		 * of the inode.  An inode that never had a lock has no lock
+		 * context.
+		 */
+		if (!READ_ONCE(mxfs_lower_inode(file_inode(file))->i_flctx))
+			return 0;
+		lf = mxfs_lower_file(file);
+		if (IS_ERR(lf))
+			return PTR_ERR(lf);
+	}
 	/*
 	 * close() drops the closer's POSIX locks; the VFS looks for them on
 	 * our inode only.  (FUSE keeps none itself: its FLUSH below tells
@@ -271,12 +355,15 @@ static int mxfs_flush(struct file *file, fl_owner_t id)
 /* fcntl() locks, OFD locks included: the lower file's, as they are. */
 static int mxfs_lock(struct file *file, int cmd, struct file_lock *fl)
 {
-	struct file *lf = file->private_data;
+	struct file *lf;
 	int err;
 
 	err = mxfs_check(file_inode(file)->i_sb);
 	if (err)
 		return err;
+	lf = mxfs_lower_file(file);
+	if (IS_ERR(lf))
+		return PTR_ERR(lf);
 	MXFS_FL(fl, file) = lf;
 	if (cmd == F_GETLK)
 		return vfs_test_lock(lf, fl);
@@ -312,12 +399,15 @@ static int mxfs_flock_forward(struct file *lf, struct file_lock *fl)
 static int mxfs_flock(struct file *file, int cmd, struct file_lock *fl)
 {
 	struct super_block *sb = file_inode(file)->i_sb;
-	struct file *lf = file->private_data;
+	struct file *lf;
 	int err;
 
 	err = mxfs_check(sb);
 	if (err)
 		return err;
+	lf = mxfs_lower_file(file);
+	if (IS_ERR(lf))
+		return PTR_ERR(lf);
 	if (mxfs_is_client(sb))
 		return mxfs_flock_forward(lf, fl);
 	/* the lower open file owns it, and its last fput drops it */

@@ -6,7 +6,9 @@
  * volume's XFS, mounted privately by this module).  Each mxfs dentry holds
  * its lower dentry in d_fsdata (set once, at lookup or creation, dropped in
  * d_release); each mxfs inode holds its lower inode.  Open files hold an
- * open lower ("backing") file in private_data.
+ * open lower ("backing") file in private_data: from open on a client and
+ * for directories, from first use for an owner's regular files
+ * (mxfs_lower_file()).
  */
 #ifndef _MXFS_INTERNAL_H
 #define _MXFS_INTERNAL_H
@@ -208,6 +210,7 @@ extern const struct dentry_operations mxfs_dentry_ops;
 extern const struct file_operations mxfs_file_fops;
 extern const struct address_space_operations mxfs_aops;
 int mxfs_open(struct inode *inode, struct file *file);
+struct file *mxfs_lower_file(struct file *file);
 int mxfs_release(struct inode *inode, struct file *file);
 loff_t mxfs_llseek(struct file *file, loff_t offset, int whence);
 int mxfs_fsync(struct file *file, loff_t start, loff_t end, int datasync);
