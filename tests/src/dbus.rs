@@ -23,6 +23,13 @@ pub fn property(node: &mut Node, object: &str, name: &str) -> Result<String> {
         .to_string())
 }
 
+/// A value as `busctl get-property` printed it, without its leading type
+/// signature (`t 1` is shown as `1`, `s "owner"` as `"owner"`), for
+/// messages.
+pub fn shown(value: &str) -> &str {
+    value.split_once(' ').map_or(value, |(_, v)| v)
+}
+
 /// While mounted, `busctl introspect` lists the interface and
 /// `busctl get-property` shows role, node, owner, epoch, members, fencing
 /// state and PR capability, for root and for any user; after umount the
@@ -94,4 +101,17 @@ pub fn volume_object(node: &mut Node) -> Result<()> {
         "{name} is still on the bus after umount"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn shown_drops_the_type_signature() {
+        assert_eq!(shown("t 1"), "1");
+        assert_eq!(shown("s \"owner\""), "\"owner\"");
+        assert_eq!(shown("at 2 17 42"), "2 17 42");
+        assert_eq!(shown("b"), "b");
+    }
 }
