@@ -674,9 +674,29 @@ fn messages() -> Vec<Message> {
         }),
         Message::LockError(LockError {
             lock,
-            resource: res,
+            resource: res.clone(),
             code: LockErrorCode::NotMaster,
         }),
+        Message::LockRecover(LockRecover {
+            view: 7,
+            locks: vec![
+                RecordedLock {
+                    lock,
+                    resource: res,
+                    granted: Some(Mode::PR),
+                    requested: Some(Mode::EX),
+                    noqueue: false,
+                },
+                RecordedLock {
+                    lock: LockId { node: 1, local: 2 },
+                    resource: b"x".to_vec(),
+                    granted: None,
+                    requested: Some(Mode::CW),
+                    noqueue: true,
+                },
+            ],
+        }),
+        Message::LockRecoverDone { view: 7 },
         Message::FileOp(req.to_file_op(3, 99).expect("a file op")),
         Message::FileOpReply(
             reply_values()[1]

@@ -78,38 +78,29 @@ use super::{
     master_of, DlmError, Event, LockId, LockSpace, LockState, Mode, NodeId, RequestFlags,
     MAX_RESOURCE_NAME,
 };
+/// A requester's record of one of its locks, as re-sent to the master at
+/// a view change; it travels as it is in [`wire::LockRecover`].
+pub use crate::wire::RecordedLock;
 use crate::wire::{
-    self, LockBlocking, LockCancelled, LockErrorCode, LockGrant, LockRef, LockRequest, Message,
+    self, LockBlocking, LockCancelled, LockErrorCode, LockGrant, LockRecover, LockRef, LockRequest,
+    Message,
 };
 
 /// A membership view number (as in [`wire::Membership::view`]).
 pub type View = u64;
 
-/// Most locks in one `RecoverLocks` message: with a full-length name a
-/// lock takes under 300 bytes, so a chunk stays far below
-/// [`wire::MAX_FRAME`].
-pub const RECOVER_CHUNK: usize = 1024;
+/// Most locks in one `RecoverLocks` message: what the wire accepts
+/// ([`wire::MAX_RECOVER_LOCKS`]; with full-length names a chunk stays far
+/// below [`wire::MAX_FRAME`]).
+pub const RECOVER_CHUNK: usize = wire::MAX_RECOVER_LOCKS;
 
 /// Most messages kept from a peer that is in a newer view than us.  A
 /// member is trusted, but a bug there must not exhaust our memory.
 pub const MAX_FUTURE: usize = 1 << 16;
 
-/// A requester's record of one of its locks, as re-sent to the master at
-/// a view change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordedLock {
-    pub lock: LockId,
-    pub resource: Vec<u8>,
-    /// The mode the holder relies on; None while waiting for a first grant.
-    pub granted: Option<Mode>,
-    /// The mode asked for, while a request or conversion is pending.
-    pub requested: Option<Mode>,
-    pub noqueue: bool,
-}
-
-/// Messages between DLM nodes.  All but the two recovery messages are the
-/// existing [`wire`] lock messages ([`DlmMsg::into_wire`]); the recovery
-/// ones are not in the wire format yet and live here in memory only.
+/// Messages between DLM nodes.  Each is one [`wire`] lock message
+/// ([`DlmMsg::into_wire`], [`DlmMsg::from_wire`]): the recovery messages
+/// are [`Message::LockRecover`] and [`Message::LockRecoverDone`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DlmMsg {
     Request(LockRequest),
@@ -134,10 +125,9 @@ pub enum DlmMsg {
 }
 
 impl DlmMsg {
-    /// The wire message, or the message back if the wire format has none
-    /// for it yet (the recovery messages).
-    pub fn into_wire(self) -> Result<Message, DlmMsg> {
-        Ok(match self {
+    /// The wire message.
+    pub fn into_wire(self) -> Message {
+        match self {
             DlmMsg::Request(r) => Message::LockRequest(r),
             DlmMsg::Convert(r) => Message::LockConvert(r),
             DlmMsg::Unlock(r) => Message::LockUnlock(r),
@@ -146,8 +136,11 @@ impl DlmMsg {
             DlmMsg::Blocking(b) => Message::LockBlocking(b),
             DlmMsg::Cancelled(c) => Message::LockCancelled(c),
             DlmMsg::Error(e) => Message::LockError(e),
-            m @ (DlmMsg::RecoverLocks { .. } | DlmMsg::RecoverDone { .. }) => return Err(m),
-        })
+            DlmMsg::RecoverLocks { view, locks } => {
+                Message::LockRecover(LockRecover { view, locks })
+            }
+            DlmMsg::RecoverDone { view } => Message::LockRecoverDone { view },
+        }
     }
 
     /// The DLM message a wire message carries, or the message back if it
@@ -162,6 +155,10 @@ impl DlmMsg {
             Message::LockBlocking(b) => DlmMsg::Blocking(b),
             Message::LockCancelled(c) => DlmMsg::Cancelled(c),
             Message::LockError(e) => DlmMsg::Error(e),
+            Message::LockRecover(LockRecover { view, locks }) => {
+                DlmMsg::RecoverLocks { view, locks }
+            }
+            Message::LockRecoverDone { view } => DlmMsg::RecoverDone { view },
             other => return Err(other),
         })
     }

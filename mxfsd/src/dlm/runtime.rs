@@ -22,7 +22,7 @@ use tracing::{debug, warn};
 
 use super::node::{Completion, DlmMsg, DlmNode, OpError, Output, Refusal, Started, View};
 use super::{LockId, Mode, NodeId, RequestFlags};
-use crate::peer::{LinkEvent, LinkHandle};
+use crate::peer::{LinkEvent, LinkHandle, PeerError};
 
 /// Where the driver sends the node's messages.  `send` must not wait (the
 /// driver serves every lock of the node) and must keep the order of the
@@ -65,18 +65,17 @@ impl Transport for LinkTransport {
         let node = handle.node_id();
         tokio::spawn(async move {
             while let Some(msg) = rx.recv().await {
-                match msg.into_wire() {
-                    Ok(m) => {
-                        if let Err(e) = handle.send(&m).await {
-                            debug!(node = format_args!("{node:#x}"), "dlm: link gone: {e}");
-                            break;
-                        }
+                match handle.send(&msg.into_wire()).await {
+                    Ok(()) => {}
+                    // Only an answer that echoes a bad name fails to
+                    // encode; the link stays usable for the rest.
+                    Err(PeerError::Wire(e)) => {
+                        warn!(node = format_args!("{node:#x}"), "dlm: not sent: {e}")
                     }
-                    // See the report on wire messages: not encodable yet.
-                    Err(m) => warn!(
-                        node = format_args!("{node:#x}"),
-                        "dlm: the wire format lacks {m:?}; not sent"
-                    ),
+                    Err(e) => {
+                        debug!(node = format_args!("{node:#x}"), "dlm: link gone: {e}");
+                        break;
+                    }
                 }
             }
         });

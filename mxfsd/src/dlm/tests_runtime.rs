@@ -1,4 +1,5 @@
-//! The tokio facade and the owner election over in-memory channels.
+//! The tokio facade and the owner election over in-memory channels, and
+//! the DLM over real peer links ([`LinkTransport`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use super::election::{OwnerElection, Role};
-use super::runtime::{Dlm, LockError, Transport};
+use super::runtime::{Dlm, LinkTransport, LockError, Transport};
 use super::*;
 use Mode::*;
 
@@ -304,4 +305,102 @@ async fn owner_election_one_owner_then_takeover_with_epoch_plus_one() {
     assert_ne!(n, owner);
     assert_eq!(e.epoch(), Some(9));
     assert_eq!(rest.len(), 1);
+}
+
+/// Nodes whose DLMs talk over authenticated peer links on 127.0.0.1
+/// ([`LinkTransport`]), each linked to every other; sorted by node id.
+/// Dropping the returned sender stops the links.
+async fn linked_nodes(n: u8) -> (Vec<Dlm>, tokio::sync::watch::Sender<bool>) {
+    use crate::peer::{should_connect, Connector, LinkConfig, LinkEvent, Listener, LocalNode};
+    let volume = uuid::Uuid::from_bytes([0x5a; 16]);
+    let secret = crate::volume_keys::VolumeSecret::new([0x33; 32]);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let mut nodes = Vec::new();
+    for seed in 1..=n {
+        let local = LocalNode::new(uuid::Uuid::from_bytes([seed; 16]), volume, "n", 7600).unwrap();
+        let cfg = Arc::new(LinkConfig::new(local, &secret));
+        let l = Listener::bind(cfg.clone(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        nodes.push((cfg, l));
+    }
+    nodes.sort_by_key(|(c, _)| c.local().node_id());
+    let addrs: Vec<_> = nodes
+        .iter()
+        .map(|(c, l)| (c.local().node_id(), l.local_addr().unwrap()))
+        .collect();
+    let (mut dlms, mut ups) = (Vec::new(), Vec::new());
+    for (cfg, l) in nodes {
+        let me = cfg.local().node_id();
+        let (ev_tx, mut ev_rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(l.run(ev_tx.clone(), stop_rx.clone()));
+        for &(id, addr) in addrs.iter().filter(|(id, _)| should_connect(me, *id)) {
+            let c = Connector::new(cfg.clone(), id, addr).unwrap();
+            tokio::spawn(c.run(ev_tx.clone(), stop_rx.clone()));
+        }
+        let (dlm, _) = Dlm::spawn(me, LinkTransport::new());
+        let (up_tx, up_rx) = tokio::sync::mpsc::unbounded_channel();
+        let d = dlm.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = ev_rx.recv().await {
+                // the DLM has the link before anyone hears it is up
+                if let Some(LinkEvent::Up { peer, .. }) = d.link_event(ev) {
+                    let _ = up_tx.send(peer.node_id);
+                }
+            }
+        });
+        dlms.push(dlm);
+        ups.push(up_rx);
+    }
+    for up in &mut ups {
+        let mut peers = std::collections::BTreeSet::new();
+        while peers.len() + 1 < usize::from(n) {
+            peers.insert(timeout(T, up.recv()).await.unwrap().unwrap());
+        }
+    }
+    (dlms, stop)
+}
+
+#[tokio::test]
+async fn locks_survive_a_view_change_over_peer_links() {
+    let (d, _stop) = linked_nodes(3).await;
+    let ids: Vec<NodeId> = d.iter().map(|d| d.node_id()).collect();
+    let (a, b, c) = (&d[0], &d[1], &d[2]);
+    // both resources move to the joiner C, so the records cross the links
+    let mastered_by_c = |tag: &str| {
+        (0..)
+            .map(|i| format!("{tag}{i}").into_bytes())
+            .find(|n| master_of(n, &ids) == Some(ids[2]))
+            .unwrap()
+    };
+    let (r, s) = (mastered_by_c("r"), mastered_by_c("s"));
+    for x in [a, b] {
+        x.set_members(1, &ids[..2]).await.unwrap();
+    }
+    let ha = timeout(T, a.lock(&r, EX, Q)).await.unwrap().unwrap();
+    let hb = timeout(T, b.lock(&s, PR, Q)).await.unwrap().unwrap();
+    let waiter = tokio::spawn({
+        let (b, r) = (b.clone(), r.clone());
+        async move { b.lock(&r, PR, Q).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished());
+    for x in &d {
+        x.set_members(2, &ids).await.unwrap();
+    }
+    // C, the new master, knows both locks in their modes
+    async fn noq(d: &Dlm, r: &[u8], m: Mode) -> Result<LockHandle, LockError> {
+        timeout(T, d.lock(r, m, NOQ)).await.unwrap()
+    }
+    assert_eq!(noq(c, &r, CR).await.unwrap_err(), LockError::NotGranted);
+    assert_eq!(noq(c, &s, EX).await.unwrap_err(), LockError::NotGranted);
+    drop(noq(c, &s, PR).await.unwrap());
+    assert_eq!((ha.mode(), hb.mode()), (EX, PR));
+    assert!(!waiter.is_finished(), "granted while A holds EX");
+    // A releases: the queued waiter is granted, through C
+    ha.unlock();
+    let hw = timeout(T, waiter).await.unwrap().unwrap().unwrap();
+    assert_eq!(hw.mode(), PR);
+    assert_eq!(noq(c, &r, EX).await.unwrap_err(), LockError::NotGranted);
+    drop(noq(c, &r, PR).await.unwrap());
 }

@@ -41,6 +41,16 @@ pub const MAX_HOSTNAME: usize = 255;
 pub const MAX_REASON: usize = 1024;
 /// Request flag bits.
 pub const FLAG_NOQUEUE: u32 = 1;
+/// Most lock records in one [`LockRecover`] message (the DLM sends its
+/// records in chunks of this many).  With full-length names such a
+/// message stays far below [`MAX_FRAME`] (checked at compile time below).
+pub const MAX_RECOVER_LOCKS: usize = 1024;
+/// Bytes of one [`RecordedLock`] on the wire: lock id, name length, name,
+/// granted and requested mode, flags.
+const RECORD_FIXED: usize = 16 + 2 + 1 + 1 + 4;
+const _: () = assert!(
+    PREFIX + HEAD + 8 + 2 + MAX_RECOVER_LOCKS * (RECORD_FIXED + MAX_RESOURCE_NAME) <= MAX_FRAME
+);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -140,6 +150,31 @@ pub struct LockCancelled {
     pub mode: Option<Mode>,
 }
 
+/// A requester's record of one of its locks, as re-sent to the
+/// resource's master at a view change (see [`crate::dlm::node`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedLock {
+    pub lock: LockId,
+    pub resource: Vec<u8>,
+    /// The mode the holder relies on; None while waiting for a first grant.
+    pub granted: Option<Mode>,
+    /// The mode asked for, while a request or conversion is pending.
+    pub requested: Option<Mode>,
+    pub noqueue: bool,
+}
+
+/// Some of the sender's own locks on resources the receiver masters in
+/// `view` (at most [`MAX_RECOVER_LOCKS`]); the sender ends its records
+/// for a view with [`Message::LockRecoverDone`] (payload: the view, u64).
+/// Payload: view (u64), count (u16), then per lock: lock id and name as
+/// in the other lock messages, granted and requested mode (one byte
+/// each, 0xff for none), flags (u32, [`FLAG_NOQUEUE`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockRecover {
+    pub view: u64,
+    pub locks: Vec<RecordedLock>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockErrorCode {
     NotGranted = 1,
@@ -209,6 +244,9 @@ pub enum Message {
     LockCancel(LockRef),
     LockCancelled(LockCancelled),
     LockError(LockError),
+    LockRecover(LockRecover),
+    // the sender has sent all its lock records for `view`
+    LockRecoverDone { view: u64 },
     FileOp(FileOp),
     FileOpReply(FileOpReply),
     Goodbye { reason: String },
@@ -226,6 +264,8 @@ const T_LOCK_UNLOCK: u8 = 14;
 const T_LOCK_CANCEL: u8 = 15;
 const T_LOCK_CANCELLED: u8 = 16;
 const T_LOCK_ERROR: u8 = 17;
+const T_LOCK_RECOVER: u8 = 18;
+const T_LOCK_RECOVER_DONE: u8 = 19;
 const T_FILE_OP: u8 = 20;
 const T_FILE_OP_REPLY: u8 = 21;
 const T_GOODBYE: u8 = 30;
@@ -246,6 +286,8 @@ impl Message {
             Message::LockCancel(_) => T_LOCK_CANCEL,
             Message::LockCancelled(_) => T_LOCK_CANCELLED,
             Message::LockError(_) => T_LOCK_ERROR,
+            Message::LockRecover(_) => T_LOCK_RECOVER,
+            Message::LockRecoverDone { .. } => T_LOCK_RECOVER_DONE,
             Message::FileOp(_) => T_FILE_OP,
             Message::FileOpReply(_) => T_FILE_OP_REPLY,
             Message::Goodbye { .. } => T_GOODBYE,
@@ -306,12 +348,26 @@ impl Message {
             }
             Message::LockCancelled(c) => {
                 put_lock(&mut w, c.lock, &c.resource)?;
-                w.push(c.mode.map_or(NO_MODE, |m| m as u8));
+                w.push(opt_mode(c.mode));
             }
             Message::LockError(e) => {
                 put_lock(&mut w, e.lock, &e.resource)?;
                 w.push(e.code as u8);
             }
+            Message::LockRecover(rec) => {
+                if rec.locks.len() > MAX_RECOVER_LOCKS {
+                    return Err(WireError::Invalid("recovered lock count"));
+                }
+                put_u64(&mut w, rec.view);
+                put_u16(&mut w, rec.locks.len() as u16);
+                for l in &rec.locks {
+                    put_lock(&mut w, l.lock, &l.resource)?;
+                    w.push(opt_mode(l.granted));
+                    w.push(opt_mode(l.requested));
+                    put_u32(&mut w, if l.noqueue { FLAG_NOQUEUE } else { 0 });
+                }
+            }
+            Message::LockRecoverDone { view } => put_u64(&mut w, *view),
             Message::FileOp(f) => {
                 put_u64(&mut w, f.owner_epoch);
                 put_u64(&mut w, f.request_id);
@@ -451,14 +507,10 @@ impl Message {
             }
             T_LOCK_CANCELLED => {
                 let (lock, resource) = r.lock()?;
-                let mode = match r.u8("mode")? {
-                    NO_MODE => None,
-                    m => Some(Mode::from_u8(m).ok_or(WireError::Invalid("lock mode"))?),
-                };
                 Message::LockCancelled(LockCancelled {
                     lock,
                     resource,
-                    mode,
+                    mode: r.opt_mode()?,
                 })
             }
             T_LOCK_ERROR => {
@@ -471,6 +523,39 @@ impl Message {
                     code,
                 })
             }
+            T_LOCK_RECOVER => {
+                let view = r.u64("lock recover")?;
+                let n = usize::from(r.u16("lock recover")?);
+                if n > MAX_RECOVER_LOCKS {
+                    return Err(WireError::Invalid("recovered lock count"));
+                }
+                // A count the frame cannot hold fails here, before any
+                // record is read; the records are not pre-allocated.
+                if n * RECORD_FIXED > r.b.len() - r.pos {
+                    return Err(WireError::Truncated("recovered locks"));
+                }
+                let mut locks = Vec::new();
+                for _ in 0..n {
+                    let (lock, resource) = r.lock()?;
+                    let granted = r.opt_mode()?;
+                    let requested = r.opt_mode()?;
+                    let flags = r.u32("flags")?;
+                    if flags & !FLAG_NOQUEUE != 0 {
+                        return Err(WireError::Invalid("recovered lock flags"));
+                    }
+                    locks.push(RecordedLock {
+                        lock,
+                        resource,
+                        granted,
+                        requested,
+                        noqueue: flags & FLAG_NOQUEUE != 0,
+                    });
+                }
+                Message::LockRecover(LockRecover { view, locks })
+            }
+            T_LOCK_RECOVER_DONE => Message::LockRecoverDone {
+                view: r.u64("lock recover done")?,
+            },
             T_FILE_OP => Message::FileOp(FileOp {
                 owner_epoch: r.u64("file op")?,
                 request_id: r.u64("file op")?,
@@ -566,6 +651,9 @@ fn put_bytes32(w: &mut Vec<u8>, b: &[u8]) -> Result<()> {
     w.extend_from_slice(b);
     Ok(())
 }
+fn opt_mode(m: Option<Mode>) -> u8 {
+    m.map_or(NO_MODE, |m| m as u8)
+}
 fn put_lock(w: &mut Vec<u8>, lock: LockId, resource: &[u8]) -> Result<()> {
     if resource.is_empty() || resource.len() > MAX_RESOURCE_NAME {
         return Err(WireError::Invalid("resource name"));
@@ -625,6 +713,15 @@ impl<'a> Rd<'a> {
     }
     fn mode(&mut self) -> Result<Mode> {
         Mode::from_u8(self.u8("mode")?).ok_or(WireError::Invalid("lock mode"))
+    }
+    /// A mode or [`NO_MODE`].
+    fn opt_mode(&mut self) -> Result<Option<Mode>> {
+        match self.u8("mode")? {
+            NO_MODE => Ok(None),
+            m => Mode::from_u8(m)
+                .map(Some)
+                .ok_or(WireError::Invalid("lock mode")),
+        }
     }
     fn lock(&mut self) -> Result<(LockId, Vec<u8>)> {
         let node = self.u64("lock id")?;

@@ -30,6 +30,199 @@ fn the_frame_format_is_pinned() {
     assert_eq!(Message::decode_frame(&b).unwrap(), Some((m, b.len())));
 }
 
+fn recorded(
+    local: u64,
+    name: &[u8],
+    granted: Option<Mode>,
+    requested: Option<Mode>,
+) -> RecordedLock {
+    RecordedLock {
+        lock: LockId { node: 3, local },
+        resource: name.to_vec(),
+        granted,
+        requested,
+        noqueue: false,
+    }
+}
+
+fn round_trips(m: &Message) -> Vec<u8> {
+    let b = m.encode().unwrap();
+    assert!(b.len() <= MAX_FRAME);
+    assert_eq!(
+        Message::decode_frame(&b).unwrap(),
+        Some((m.clone(), b.len()))
+    );
+    b
+}
+
+#[test]
+fn the_lock_recover_format_is_pinned() {
+    let mut l = recorded(9, b"ab", None, Some(Mode::PW));
+    l.lock = lock();
+    l.noqueue = true;
+    let m = Message::LockRecover(LockRecover {
+        view: 0x0a0b,
+        locks: vec![l],
+    });
+    let b = round_trips(&m);
+    let expect: Vec<u8> = [
+        &[0, 0, 0, 2 + 8 + 2 + 16 + 2 + 2 + 1 + 1 + 4][..], // length
+        &[VERSION, 18],                                     // version, LockRecover
+        &[0, 0, 0, 0, 0, 0, 0x0a, 0x0b],                    // view
+        &[0, 1],                                            // lock count
+        &[1, 2, 3, 4, 5, 6, 7, 8],                          // lock.node
+        &[0, 0, 0, 0, 0, 0, 0, 9],                          // lock.local
+        &[0, 2],
+        b"ab",
+        &[0xff],       // granted: none
+        &[4],          // requested: PW
+        &[0, 0, 0, 1], // flags: NOQUEUE
+    ]
+    .concat();
+    assert_eq!(b, expect);
+    let done = round_trips(&Message::LockRecoverDone { view: 5 });
+    assert_eq!(
+        done,
+        [&[0, 0, 0, 10, VERSION, 19][..], &[0, 0, 0, 0, 0, 0, 0, 5]].concat()
+    );
+}
+
+#[test]
+fn lock_recover_round_trips() {
+    let full = vec![0xa5; MAX_RESOURCE_NAME];
+    for locks in [
+        vec![],
+        vec![recorded(1, b"r", Some(Mode::EX), None)],
+        vec![
+            recorded(1, b"r", None, Some(Mode::NL)),
+            recorded(2, &full, Some(Mode::CR), Some(Mode::PR)),
+            recorded(3, b"s", None, None),
+            RecordedLock {
+                noqueue: true,
+                ..recorded(4, &full, Some(Mode::NL), Some(Mode::EX))
+            },
+        ],
+    ] {
+        round_trips(&Message::LockRecover(LockRecover { view: 7, locks }));
+    }
+    for view in [0, 1, u64::MAX] {
+        round_trips(&Message::LockRecoverDone { view });
+        round_trips(&Message::LockRecover(LockRecover {
+            view,
+            locks: vec![],
+        }));
+    }
+}
+
+/// The largest message the DLM sends: a full chunk of records, each with
+/// a full-length name.  It fits a frame; one record more is refused.
+#[test]
+fn a_full_lock_recover_chunk_fits_a_frame() {
+    let locks: Vec<RecordedLock> = (0..MAX_RECOVER_LOCKS as u64)
+        .map(|i| RecordedLock {
+            lock: LockId {
+                node: u64::MAX,
+                local: i,
+            },
+            resource: vec![b'n'; MAX_RESOURCE_NAME],
+            granted: Some(Mode::PR),
+            requested: Some(Mode::EX),
+            noqueue: true,
+        })
+        .collect();
+    let mut m = LockRecover { view: 9, locks };
+    let b = round_trips(&Message::LockRecover(m.clone()));
+    assert_eq!(
+        b.len(),
+        PREFIX + HEAD + 8 + 2 + MAX_RECOVER_LOCKS * (RECORD_FIXED + MAX_RESOURCE_NAME)
+    );
+    assert!(b.len() < MAX_FRAME / 4, "{} bytes", b.len());
+    m.locks.push(m.locks[0].clone());
+    assert_eq!(
+        Message::LockRecover(m).encode(),
+        Err(WireError::Invalid("recovered lock count"))
+    );
+}
+
+#[test]
+fn bad_lock_recover_payloads_are_refused() {
+    // body: version, type, view, count, then one record named "ab"
+    let one = Message::LockRecover(LockRecover {
+        view: 1,
+        locks: vec![recorded(1, b"ab", Some(Mode::PR), Some(Mode::EX))],
+    });
+    let good = one.encode().unwrap()[PREFIX..].to_vec();
+    let (count, name_len, granted, requested, flags) = (10, 28, 32, 33, 34);
+    assert_eq!(good.len(), flags + 4);
+    assert_eq!(Message::decode_body(&good), Ok(one));
+    let with = |at: usize, bytes: &[u8]| {
+        let mut b = good.clone();
+        b[at..at + bytes.len()].copy_from_slice(bytes);
+        Message::decode_body(&b)
+    };
+    let invalid = |what| Err(WireError::Invalid(what));
+    // unknown modes (6..0xfe), granted or requested
+    for m in [6, 7, 0x80, 0xfe] {
+        assert_eq!(with(granted, &[m]), invalid("lock mode"));
+        assert_eq!(with(requested, &[m]), invalid("lock mode"));
+    }
+    assert_eq!(with(flags, &[0, 0, 0, 2]), invalid("recovered lock flags"));
+    assert_eq!(
+        with(flags, &[0x80, 0, 0, 1]),
+        invalid("recovered lock flags")
+    );
+    // names: empty, or over the limit (even with the bytes present)
+    assert_eq!(with(name_len, &[0, 0]), invalid("resource name"));
+    let mut long = good[..name_len].to_vec();
+    long.extend_from_slice(&((MAX_RESOURCE_NAME + 1) as u16).to_be_bytes());
+    long.extend_from_slice(&[b'x'; MAX_RESOURCE_NAME + 1]);
+    long.extend_from_slice(&good[granted..]);
+    assert_eq!(Message::decode_body(&long), invalid("resource name"));
+    // counts: over the limit (with that many records present), and more
+    // records than the frame holds
+    let rec = &good[count + 2..];
+    let mut over = good[..count].to_vec();
+    over.extend_from_slice(&((MAX_RECOVER_LOCKS + 1) as u16).to_be_bytes());
+    for _ in 0..=MAX_RECOVER_LOCKS {
+        over.extend_from_slice(rec);
+    }
+    assert_eq!(Message::decode_body(&over), invalid("recovered lock count"));
+    assert_eq!(
+        with(count, &(MAX_RECOVER_LOCKS as u16).to_be_bytes()),
+        Err(WireError::Truncated("recovered locks"))
+    );
+    assert!(matches!(with(count, &[0, 2]), Err(WireError::Truncated(_))));
+    assert_eq!(with(count, &[0, 0]), Err(WireError::Trailing(rec.len())));
+    // missing and trailing bytes
+    for n in 2..good.len() {
+        assert!(
+            matches!(
+                Message::decode_body(&good[..n]),
+                Err(WireError::Truncated(_))
+            ),
+            "cut at {n}"
+        );
+    }
+    let mut trailing = good.clone();
+    trailing.push(0);
+    assert_eq!(Message::decode_body(&trailing), Err(WireError::Trailing(1)));
+    // the same for LockRecoverDone
+    let done = Message::LockRecoverDone { view: 3 }.encode().unwrap()[PREFIX..].to_vec();
+    assert!(matches!(
+        Message::decode_body(&done[..done.len() - 1]),
+        Err(WireError::Truncated(_))
+    ));
+    let mut trailing = done.clone();
+    trailing.push(0);
+    assert_eq!(Message::decode_body(&trailing), Err(WireError::Trailing(1)));
+    // a bad record in the encoder is refused there, too
+    let bad = Message::LockRecover(LockRecover {
+        view: 1,
+        locks: vec![recorded(1, &[0; MAX_RESOURCE_NAME + 1], None, None)],
+    });
+    assert_eq!(bad.encode(), Err(WireError::Invalid("resource name")));
+}
+
 #[test]
 fn bad_frames_are_errors() {
     let good = Message::Auth(Auth { mac: [7; 32] }).encode().unwrap();
@@ -143,6 +336,24 @@ fn arb_lock() -> impl Strategy<Value = (LockId, Vec<u8>)> {
         .prop_map(|(node, local, name)| (LockId { node, local }, name))
 }
 
+fn arb_recorded() -> impl Strategy<Value = RecordedLock> {
+    (
+        arb_lock(),
+        proptest::option::of(arb_mode()),
+        proptest::option::of(arb_mode()),
+        any::<bool>(),
+    )
+        .prop_map(
+            |((lock, resource), granted, requested, noqueue)| RecordedLock {
+                lock,
+                resource,
+                granted,
+                requested,
+                noqueue,
+            },
+        )
+}
+
 fn arb_message() -> impl Strategy<Value = Message> {
     let payload = || proptest::collection::vec(any::<u8>(), 0..2000);
     prop_oneof![
@@ -244,6 +455,12 @@ fn arb_message() -> impl Strategy<Value = Message> {
             resource,
             code: LockErrorCode::from_u8(c).unwrap()
         })),
+        (
+            any::<u64>(),
+            proptest::collection::vec(arb_recorded(), 0..6)
+        )
+            .prop_map(|(view, locks)| Message::LockRecover(LockRecover { view, locks })),
+        any::<u64>().prop_map(|view| Message::LockRecoverDone { view }),
         (any::<u64>(), any::<u64>(), any::<u32>(), payload()).prop_map(
             |(owner_epoch, request_id, opcode, payload)| Message::FileOp(FileOp {
                 owner_epoch,
