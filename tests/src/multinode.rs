@@ -554,8 +554,9 @@ fn writer_ok(c: &mut Cluster, n: usize, log: &str, lines: u32) -> Result<()> {
 
 /// The owner unmounts first: its client takes the volume over with no
 /// XFS log recovery, a write loop on the client meanwhile sees no error,
-/// D-Bus shows it as the owner at the next epoch; the old owner mounts
-/// again as a client of the new one; then the new owner unmounts first
+/// D-Bus shows it as the owner at the next epoch; its daemon, killed
+/// with -9 under a writer, comes back on the same mount and stays the
+/// owner; the old owner mounts again as a client of the new one; then the new owner unmounts first
 /// too and the volume goes back; at last both unmount at once, which
 /// leaves no daemon and a clean XFS.
 pub fn hand_over(c: &mut Cluster) -> Result<()> {
@@ -627,6 +628,32 @@ fn hand_over_steps(c: &mut Cluster) -> Result<()> {
     say(format!(
         "node2 took the volume over: Role owner, epoch {epoch1} -> {epoch2}, no log recovery; \
          its 40 writes during the hand-over all succeeded"
+    ));
+
+    // 1b: the new owner's daemon, which has served its own FUSE mount
+    // since the take-over, killed with -9 under a writer: systemd
+    // restarts it, it resumes that connection and stays the owner
+    let unit = crate::supervision::unit_of(c.node(2), &dev2)?;
+    start_writer(c, 2, "w1b.log", 20)?;
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let (old, new, took) = crate::supervision::kill_restart_reattach(c, 2, &unit)?;
+    crate::supervision::props_become(
+        c,
+        2,
+        &object,
+        &[("Role", "s \"owner\""), ("Epoch", &epoch2)],
+    )?;
+    writer_ok(c, 2, "w1b.log", 20)?;
+    let got = c.node(2).must(&format!("cat {MNT}/first"))?;
+    ensure!(
+        got == "from the first owner\n",
+        "the first owner's file after the new owner's daemon restart: {got:?}"
+    );
+    say(format!(
+        "node2 (owner by take-over): mxfsd pid {old} killed, restarted as pid {new} in {:.1} s, \
+         re-attached; still the owner at epoch {}; its 20 writes across the kill all succeeded",
+        took.as_secs_f64(),
+        dbus::shown(&epoch2)
     ));
 
     // 2: the old owner comes back as a client of the new one

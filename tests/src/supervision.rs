@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 const PARAM: &str = "/sys/module/mxfs/parameters/reattach_timeout";
 
-fn unit_of(node: &mut Node, dev: &str) -> Result<String> {
+pub(crate) fn unit_of(node: &mut Node, dev: &str) -> Result<String> {
     let uuid = node.must(&format!("blkid -s UUID -o value {dev}"))?;
     Ok(format!(
         "mxfsd@{}.service",
@@ -171,7 +171,11 @@ fn loop_running(c: &mut Cluster, n: usize) -> Result<bool> {
 /// `kill -9` of its daemon, systemd restarts it (30 s at most), and the
 /// kernel log says the new one re-attached to the live mount.  Returns
 /// the old and new MainPID and how long the restart took.
-fn kill_restart_reattach(c: &mut Cluster, n: usize, unit: &str) -> Result<(u32, u32, Duration)> {
+pub(crate) fn kill_restart_reattach(
+    c: &mut Cluster,
+    n: usize,
+    unit: &str,
+) -> Result<(u32, u32, Duration)> {
     let node = c.node(n);
     let before = main_pid(node, unit)?;
     ensure!(before != 0, "node{n}: {unit} has no MainPID");
@@ -196,7 +200,12 @@ fn kill_restart_reattach(c: &mut Cluster, n: usize, unit: &str) -> Result<(u32, 
 /// Waits, 30 s at most, for node `n`'s D-Bus properties to read as
 /// `want` (a restarted daemon takes its bus name and rejoins a moment
 /// after systemd sees it ready); fails naming what they read last.
-fn props_become(c: &mut Cluster, n: usize, object: &str, want: &[(&str, &str)]) -> Result<()> {
+pub(crate) fn props_become(
+    c: &mut Cluster,
+    n: usize,
+    object: &str,
+    want: &[(&str, &str)],
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let got: Vec<String> = want
