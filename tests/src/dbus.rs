@@ -3,7 +3,7 @@
 use crate::host::say;
 use crate::node::Node;
 use crate::single::{self, MNT};
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use std::time::Duration;
 
 /// `busctl` arguments naming the object of the volume on `dev`.
@@ -21,6 +21,22 @@ pub fn property(node: &mut Node, object: &str, name: &str) -> Result<String> {
         ))?
         .trim()
         .to_string())
+}
+
+/// The number at the end of a busctl value (`t 42`).
+pub fn number(v: &str) -> Result<u64> {
+    v.split_whitespace()
+        .last()
+        .and_then(|w| w.parse().ok())
+        .with_context(|| format!("no number in {v:?}"))
+}
+
+/// The elements of a busctl array (`at 3 1 2 3`, `a(tt) 2 1 10 2 20`).
+pub fn elements(v: &str) -> Vec<u64> {
+    v.split_whitespace()
+        .skip(2)
+        .filter_map(|w| w.parse().ok())
+        .collect()
 }
 
 /// A value as `busctl get-property` printed it, without its leading type
@@ -105,7 +121,15 @@ pub fn volume_object(node: &mut Node) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::shown;
+    use super::{elements, number, shown};
+
+    #[test]
+    fn busctl_values() {
+        assert_eq!(number("t 12345").unwrap(), 12345);
+        assert_eq!(elements("at 3 1 2 3"), [1, 2, 3]);
+        assert_eq!(elements("a(tt) 2 10 500 20 1500"), [10, 500, 20, 1500]);
+        assert!(elements("at 0").is_empty());
+    }
 
     #[test]
     fn shown_drops_the_type_signature() {

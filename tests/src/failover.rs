@@ -17,7 +17,7 @@
 
 use crate::checks::lun_device;
 use crate::cluster::Cluster;
-use crate::dbus;
+use crate::dbus::{self, elements, number};
 use crate::host::say;
 use crate::multinode::{finish_background, prop, start_background, stopped_and_clean};
 use crate::single::{self, MNT};
@@ -219,22 +219,6 @@ fn check_records(
         bad.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
     );
     Ok(())
-}
-
-/// The number at the end of a busctl value (`t 42`).
-fn number(v: &str) -> Result<u64> {
-    v.split_whitespace()
-        .last()
-        .and_then(|w| w.parse().ok())
-        .with_context(|| format!("no number in {v:?}"))
-}
-
-/// The elements of a busctl array (`at 3 1 2 3`, `a(tt) 2 1 10 2 20`).
-fn elements(v: &str) -> Vec<u64> {
-    v.split_whitespace()
-        .skip(2)
-        .filter_map(|w| w.parse().ok())
-        .collect()
 }
 
 /// A property, or None when the daemon does not answer within 10 s (a
@@ -1241,13 +1225,5 @@ mod tests {
             parse_acks(log, 1).unwrap().into_iter().collect::<Vec<_>>(),
             [7]
         );
-    }
-
-    #[test]
-    fn busctl_values() {
-        assert_eq!(number("t 12345").unwrap(), 12345);
-        assert_eq!(elements("at 3 1 2 3"), [1, 2, 3]);
-        assert_eq!(elements("a(tt) 2 10 500 20 1500"), [10, 500, 20, 1500]);
-        assert!(elements("at 0").is_empty());
     }
 }
