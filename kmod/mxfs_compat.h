@@ -222,13 +222,8 @@ static inline ssize_t mxfs_splice_read(struct file *in, loff_t *ppos,
 				       struct pipe_inode_info *pipe,
 				       size_t len, unsigned int flags)
 {
-	struct file *lower;
-	ssize_t ret;
+	struct file *lower = mxfs_live_lower_file(in);
 
-	ret = mxfs_check(file_inode(in)->i_sb);
-	if (ret)
-		return ret;
-	lower = mxfs_lower_file(in);
 	if (IS_ERR(lower))
 		return PTR_ERR(lower);
 	return vfs_splice_read(lower, ppos, pipe, len, flags);

@@ -65,6 +65,14 @@ struct file *mxfs_lower_file(struct file *file)
 	return lf;
 }
 
+/* mxfs_lower_file(), or EIO once the mount is dead (mxfs_check()). */
+struct file *mxfs_live_lower_file(struct file *file)
+{
+	int err = mxfs_check(file_inode(file)->i_sb);
+
+	return err ? ERR_PTR(err) : mxfs_lower_file(file);
+}
+
 int mxfs_open(struct inode *inode, struct file *file)
 {
 	struct dentry *lower = mxfs_lower_dentry(file->f_path.dentry);
@@ -74,8 +82,6 @@ int mxfs_open(struct inode *inode, struct file *file)
 	err = mxfs_check(inode->i_sb);
 	if (err)
 		return err;
-	if (!lower || d_really_is_negative(lower))
-		return -ESTALE;
 
 	/*
 	 * An owner opens a regular file's XFS file on first use: an open
@@ -87,6 +93,8 @@ int mxfs_open(struct inode *inode, struct file *file)
 	 */
 	if (S_ISREG(inode->i_mode) && !mxfs_is_client(inode->i_sb) &&
 	    !(file->f_flags & O_DIRECT)) {
+		if (!lower || d_really_is_negative(lower))
+			return -ESTALE;
 		mxfs_set_xfs_fmode(file);
 		return generic_file_open(inode, file);
 	}
@@ -228,13 +236,9 @@ static int mxfs_client_mmap_check(struct file *file,
 
 static int mxfs_mmap(struct file *file, struct vm_area_struct *vma)
 {
-	struct file *lf;
+	struct file *lf = mxfs_live_lower_file(file);
 	int err;
 
-	err = mxfs_check(file_inode(file)->i_sb);
-	if (err)
-		return err;
-	lf = mxfs_lower_file(file);
 	if (IS_ERR(lf))
 		return PTR_ERR(lf);
 	if (!lf->f_op->mmap)
@@ -249,13 +253,8 @@ static int mxfs_mmap(struct file *file, struct vm_area_struct *vma)
 
 int mxfs_fsync(struct file *file, loff_t start, loff_t end, int datasync)
 {
-	struct file *lf;
-	int err;
+	struct file *lf = mxfs_live_lower_file(file);
 
-	err = mxfs_check(file_inode(file)->i_sb);
-	if (err)
-		return err;
-	lf = mxfs_lower_file(file);
 	if (IS_ERR(lf))
 		return PTR_ERR(lf);
 	return vfs_fsync_range(lf, start, end, datasync);
@@ -265,13 +264,9 @@ static long mxfs_fallocate(struct file *file, int mode, loff_t offset,
 			   loff_t len)
 {
 	struct inode *inode = file_inode(file);
-	struct file *lf;
+	struct file *lf = mxfs_live_lower_file(file);
 	long ret;
 
-	ret = mxfs_check(inode->i_sb);
-	if (ret)
-		return ret;
-	lf = mxfs_lower_file(file);
 	if (IS_ERR(lf))
 		return PTR_ERR(lf);
 	inode_lock(inode);
@@ -284,13 +279,8 @@ static long mxfs_fallocate(struct file *file, int mode, loff_t offset,
 static int mxfs_fadvise(struct file *file, loff_t offset, loff_t len,
 			int advice)
 {
-	struct file *lf;
-	int err;
+	struct file *lf = mxfs_live_lower_file(file);
 
-	err = mxfs_check(file_inode(file)->i_sb);
-	if (err)
-		return err;
-	lf = mxfs_lower_file(file);
 	if (IS_ERR(lf))
 		return PTR_ERR(lf);
 	return vfs_fadvise(lf, offset, len, advice);
@@ -355,13 +345,8 @@ static int mxfs_flush(struct file *file, fl_owner_t id)
 /* fcntl() locks, OFD locks included: the lower file's, as they are. */
 static int mxfs_lock(struct file *file, int cmd, struct file_lock *fl)
 {
-	struct file *lf;
-	int err;
+	struct file *lf = mxfs_live_lower_file(file);
 
-	err = mxfs_check(file_inode(file)->i_sb);
-	if (err)
-		return err;
-	lf = mxfs_lower_file(file);
 	if (IS_ERR(lf))
 		return PTR_ERR(lf);
 	MXFS_FL(fl, file) = lf;
@@ -399,13 +384,8 @@ static int mxfs_flock_forward(struct file *lf, struct file_lock *fl)
 static int mxfs_flock(struct file *file, int cmd, struct file_lock *fl)
 {
 	struct super_block *sb = file_inode(file)->i_sb;
-	struct file *lf;
-	int err;
+	struct file *lf = mxfs_live_lower_file(file);
 
-	err = mxfs_check(sb);
-	if (err)
-		return err;
-	lf = mxfs_lower_file(file);
 	if (IS_ERR(lf))
 		return PTR_ERR(lf);
 	if (mxfs_is_client(sb))

@@ -211,6 +211,7 @@ extern const struct file_operations mxfs_file_fops;
 extern const struct address_space_operations mxfs_aops;
 int mxfs_open(struct inode *inode, struct file *file);
 struct file *mxfs_lower_file(struct file *file);
+struct file *mxfs_live_lower_file(struct file *file);
 int mxfs_release(struct inode *inode, struct file *file);
 loff_t mxfs_llseek(struct file *file, loff_t offset, int whence);
 int mxfs_fsync(struct file *file, loff_t start, loff_t end, int datasync);
