@@ -462,17 +462,33 @@ pub fn locks_across_nodes(c: &mut Cluster) -> Result<()> {
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0)
         };
-        let served = prop(c, 1, &object, "LockRequests")?;
-        let forwarded = prop(c, 2, &object, "LockRequests")?;
-        let latency = prop(c, 2, &object, "LockGrantLatency")?;
         // `a(tt) 7 100 N 1000 N ...`: the counts are every other number
-        let grants: u64 = latency
-            .split_whitespace()
-            .skip(2)
-            .skip(1)
-            .step_by(2)
-            .filter_map(|n| n.parse::<u64>().ok())
-            .sum();
+        let grants_in = |latency: &str| -> u64 {
+            latency
+                .split_whitespace()
+                .skip(2)
+                .skip(1)
+                .step_by(2)
+                .filter_map(|n| n.parse::<u64>().ok())
+                .sum()
+        };
+        // The daemons refresh their D-Bus snapshot once a second: the
+        // last grants may show a second after the counters finished.
+        let mut tries = 0;
+        let (served, forwarded, latency) = loop {
+            let served = prop(c, 1, &object, "LockRequests")?;
+            let forwarded = prop(c, 2, &object, "LockRequests")?;
+            let latency = prop(c, 2, &object, "LockGrantLatency")?;
+            let settled = count(&forwarded) >= (2 * PROCS * EACH) as u64
+                && count(&served) >= count(&forwarded)
+                && grants_in(&latency) >= (2 * PROCS * EACH) as u64;
+            tries += 1;
+            if settled || tries == 5 {
+                break (served, forwarded, latency);
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        };
+        let grants = grants_in(&latency);
         ensure!(
             count(&forwarded) >= (2 * PROCS * EACH) as u64 && count(&served) >= count(&forwarded),
             "LockRequests: owner {served}, client {forwarded}"
