@@ -51,6 +51,11 @@ pub struct VolumeStatus {
     pub last_recovery: String,
     /// Metric: (node id, ms since its disk heartbeat last moved).
     pub heartbeat_age: Vec<(u64, u64)>,
+    /// The DLM's view number and members on this node, and the member
+    /// it shows holding the `owner` resource (0: none found).
+    pub lock_view: u64,
+    pub lock_members: Vec<u64>,
+    pub lock_owner: u64,
 }
 
 /// The parts of the status that the cluster runtime changes.
@@ -65,6 +70,9 @@ pub struct ClusterView {
     pub lock_grant_latency: Vec<(u64, u64)>,
     pub last_recovery: String,
     pub heartbeat_age: Vec<(u64, u64)>,
+    pub lock_view: u64,
+    pub lock_members: Vec<u64>,
+    pub lock_owner: u64,
 }
 
 struct VolumeObject {
@@ -140,6 +148,21 @@ impl VolumeObject {
     fn heartbeat_age(&self) -> Vec<(u64, u64)> {
         self.status.heartbeat_age.clone()
     }
+    /// The DLM's membership view on this node (the owner numbers them).
+    #[zbus(property)]
+    fn lock_view(&self) -> u64 {
+        self.status.lock_view
+    }
+    /// The members of that view.
+    #[zbus(property)]
+    fn lock_members(&self) -> Vec<u64> {
+        self.status.lock_members.clone()
+    }
+    /// The member the DLM shows holding the `owner` resource (0: none).
+    #[zbus(property)]
+    fn lock_owner(&self) -> u64 {
+        self.status.lock_owner
+    }
 
     /// A node became a member (its peer link is up).
     #[zbus(signal)]
@@ -194,6 +217,9 @@ impl Bus {
             obj.status.lock_grant_latency = view.lock_grant_latency.clone();
             obj.status.last_recovery = view.last_recovery.clone();
             obj.status.heartbeat_age = view.heartbeat_age.clone();
+            obj.status.lock_view = view.lock_view;
+            obj.status.lock_members = view.lock_members.clone();
+            obj.status.lock_owner = view.lock_owner;
             for n in view.members.iter().filter(|n| !old.members.contains(n)) {
                 VolumeObject::member_joined(e, *n).await?;
             }
@@ -225,6 +251,15 @@ impl Bus {
             }
             if old.heartbeat_age != view.heartbeat_age {
                 obj.heartbeat_age_changed(e).await?;
+            }
+            if old.lock_view != view.lock_view {
+                obj.lock_view_changed(e).await?;
+            }
+            if old.lock_members != view.lock_members {
+                obj.lock_members_changed(e).await?;
+            }
+            if old.lock_owner != view.lock_owner {
+                obj.lock_owner_changed(e).await?;
             }
             Ok::<(), zbus::Error>(())
         }

@@ -519,6 +519,9 @@ fn serve(
                 .collect(),
             last_recovery: String::new(),
             heartbeat_age: Vec::new(),
+            lock_view: 0,
+            lock_members: Vec::new(),
+            lock_owner: 0,
         }),
         shown_tx,
     ));
@@ -697,6 +700,9 @@ async fn run(args: Args, node_id: u64, node_uuid: Uuid) -> Result<(), Stop> {
                         lock_grant_latency: st.lock_grant_latency,
                         last_recovery: st.last_recovery,
                         heartbeat_age: st.heartbeat_age,
+                        lock_view: st.lock_view,
+                        lock_members: st.lock_members,
+                        lock_owner: st.lock_owner,
                     })
                     .await;
                 }

@@ -63,6 +63,9 @@ pub fn volume_object(node: &mut Node) -> Result<()> {
             ".OwnerNode",
             ".Epoch",
             ".Members",
+            ".LockView",
+            ".LockMembers",
+            ".LockOwner",
             ".FencingState",
             ".PrCapability",
             ".Fenced",
@@ -87,6 +90,32 @@ pub fn volume_object(node: &mut Node) -> Result<()> {
         let mut shown = Vec::new();
         for (name, expected) in want {
             let got = property(node, &object, name)?;
+            ensure!(
+                got == expected,
+                "{name}: busctl says {got:?}, expected {expected:?}"
+            );
+            shown.push(format!("{name}={got}"));
+        }
+        // The DLM, alone: the first view of epoch 1, this node its only
+        // member and the holder of `owner` (it shows within a second or
+        // two of the mount).
+        let lock_want = [
+            ("LockView", format!("t {}", (1u64 << 32) | 1)),
+            ("LockMembers", format!("at 1 {key}")),
+            ("LockOwner", format!("t {key}")),
+        ];
+        let mut lock_got = Vec::new();
+        for _ in 0..20 {
+            lock_got = lock_want
+                .iter()
+                .map(|(name, _)| property(node, &object, name))
+                .collect::<Result<_>>()?;
+            if lock_got.iter().zip(&lock_want).all(|(g, (_, w))| g == w) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        for (got, (name, expected)) in lock_got.iter().zip(&lock_want) {
             ensure!(
                 got == expected,
                 "{name}: busctl says {got:?}, expected {expected:?}"

@@ -506,6 +506,43 @@ pub fn locks_across_nodes(c: &mut Cluster) -> Result<()> {
     })
 }
 
+/// The DLM on `nodes` (D-Bus, for up to 15 s: views follow links within
+/// a ping or two, and the properties lag by a second): every node is in
+/// the same view, whose members are the cluster's Members, and shows the
+/// node named by OwnerNode holding the `owner` resource (LockOwner).
+/// (view, members).
+fn lock_views_agree(c: &mut Cluster, nodes: &[usize], object: &str) -> Result<(u64, Vec<u64>)> {
+    let mut last = Vec::new();
+    for _ in 0..30 {
+        last.clear();
+        for &n in nodes {
+            let mut row = Vec::new();
+            for p in [
+                "LockView",
+                "LockMembers",
+                "Members",
+                "LockOwner",
+                "OwnerNode",
+            ] {
+                row.push(prop(c, n, object, p)?);
+            }
+            last.push(row);
+        }
+        let first = &last[0];
+        let view = dbus::number(&first[0]).unwrap_or(0);
+        let agreed = last.iter().all(|r| {
+            r[0] == first[0] && r[1] == r[2] && r[1] == first[1] && r[3] == r[4] && r[3] == first[3]
+        });
+        if agreed && view != 0 && dbus::elements(&first[1]).len() == nodes.len() {
+            return Ok((view, dbus::elements(&first[1])));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    anyhow::bail!(
+        "the DLM views of nodes {nodes:?} did not agree (LockView, LockMembers, Members, LockOwner, OwnerNode): {last:?}"
+    )
+}
+
 /// A client's data and metadata rates as ratios to its owner's, on one
 /// volume in the same run: the same jobs on node 1 (owner) and node 2
 /// (client), `rounds` rounds that alternate which goes first, medians
@@ -758,6 +795,10 @@ pub fn three_nodes(c: &mut Cluster) -> Result<()> {
         say(format!(
             "three nodes: roles {roles:?}, the same OwnerNode, Epoch and Members ({members})"
         ));
+        let (view, lock_members) = lock_views_agree(c, &[1, 2, 3], &object)?;
+        say(format!(
+            "three nodes: DLM view {view:#x} on all, members {lock_members:?} as Members, LockOwner = OwnerNode"
+        ));
 
         for w in 1..=3 {
             c.node(w)
@@ -847,8 +888,13 @@ pub fn three_nodes(c: &mut Cluster) -> Result<()> {
             c.node(rest[0]).must(&format!("cat {MNT}/after"))? == "after the hand-over\n",
             "a write after the hand-over is not seen on the other node"
         );
+        let (view2, _) = lock_views_agree(c, &rest, &object)?;
+        ensure!(
+            view2 > view,
+            "the DLM view after the hand-over, {view2:#x}, is not after {view:#x}"
+        );
         say(format!(
-            "node{owner} (owner) unmounted: nodes {rest:?} now {roles:?}, both following {}",
+            "node{owner} (owner) unmounted: nodes {rest:?} now {roles:?}, both following {}; DLM view {view2:#x}, the new owner holds the owner lock",
             owners[0]
         ));
         Ok(())

@@ -35,6 +35,12 @@
 //! volume over like a hand-over's successor (its XFS mount replays the
 //! dead owner's log); the other clients follow.
 //!
+//! The DLM ([`crate::dlm`]): every member runs one over its peer links.
+//! The owner decides its membership views ([`lockview`]) and holds the
+//! `owner` resource in EX; every member finds the holder by probing
+//! (D-Bus LockOwner).  File locks do not go through it yet: the owner's
+//! kernel arbitrates them (see `fileserv::locks`).
+//!
 //! Hand-over: an owner told to shut down while it has clients first
 //! drains (requests it has started are answered; new ones get
 //! [`OWNER_LEAVING`], which a client queues again for the next owner),
@@ -44,6 +50,7 @@
 //! then serves its own requests and everyone else's.
 
 pub mod liveness;
+pub mod lockview;
 #[cfg(test)]
 mod tests;
 
@@ -59,13 +66,14 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::discovery;
+use crate::dlm::{Dlm, LinkTransport, LockError, OwnerElection};
 use crate::fileserv::FileService;
 use crate::metrics::LockMetrics;
 use crate::peer::{self, LinkConfig, LinkEvent, LinkHandle, Listener};
 use crate::volume_keys::VolumeSecret;
 use crate::wire::announce::AnnouncedRole;
 use crate::wire::fileop::{FileReply, FileRequest, Op};
-use crate::wire::{FileOp, FileOpReply, Message};
+use crate::wire::{FileOp, FileOpReply, Membership, Message};
 
 /// The first TCP port tried for the peer listener; the next ones are
 /// tried when several volumes are mounted on one node (design 6).
@@ -255,6 +263,11 @@ pub struct Status {
     pub last_recovery: String,
     /// (node id, ms since its disk heartbeat last moved), sorted.
     pub heartbeat_age: Vec<(u64, u64)>,
+    /// The DLM's view number and members on this node.
+    pub lock_view: u64,
+    pub lock_members: Vec<u64>,
+    /// The member the DLM shows holding `owner` (0: none found).
+    pub lock_owner: u64,
 }
 
 struct Outgoing {
@@ -268,6 +281,7 @@ struct Shared {
     status: Mutex<Status>,
     timeout: Duration,
     lock_metrics: Arc<LockMetrics>,
+    dlm: Dlm,
 }
 
 impl Shared {
@@ -321,7 +335,15 @@ impl ClusterHandle {
         let mut st = self.shared.status().clone();
         st.lock_requests = self.shared.lock_metrics.requests();
         st.lock_grant_latency = self.shared.lock_metrics.grant_latency();
+        (st.lock_view, st.lock_members) = self.shared.dlm.members();
         st
+    }
+
+    /// This node's DLM (the in-process tests take locks through it; the
+    /// daemon's file locks will).
+    #[allow(dead_code)]
+    pub fn dlm(&self) -> &Dlm {
+        &self.shared.dlm
     }
 }
 
@@ -380,6 +402,7 @@ pub async fn start(cfg: Config, service: Option<Arc<FileService>>) -> anyhow::Re
         Role::Client { owner, .. } => owner,
     };
     let (req_tx, req_rx) = mpsc::channel(1024);
+    let (dlm, dlm_task) = Dlm::spawn(node_id, LinkTransport::new());
     let shared = Arc::new(Shared {
         requests: req_tx,
         status: Mutex::new(Status {
@@ -393,10 +416,20 @@ pub async fn start(cfg: Config, service: Option<Arc<FileService>>) -> anyhow::Re
             lock_grant_latency: Vec::new(),
             last_recovery: String::new(),
             heartbeat_age: Vec::new(),
+            lock_view: 0,
+            lock_members: Vec::new(),
+            lock_owner: 0,
         }),
         timeout: cfg.request_timeout,
         lock_metrics: cfg.lock_metrics.clone(),
+        dlm: dlm.clone(),
     });
+    let (dlm_stop, _) = watch::channel(false);
+    tokio::spawn(watch_lock_owner(
+        dlm.clone(),
+        shared.clone(),
+        dlm_stop.subscribe(),
+    ));
     let (stop, stop_rx) = watch::channel(false);
     let (link_tx, link_rx) = mpsc::channel(1024);
     let (served_tx, served_rx) = mpsc::channel(1024);
@@ -410,7 +443,7 @@ pub async fn start(cfg: Config, service: Option<Arc<FileService>>) -> anyhow::Re
         epoch,
         "cluster: peer listener and discovery started"
     );
-    let runtime = Runtime {
+    let mut runtime = Runtime {
         node_id,
         role: cfg.role,
         owner,
@@ -442,7 +475,14 @@ pub async fn start(cfg: Config, service: Option<Arc<FileService>>) -> anyhow::Re
         fenced_tx,
         recovery: None,
         pings: 0,
+        dlm,
+        dlm_task,
+        dlm_stop,
+        coordinator: None,
     };
+    if let Role::Owner { epoch } = cfg.role {
+        runtime.coordinate(epoch);
+    }
     let channels = Channels {
         disc_rx,
         link_rx,
@@ -600,6 +640,12 @@ struct Runtime {
     /// The recovery this node runs or ran last (D-Bus LastRecovery).
     recovery: Option<RecoveryLine>,
     pings: u64,
+    dlm: Dlm,
+    dlm_task: JoinHandle<()>,
+    /// Ends the DLM's helper tasks (the owner lock, the holder probe).
+    dlm_stop: watch::Sender<bool>,
+    /// Owner: the DLM's membership views.
+    coordinator: Option<lockview::Coordinator>,
 }
 
 /// What the runtime's loop listens to.
@@ -684,6 +730,15 @@ impl Runtime {
         let drain = async { while ch.link_rx.recv().await.is_some() {} };
         let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
         let _ = listener_task.await;
+        // The DLM last: its locks go (the owner lock with the rest).
+        let _ = self.dlm_stop.send(true);
+        self.dlm.shutdown();
+        if tokio::time::timeout(Duration::from_secs(2), &mut self.dlm_task)
+            .await
+            .is_err()
+        {
+            warn!("cluster: the DLM did not stop");
+        }
         // A node that took over: its service's descriptors, then its XFS
         // view (the caller releases the reservation after this).
         self.service = None;
@@ -821,6 +876,7 @@ impl Runtime {
                 self.role = Role::Owner { epoch: t.epoch };
                 self.service = Some(t.service);
                 self.held = Some(t.hold);
+                self.coordinate(t.epoch);
                 {
                     let mut st = self.shared.status();
                     st.owner = self.node_id;
@@ -912,6 +968,10 @@ impl Runtime {
     async fn on_link(&mut self, ev: LinkEvent) {
         match ev {
             LinkEvent::Up { peer, handle } => {
+                let _ = self.dlm.link_event(LinkEvent::Up {
+                    peer: peer.clone(),
+                    handle: handle.clone(),
+                });
                 info!(
                     peer = %format!("{:016x}", peer.node_id),
                     host = %peer.hostname,
@@ -931,6 +991,7 @@ impl Runtime {
                         self.send_request(out).await;
                     }
                 }
+                self.views_changed();
             }
             LinkEvent::Down { node_id, reason } => {
                 if self.links.remove(&node_id).is_none() {
@@ -940,6 +1001,10 @@ impl Runtime {
                 }
                 info!(peer = %format!("{node_id:016x}"), "cluster: link down: {reason}");
                 self.link_lost(node_id);
+                if let Some(c) = self.coordinator.as_mut() {
+                    c.forget(node_id);
+                }
+                self.views_changed();
             }
             LinkEvent::Message { node_id, message } => {
                 if !self.links.contains_key(&node_id) {
@@ -948,7 +1013,11 @@ impl Runtime {
                     return;
                 }
                 self.last_heard.insert(node_id, Instant::now());
-                self.on_message(node_id, message);
+                if let Some(LinkEvent::Message { node_id, message }) =
+                    self.dlm.link_event(LinkEvent::Message { node_id, message })
+                {
+                    self.on_message(node_id, message);
+                }
             }
         }
     }
@@ -996,6 +1065,82 @@ impl Runtime {
         });
         for l in self.links.values() {
             let _ = l.try_send(&m);
+        }
+        self.views_changed();
+    }
+
+    /// Owner: become the DLM's view coordinator at `epoch` and hold the
+    /// `owner` resource.
+    fn coordinate(&mut self, epoch: u64) {
+        self.coordinator = Some(lockview::Coordinator::new(self.node_id, epoch));
+        tokio::spawn(hold_owner_lock(
+            self.dlm.clone(),
+            epoch,
+            self.dlm_stop.subscribe(),
+        ));
+        self.views_changed();
+    }
+
+    /// Links changed or a ping is due.  Owner: issue a new DLM view if
+    /// the members changed, or send the current one to whoever has not
+    /// entered it.  Client: report its view and links to the owner.
+    fn views_changed(&mut self) {
+        let linked: BTreeSet<u64> = self.links.keys().copied().collect();
+        let epoch = self.role.epoch();
+        if let Some(c) = self.coordinator.as_mut() {
+            let (to, view, members) = match c.next(&linked) {
+                Some((view, members)) => {
+                    info!(
+                        view = %format!("{view:#x}"),
+                        members = ?members.iter().map(|m| format!("{m:016x}")).collect::<Vec<_>>(),
+                        "dlm: new membership view"
+                    );
+                    self.dlm.enter_view(view, &members);
+                    (members.clone(), view, members)
+                }
+                None => {
+                    let (view, members) = c.current();
+                    (c.behind(), view, members.to_vec())
+                }
+            };
+            let m = Message::Membership(Membership {
+                view,
+                owner: self.node_id,
+                owner_epoch: epoch,
+                members,
+            });
+            for n in to.iter().filter(|n| **n != self.node_id) {
+                if let Some(l) = self.links.get(n) {
+                    let _ = l.try_send(&m);
+                }
+            }
+        } else if let Some(l) = self.links.get(&self.owner) {
+            let mut members = linked;
+            members.insert(self.node_id);
+            let _ = l.try_send(&Message::Membership(Membership {
+                view: self.dlm.members().0,
+                owner: self.owner,
+                owner_epoch: epoch,
+                members: members.into_iter().collect(),
+            }));
+        }
+    }
+
+    /// A Membership message: an owner takes it as a client's report, a
+    /// client enters the view its owner sent.
+    fn on_membership(&mut self, from: u64, m: Membership) {
+        if let Some(c) = self.coordinator.as_mut() {
+            c.report(from, m.view, &m.members);
+            self.views_changed();
+            return;
+        }
+        if from != self.owner || m.owner != from || m.owner_epoch < self.role.epoch() {
+            debug!(peer = %format!("{from:016x}"), "dlm: a view not from our owner, ignored");
+            return;
+        }
+        if m.view > self.dlm.members().0 {
+            debug!(view = %format!("{:#x}", m.view), "dlm: entering the owner's view");
+            self.dlm.enter_view(m.view, &m.members);
         }
     }
 
@@ -1200,6 +1345,7 @@ impl Runtime {
             }
             // the lease: hearing it was enough
             Message::Heartbeat(_) => {}
+            Message::Membership(m) => self.on_membership(from, m),
             other => debug!(
                 peer = %format!("{from:016x}"),
                 kind = other.type_code(),
@@ -1385,6 +1531,63 @@ impl Runtime {
                 warn!("cluster: no link to the owner in time: EIO");
                 let _ = o.reply.send(FileReply::Errno(libc::EIO));
             }
+        }
+    }
+}
+
+/// Owner: queue for `owner` EX (granted once the old owner's lock is
+/// gone from the view) and hold it until the runtime stops.
+async fn hold_owner_lock(dlm: Dlm, epoch: u64, mut stop: watch::Receiver<bool>) {
+    let mut election = OwnerElection::new(dlm);
+    loop {
+        let r = tokio::select! {
+            r = election.wait_for_ownership(|| epoch.wrapping_sub(1)) => r,
+            _ = stop.changed() => return,
+        };
+        match r {
+            Ok(_) => break,
+            Err(LockError::Shutdown) => return,
+            Err(e) => {
+                debug!("dlm: the owner lock is not ours yet: {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    }
+    info!(epoch, "dlm: this node holds the owner lock");
+    let _ = stop.changed().await;
+    election.release();
+}
+
+/// After each DLM view, find who holds `owner` (it is granted a moment
+/// after the view that lets it go) for D-Bus LockOwner.
+async fn watch_lock_owner(dlm: Dlm, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut views = dlm.watch_members();
+    loop {
+        for _ in 0..40 {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = stop.changed() => return,
+            }
+            match tokio::time::timeout(Duration::from_secs(2), OwnerElection::holder(&dlm)).await {
+                Ok(Ok(Some(n))) => {
+                    shared.status().lock_owner = n;
+                    break;
+                }
+                Ok(Ok(None)) => shared.status().lock_owner = 0,
+                Ok(Err(LockError::Shutdown)) => return,
+                Ok(Err(e)) => debug!("dlm: probing the owner lock: {e}"),
+                Err(_) => debug!("dlm: probing the owner lock timed out"),
+            }
+        }
+        // again at the next view, or in a while (a grant can come
+        // later than the probes above)
+        tokio::select! {
+            r = views.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.changed() => return,
         }
     }
 }

@@ -37,6 +37,21 @@ fn config(node: Uuid, volume: Uuid, secret: [u8; 32], role: Role, disc_port: u16
     c
 }
 
+/// An owner at `epoch` serving `dir`: the runtime and its node id.
+async fn start_owner(
+    dir: &TempDir,
+    volume: Uuid,
+    secret: [u8; 32],
+    epoch: u64,
+    disc_port: u16,
+) -> (Cluster, u64) {
+    let service = Arc::new(FileService::open(&dir.0).unwrap());
+    let owner_uuid = node_uuid();
+    let owner_id = mxfs_core::identity::node_id(&owner_uuid).unwrap();
+    let cfg = config(owner_uuid, volume, secret, Role::Owner { epoch }, disc_port);
+    (start(cfg, Some(service)).await.unwrap(), owner_id)
+}
+
 fn root_creds() -> Creds {
     Creds {
         uid: 0,
@@ -320,24 +335,10 @@ impl Succession for TakeOverWhenFenced {
 async fn a_client_fences_its_dead_owner_once_takes_over_and_resends() {
     let dir = TempDir::new("cluster-failover");
     std::fs::write(dir.path("kept"), b"before the death").unwrap();
-    let service = Arc::new(FileService::open(&dir.0).unwrap());
     let volume = Uuid::new_v4();
     let secret = [0x45; 32];
     let disc_port = 19000 + (std::process::id() % 1000) as u16;
-    let owner_uuid = node_uuid();
-    let owner_id = mxfs_core::identity::node_id(&owner_uuid).unwrap();
-    let owner = start(
-        config(
-            owner_uuid,
-            volume,
-            secret,
-            Role::Owner { epoch: 1 },
-            disc_port,
-        ),
-        Some(service),
-    )
-    .await
-    .unwrap();
+    let (owner, owner_id) = start_owner(&dir, volume, secret, 1, disc_port).await;
     let fencer = Arc::new(RecordingFencer(Mutex::new(Vec::new())));
     // the owner's heartbeat has stopped on disk
     let disk = Arc::new(FixedDisk(Mutex::new(HashMap::from([(
@@ -406,4 +407,142 @@ async fn a_client_fences_its_dead_owner_once_takes_over_and_resends() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(*fencer.0.lock().unwrap(), vec![owner_id]);
     client.shutdown().await;
+}
+
+/// Waits until every runtime shows the same DLM view with `n` members
+/// and the same lock owner (non-zero); that (view, members, owner).
+async fn wait_lock_view(hs: &[&ClusterHandle], n: usize) -> (u64, Vec<u64>, u64) {
+    let seen = || {
+        hs.iter()
+            .map(|h| {
+                let st = h.status();
+                (st.lock_view, st.lock_members, st.lock_owner)
+            })
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..150 {
+        let s = seen();
+        if s[0].0 != 0 && s[0].1.len() == n && s[0].2 != 0 && s.iter().all(|x| *x == s[0]) {
+            return s[0].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no common DLM view of {n} members: {:?}", seen());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_leads_the_dlm_views_and_holds_the_owner_lock() {
+    use crate::dlm::{LockError, Mode, RequestFlags};
+
+    let dir = TempDir::new("cluster-dlm");
+    let volume = Uuid::new_v4();
+    let secret = [0x44; 32];
+    let disc_port = 16000 + (std::process::id() % 1000) as u16;
+    let (owner, owner_id) = start_owner(&dir, volume, secret, 7, disc_port).await;
+    let client_role = Role::Client {
+        owner: owner_id,
+        epoch: 7,
+    };
+    let a = start(
+        config(node_uuid(), volume, secret, client_role, disc_port),
+        None,
+    )
+    .await
+    .unwrap();
+    let b = start(
+        config(node_uuid(), volume, secret, client_role, disc_port),
+        None,
+    )
+    .await
+    .unwrap();
+    let (oh, ah, bh) = (owner.handle(), a.handle(), b.handle());
+
+    // one view on all three, numbered in the owner's epoch, the owner
+    // holding `owner`
+    let (view, members, lock_owner) = wait_lock_view(&[&oh, &ah, &bh], 3).await;
+    assert_eq!(view >> 32, 7, "view {view:#x}");
+    assert_eq!(lock_owner, owner_id);
+    let mut all = vec![owner_id, ah.status().node_id, bh.status().node_id];
+    all.sort_unstable();
+    assert_eq!(members, all);
+    // and it stays: reports and pings (every second) change nothing
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for h in [&oh, &ah, &bh] {
+        assert_eq!(h.status().lock_view, view);
+    }
+
+    // a lock held on one client is refused to the other, then granted
+    // once released
+    let held = ah
+        .dlm()
+        .lock(b"test-resource", Mode::EX, RequestFlags::default())
+        .await
+        .unwrap();
+    let r = bh
+        .dlm()
+        .lock(b"test-resource", Mode::PR, RequestFlags { noqueue: true })
+        .await;
+    assert_eq!(r.err(), Some(LockError::NotGranted));
+    let waiter = {
+        let dlm = bh.dlm().clone();
+        tokio::spawn(async move {
+            dlm.lock(b"test-resource", Mode::PR, RequestFlags::default())
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiter.is_finished(), "granted while EX was held");
+    held.unlock();
+    let granted = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("not granted after the unlock")
+        .unwrap()
+        .unwrap();
+    granted.unlock();
+
+    // a lock held across a view change: a fourth member joins, the
+    // resources are re-mastered over four, and the lock still excludes
+    let held = ah
+        .dlm()
+        .lock(b"kept", Mode::EX, RequestFlags::default())
+        .await
+        .unwrap();
+    let c = start(
+        config(node_uuid(), volume, secret, client_role, disc_port),
+        None,
+    )
+    .await
+    .unwrap();
+    let ch = c.handle();
+    let (view4, members4, lock_owner4) = wait_lock_view(&[&oh, &ah, &bh, &ch], 4).await;
+    assert!(view4 > view, "{view4:#x} after {view:#x}");
+    assert!(members4.contains(&ch.status().node_id));
+    assert_eq!(lock_owner4, owner_id);
+    let r = ch
+        .dlm()
+        .lock(b"kept", Mode::PR, RequestFlags { noqueue: true })
+        .await;
+    assert_eq!(r.err(), Some(LockError::NotGranted));
+    held.unlock();
+    let mut got = None;
+    for _ in 0..50 {
+        match ch
+            .dlm()
+            .lock(b"kept", Mode::PR, RequestFlags { noqueue: true })
+            .await
+        {
+            Ok(h) => {
+                got = Some(h);
+                break;
+            }
+            Err(LockError::NotGranted) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    got.expect("never granted after the unlock").unlock();
+
+    c.shutdown().await;
+    a.shutdown().await;
+    b.shutdown().await;
+    owner.shutdown().await;
 }

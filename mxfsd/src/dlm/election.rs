@@ -129,13 +129,15 @@ impl OwnerElection {
         if self.owner.is_some() {
             return Ok(Some(self.dlm.node_id()));
         }
-        let (_, members) = self.dlm.members();
+        Self::holder(&self.dlm).await
+    }
+
+    /// Who holds `owner`, seen from any member, this one included: the
+    /// member whose marker a NOQUEUE PR probe is refused.
+    pub async fn holder(dlm: &Dlm) -> Result<Option<NodeId>, LockError> {
+        let (_, members) = dlm.members();
         for m in members {
-            if m == self.dlm.node_id() {
-                continue;
-            }
-            match self
-                .dlm
+            match dlm
                 .lock(&owner_marker(m), Mode::PR, RequestFlags { noqueue: true })
                 .await
             {

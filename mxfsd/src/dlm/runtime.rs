@@ -209,6 +209,33 @@ impl Dlm {
         Ok(rx.await.map_err(|_| LockError::Shutdown)??)
     }
 
+    /// Enter a new membership view without waiting: the command is
+    /// queued in order with everything else sent to the driver, and a
+    /// refusal (a view not newer than the current one) is logged.
+    pub fn enter_view(&self, view: View, members: &[NodeId]) {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .cmd(Cmd::Members {
+                view,
+                members: members.to_vec(),
+                reply,
+            })
+            .is_err()
+        {
+            return;
+        }
+        tokio::spawn(async move {
+            if let Ok(Err(e)) = rx.await {
+                debug!("dlm: view {view:#x} not entered: {e}");
+            }
+        });
+    }
+
+    /// The view and members as the driver applies them, to wait on.
+    pub fn watch_members(&self) -> watch::Receiver<(View, Vec<NodeId>)> {
+        self.members.clone()
+    }
+
     /// A DLM message from a peer.
     pub fn deliver(&self, from: NodeId, msg: DlmMsg) {
         let _ = self.cmd(Cmd::Peer { from, msg });
