@@ -311,15 +311,18 @@ fn start_cluster(
         cluster::Role::Owner { .. } if resume.is_some() => {}
         cluster::Role::Owner { .. } => return Ok(()),
     }
-    let root = match handle.call_blocking(FileRequest {
-        creds: Creds {
-            uid: 0,
-            gid: 0,
-            pid: std::process::id(),
-            groups: Vec::new(),
+    let root = match handle.call_blocking(
+        FileRequest {
+            creds: Creds {
+                uid: 0,
+                gid: 0,
+                pid: std::process::id(),
+                groups: Vec::new(),
+            },
+            op: Op::Root,
         },
-        op: Op::Root,
-    }) {
+        Default::default(),
+    ) {
         FileReply::Entry { handle, .. } => handle,
         other => anyhow::bail!("the owner did not give the volume root: {other:?}"),
     };
@@ -355,7 +358,11 @@ struct ForwardToOwner(cluster::ClusterHandle);
 
 impl fuse_client::Forward for ForwardToOwner {
     fn call(&self, req: FileRequest) -> FileReply {
-        self.0.call_blocking(req)
+        self.0.call_blocking(req, Default::default())
+    }
+
+    fn call_from(&self, req: FileRequest, origin: wire::Origin) -> FileReply {
+        self.0.call_blocking(req, origin)
     }
 }
 

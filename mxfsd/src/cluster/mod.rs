@@ -20,10 +20,13 @@
 //! reply, for at most [`Config::request_timeout`] in all, then fails with
 //! EIO.  A request sent to an owner whose link is lost goes back to the
 //! queue and is sent again to the next owner: an application blocked in
-//! `write` or `fsync` when the owner dies sees its call finish.  The new
-//! owner cannot know whether the dead one ran it, so a request that is
-//! not idempotent (an exclusive create, an unlink, a rename) may answer
-//! as if run twice (EEXIST, ENOENT); reads, writes at an offset, fsync,
+//! `write` or `fsync` when the owner dies sees its call finish.  A
+//! request that changes the filesystem carries its [`Origin`], and an
+//! owner that gets it twice (a link that dropped and came back, a
+//! client daemon restarted) answers the repeat from its reply cache
+//! ([`replies`]).  A new owner cannot know whether the dead one ran it,
+//! so there such a request (an exclusive create, an unlink, an
+//! `O_APPEND` write) may run twice; reads, writes at an offset, fsync,
 //! getattr and setattr are the same run once or twice.
 //!
 //! Liveness and failover ([`liveness`]): every member pings its links
@@ -51,6 +54,7 @@
 
 pub mod liveness;
 pub mod lockview;
+pub mod replies;
 #[cfg(test)]
 mod tests;
 
@@ -72,8 +76,9 @@ use crate::metrics::LockMetrics;
 use crate::peer::{self, LinkConfig, LinkEvent, LinkHandle, Listener};
 use crate::volume_keys::VolumeSecret;
 use crate::wire::announce::AnnouncedRole;
+use crate::wire::fileop::opcode;
 use crate::wire::fileop::{FileReply, FileRequest, Op};
-use crate::wire::{FileOp, FileOpReply, Membership, Message};
+use crate::wire::{FileOp, FileOpReply, Membership, Message, Origin};
 
 /// The first TCP port tried for the peer listener; the next ones are
 /// tried when several volumes are mounted on one node (design 6).
@@ -270,8 +275,12 @@ pub struct Status {
     pub lock_owner: u64,
 }
 
+/// A client's request: queued, then sent (and kept to send again should
+/// the owner go or answer [`OWNER_LEAVING`]).
 struct Outgoing {
     req: FileRequest,
+    /// For the owner's reply cache ([`replies`]).
+    origin: Origin,
     reply: oneshot::Sender<FileReply>,
     deadline: Instant,
 }
@@ -292,10 +301,15 @@ impl Shared {
     }
 
     /// A request to queue, and where its reply will come.
-    fn outgoing(&self, req: FileRequest) -> (Outgoing, oneshot::Receiver<FileReply>) {
+    fn outgoing(
+        &self,
+        req: FileRequest,
+        origin: Origin,
+    ) -> (Outgoing, oneshot::Receiver<FileReply>) {
         let (tx, rx) = oneshot::channel();
         let out = Outgoing {
             req,
+            origin,
             reply: tx,
             deadline: Instant::now() + self.timeout,
         };
@@ -314,7 +328,12 @@ impl ClusterHandle {
     /// async code: the tests, and later the D-Bus layer).
     #[allow(dead_code)]
     pub async fn call(&self, req: FileRequest) -> FileReply {
-        let (out, rx) = self.shared.outgoing(req);
+        self.call_from(req, Origin::default()).await
+    }
+
+    /// [`ClusterHandle::call`] from `origin` (see [`Origin`]).
+    pub async fn call_from(&self, req: FileRequest, origin: Origin) -> FileReply {
+        let (out, rx) = self.shared.outgoing(req, origin);
         if self.shared.requests.send(out).await.is_err() {
             return FileReply::Errno(libc::EIO);
         }
@@ -322,9 +341,10 @@ impl ClusterHandle {
     }
 
     /// [`ClusterHandle::call`] from a thread outside the runtime (the
-    /// FUSE server's).  Must not be called from inside the runtime.
-    pub fn call_blocking(&self, req: FileRequest) -> FileReply {
-        let (out, rx) = self.shared.outgoing(req);
+    /// FUSE server's), from `origin` (see [`Origin`]).  Must not be
+    /// called from inside the runtime.
+    pub fn call_blocking(&self, req: FileRequest, origin: Origin) -> FileReply {
+        let (out, rx) = self.shared.outgoing(req, origin);
         if self.shared.requests.blocking_send(out).is_err() {
             return FileReply::Errno(libc::EIO);
         }
@@ -479,6 +499,7 @@ pub async fn start(cfg: Config, service: Option<Arc<FileService>>) -> anyhow::Re
         dlm_task,
         dlm_stop,
         coordinator: None,
+        replies: Default::default(),
     };
     if let Role::Owner { epoch } = cfg.role {
         runtime.coordinate(epoch);
@@ -534,13 +555,6 @@ fn error_reply(owner_epoch: u64, request_id: u64, errno: i32) -> FileOpReply {
     }
 }
 
-struct Pending {
-    /// Kept to send again should the owner answer [`OWNER_LEAVING`].
-    req: FileRequest,
-    reply: oneshot::Sender<FileReply>,
-    deadline: Instant,
-}
-
 /// A recovery's steps as they end; the take-over may end before the
 /// purge does (the preempt already moved the reservation).
 struct RecoveryLine {
@@ -583,6 +597,8 @@ struct Served {
     node: u64,
     reply: FileOpReply,
     started: bool,
+    /// The request's origin, when the reply cache waits for its end.
+    origin: Origin,
 }
 
 struct ConnectorTask {
@@ -601,7 +617,7 @@ struct Runtime {
     links: HashMap<u64, LinkHandle>,
     connectors: HashMap<u64, ConnectorTask>,
     /// Client: requests sent to the owner, by request id.
-    pending: HashMap<u64, Pending>,
+    pending: HashMap<u64, Outgoing>,
     /// Client: requests waiting for the owner's link.
     waiting: VecDeque<Outgoing>,
     /// Owner: clients whose link went down, and when their open files
@@ -646,6 +662,8 @@ struct Runtime {
     dlm_stop: watch::Sender<bool>,
     /// Owner: the DLM's membership views.
     coordinator: Option<lockview::Coordinator>,
+    /// Owner: the answers to requests that change the filesystem.
+    replies: replies::ReplyCache,
 }
 
 /// What the runtime's loop listens to.
@@ -681,7 +699,14 @@ impl Runtime {
                 Some(ev) = ch.link_rx.recv() => self.on_link(ev).await,
                 Some(out) = ch.req_rx.recv() => self.on_request(out).await,
                 Some(s) = ch.served_rx.recv() => {
+                    let repeats = self.replies.end(s.node, s.origin, &s.reply, Instant::now());
                     if let Some(l) = self.links.get(&s.node) {
+                        for request_id in repeats {
+                            let again = FileOpReply { request_id, ..s.reply.clone() };
+                            if let Err(e) = l.send(&Message::FileOpReply(again)).await {
+                                debug!(node = %format!("{:016x}", s.node), "reply not sent: {e}");
+                            }
+                        }
                         if let Err(e) = l.send(&Message::FileOpReply(s.reply)).await {
                             debug!(node = %format!("{:016x}", s.node), "reply not sent: {e}");
                         }
@@ -1031,11 +1056,7 @@ impl Runtime {
             ids.sort_unstable();
             for id in ids.into_iter().rev() {
                 if let Some(p) = self.pending.remove(&id) {
-                    self.waiting.push_front(Outgoing {
-                        req: p.req,
-                        reply: p.reply,
-                        deadline: p.deadline,
-                    });
+                    self.waiting.push_front(p);
                 }
             }
             if !self.waiting.is_empty() {
@@ -1329,11 +1350,7 @@ impl Runtime {
                 };
                 if r.errno == OWNER_LEAVING {
                     // not run: it goes to the next owner
-                    self.waiting.push_front(Outgoing {
-                        req: p.req,
-                        reply: p.reply,
-                        deadline: p.deadline,
-                    });
+                    self.waiting.push_front(p);
                     self.owner_gone();
                     return;
                 }
@@ -1361,6 +1378,7 @@ impl Runtime {
             node: from,
             reply: error_reply(epoch, op.request_id, errno),
             started: false,
+            origin: Origin::default(),
         };
         let (Role::Owner { .. }, Some(service)) = (self.role, self.service.clone()) else {
             debug!(peer = %format!("{from:016x}"), "cluster: a file request, but this node is not the owner (yet)");
@@ -1392,6 +1410,44 @@ impl Runtime {
                 return;
             }
         };
+        // A request that changes the filesystem and was sent before runs
+        // once: its repeat is answered from the reply cache.
+        let origin = if opcode::changes_state(op.opcode) {
+            op.origin
+        } else {
+            Origin::default()
+        };
+        match self
+            .replies
+            .begin(from, origin, op.opcode, op.request_id, Instant::now())
+        {
+            replies::Begin::Run => {}
+            replies::Begin::Answer(reply) => {
+                info!(
+                    peer = %format!("{from:016x}"),
+                    unique = origin.unique,
+                    "cluster: a request sent again is answered from the reply cache, not run twice"
+                );
+                let _ = self.served_tx.try_send(Served {
+                    node: from,
+                    reply: FileOpReply {
+                        owner_epoch: epoch,
+                        ..reply
+                    },
+                    started: false,
+                    origin: Origin::default(),
+                });
+                return;
+            }
+            replies::Begin::Wait => {
+                info!(
+                    peer = %format!("{from:016x}"),
+                    unique = origin.unique,
+                    "cluster: a request sent again while it runs: both get its answer"
+                );
+                return;
+            }
+        }
         self.count_forwarded();
         self.in_flight += 1;
         let tx = self.served_tx.clone();
@@ -1418,6 +1474,7 @@ impl Runtime {
                 node: from,
                 reply: wire,
                 started: true,
+                origin,
             });
         });
     }
@@ -1442,7 +1499,10 @@ impl Runtime {
         let id = self.next_request;
         self.next_request += 1;
         let op = match out.req.to_file_op(self.role.epoch(), id) {
-            Ok(op) => op,
+            Ok(op) => FileOp {
+                origin: out.origin,
+                ..op
+            },
             Err(e) => {
                 warn!("cluster: request not encodable: {e}");
                 let _ = out.reply.send(FileReply::Errno(libc::EINVAL));
@@ -1459,14 +1519,7 @@ impl Runtime {
             return;
         }
         self.count_forwarded();
-        self.pending.insert(
-            id,
-            Pending {
-                req: out.req,
-                reply: out.reply,
-                deadline: out.deadline,
-            },
-        );
+        self.pending.insert(id, out);
     }
 
     /// Owner: close what clients gone for longer than the grace had

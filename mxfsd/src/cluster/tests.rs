@@ -52,6 +52,19 @@ async fn start_owner(
     (start(cfg, Some(service)).await.unwrap(), owner_id)
 }
 
+/// A client of `owner` at `epoch`.
+async fn start_client(
+    volume: Uuid,
+    secret: [u8; 32],
+    owner: u64,
+    epoch: u64,
+    disc_port: u16,
+) -> Cluster {
+    let role = Role::Client { owner, epoch };
+    let cfg = config(node_uuid(), volume, secret, role, disc_port);
+    start(cfg, None).await.unwrap()
+}
+
 fn root_creds() -> Creds {
     Creds {
         uid: 0,
@@ -439,22 +452,8 @@ async fn the_owner_leads_the_dlm_views_and_holds_the_owner_lock() {
     let secret = [0x44; 32];
     let disc_port = 16000 + (std::process::id() % 1000) as u16;
     let (owner, owner_id) = start_owner(&dir, volume, secret, 7, disc_port).await;
-    let client_role = Role::Client {
-        owner: owner_id,
-        epoch: 7,
-    };
-    let a = start(
-        config(node_uuid(), volume, secret, client_role, disc_port),
-        None,
-    )
-    .await
-    .unwrap();
-    let b = start(
-        config(node_uuid(), volume, secret, client_role, disc_port),
-        None,
-    )
-    .await
-    .unwrap();
+    let a = start_client(volume, secret, owner_id, 7, disc_port).await;
+    let b = start_client(volume, secret, owner_id, 7, disc_port).await;
     let (oh, ah, bh) = (owner.handle(), a.handle(), b.handle());
 
     // one view on all three, numbered in the owner's epoch, the owner
@@ -507,12 +506,7 @@ async fn the_owner_leads_the_dlm_views_and_holds_the_owner_lock() {
         .lock(b"kept", Mode::EX, RequestFlags::default())
         .await
         .unwrap();
-    let c = start(
-        config(node_uuid(), volume, secret, client_role, disc_port),
-        None,
-    )
-    .await
-    .unwrap();
+    let c = start_client(volume, secret, owner_id, 7, disc_port).await;
     let ch = c.handle();
     let (view4, members4, lock_owner4) = wait_lock_view(&[&oh, &ah, &bh, &ch], 4).await;
     assert!(view4 > view, "{view4:#x} after {view:#x}");
@@ -544,5 +538,85 @@ async fn the_owner_leads_the_dlm_views_and_holds_the_owner_lock() {
     c.shutdown().await;
     a.shutdown().await;
     b.shutdown().await;
+    owner.shutdown().await;
+}
+
+/// A request that changes the filesystem, sent again with the same
+/// origin (a restarted client daemon, a resend after a lost link), runs
+/// once: an O_APPEND write appends once, an exclusive create answers as
+/// the first did.  Another origin runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_sent_twice_with_one_origin_runs_once() {
+    let dir = TempDir::new("cluster-replies");
+    let volume = Uuid::new_v4();
+    let secret = [0x46; 32];
+    let disc_port = 15000 + (std::process::id() % 1000) as u16;
+    let (owner, owner_id) = start_owner(&dir, volume, secret, 1, disc_port).await;
+    let client = start_client(volume, secret, owner_id, 1, disc_port).await;
+    let ch = client.handle();
+    assert_eq!(wait_members(&ch, 2).await.len(), 2);
+    let FileReply::Entry { handle: root, .. } = call_as_root(&ch, Op::Root).await else {
+        panic!("no root entry");
+    };
+    let origin = |unique| Origin {
+        session: 0x5e55,
+        unique,
+    };
+    let create = Op::Create {
+        parent: root.clone(),
+        name: b"log".to_vec(),
+        mode: 0o644,
+        umask: 0,
+        flags: libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_EXCL,
+    };
+    let req = |op: Op| FileRequest {
+        creds: root_creds(),
+        op,
+    };
+    let first = ch.call_from(req(create.clone()), origin(1)).await;
+    let FileReply::Created { fh, .. } = first.clone() else {
+        panic!("create: {first:?}");
+    };
+    // the repeat answers what the first did, not EEXIST
+    assert_eq!(ch.call_from(req(create.clone()), origin(1)).await, first);
+    // without an origin, or with another, it runs again
+    assert_eq!(
+        ch.call(req(create.clone())).await,
+        FileReply::Errno(libc::EEXIST)
+    );
+    assert_eq!(
+        ch.call_from(req(create), origin(2)).await,
+        FileReply::Errno(libc::EEXIST)
+    );
+
+    let write = Op::Write {
+        fh,
+        offset: 0,
+        data: b"one record\n".to_vec(),
+        write_flags: 0,
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            ch.call_from(req(write.clone()), origin(3)).await,
+            FileReply::Written(11)
+        );
+    }
+    assert_eq!(
+        std::fs::read(dir.path("log")).unwrap(),
+        b"one record\n",
+        "a write sent three times with one origin appended more than once"
+    );
+    // two sent at once: one runs, both are answered
+    let (a, b) = tokio::join!(
+        ch.call_from(req(write.clone()), origin(4)),
+        ch.call_from(req(write.clone()), origin(4))
+    );
+    assert_eq!((a, b), (FileReply::Written(11), FileReply::Written(11)));
+    ch.call_from(req(write), origin(5)).await;
+    assert_eq!(
+        std::fs::read(dir.path("log")).unwrap(),
+        b"one record\none record\none record\n"
+    );
+    client.shutdown().await;
     owner.shutdown().await;
 }

@@ -20,9 +20,10 @@ use super::keep::{Keep, Kept, OpenRecord};
 use super::nodes::{Nodes, ROOT};
 use super::Forward;
 use crate::wire::fileop::{
-    Creds, FileReply, FileRequest, Handle, Op, SetAttr, Statfs, MAX_IO, MAX_NAME, MAX_SYMLINK,
-    MAX_XATTR, MAX_XATTR_NAME, RENAME_FLAGS,
+    opcode, Creds, FileReply, FileRequest, Handle, Op, SetAttr, Statfs, MAX_IO, MAX_NAME,
+    MAX_SYMLINK, MAX_XATTR, MAX_XATTR_NAME, RENAME_FLAGS,
 };
+use crate::wire::Origin;
 
 pub type R<T> = Result<T, Errno>;
 
@@ -76,6 +77,22 @@ pub struct Client<F> {
     pub(super) lock_metrics: Arc<crate::metrics::LockMetrics>,
     /// What a restarted daemon needs (none in tests).
     keep: Option<Arc<Keep>>,
+    /// The origin session of this connection's requests: the kept one,
+    /// so that a restarted daemon's repeats match (see [`Forward::call_from`]).
+    session: u64,
+}
+
+thread_local! {
+    /// The kernel's id of the FUSE request this worker thread serves:
+    /// set when the request's caller is read ([`serving`]), taken by the
+    /// first forwarded call that changes the filesystem (its origin), so
+    /// that no later call of the same request, nor of another, reuses it.
+    static SERVING: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// This thread now serves FUSE request `unique`.
+pub(super) fn serving(unique: u64) {
+    SERVING.with(|s| s.set(unique));
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -153,6 +170,9 @@ impl<F: Forward> Client<F> {
             next_fh: AtomicU64::new(1),
             groups: Groups::default(),
             lock_metrics,
+            session: keep
+                .as_ref()
+                .map_or_else(|| uuid::Uuid::new_v4().as_u64_pair().0 | 1, |k| k.session()),
             keep,
         })
     }
@@ -196,10 +216,26 @@ impl<F: Forward> Client<F> {
     }
 
     fn call(&self, creds: &Creds, op: Op) -> FileReply {
-        self.fwd.call(FileRequest {
+        let changes = opcode::changes_state(op.opcode());
+        let req = FileRequest {
             creds: creds.clone(),
             op,
-        })
+        };
+        let unique = if changes {
+            SERVING.with(|s| s.replace(0))
+        } else {
+            0
+        };
+        if unique == 0 {
+            return self.fwd.call(req);
+        }
+        self.fwd.call_from(
+            req,
+            Origin {
+                session: self.session,
+                unique,
+            },
+        )
     }
 
     fn handle(&self, node: u64) -> R<Handle> {

@@ -50,7 +50,10 @@ const WANTED: [(InitFlags, &str); 5] = [
 ];
 
 impl<F: Forward> Client<F> {
+    /// The caller of `req`, and this thread serves `req` from now on
+    /// (the origin of what it forwards, [`super::client::serving`]).
     fn creds_of(&self, req: &Request) -> Creds {
+        super::client::serving(req.unique().0);
         self.groups.creds(req.uid(), req.gid(), req.pid())
     }
 }

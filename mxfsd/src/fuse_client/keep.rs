@@ -22,7 +22,9 @@
 //!
 //! Layout, little endian, sparse (only written pages take memory):
 //! - header, 4 KiB: magic, version, how many node and open slots were ever
-//!   used (so a restart reads only those), the INIT request;
+//!   used (so a restart reads only those), the connection's session id
+//!   (the origin of its requests, `wire::Origin`; 0 in state written
+//!   before it existed: a new one is chosen), the INIT request;
 //! - node slots, 256 B each: node id → handle;
 //! - open slots, 1 KiB each: fh → owner open id, flags, opener, handle;
 //! - request slots, [`REQ_SLOT`] each: one unanswered request.
@@ -33,7 +35,9 @@
 //! only when the kill falls between the kernel handing it over and this
 //! write (its caller then waits until the mount goes); one answered just
 //! before the kill, and not yet marked answered, is served twice, the
-//! second answer being refused by the kernel.
+//! second answer being refused by the kernel; the owner runs it once
+//! (its reply cache knows the request by its origin: the session kept
+//! here and the kernel's request id).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -53,6 +57,8 @@ const VERSION: u32 = 1;
 const HEADER: u64 = 4096;
 /// Where the INIT request starts in the header, and its largest size.
 const INIT_AT: usize = 64;
+/// Where the session id is in the header.
+const SESSION_AT: usize = 32;
 pub const INIT_MAX: usize = HEADER as usize - INIT_AT;
 
 const NODE_SLOT: u64 = 256;
@@ -117,6 +123,7 @@ pub struct Header {
     pub init: Vec<u8>,
     pub node_hwm: u32,
     pub open_hwm: u32,
+    pub session: u64,
 }
 
 pub fn decode_header(b: &[u8]) -> Result<Header, KeepError> {
@@ -143,6 +150,7 @@ pub fn decode_header(b: &[u8]) -> Result<Header, KeepError> {
         init: init.to_vec(),
         node_hwm,
         open_hwm,
+        session: u64_at(b, SESSION_AT)?,
     })
 }
 
@@ -332,6 +340,12 @@ struct Alloc {
 pub struct Keep {
     file: File,
     alloc: Mutex<Alloc>,
+    session: u64,
+}
+
+/// A new session id: random, never 0 (no origin).
+fn new_session() -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0 | 1
 }
 
 impl std::fmt::Debug for Keep {
@@ -362,6 +376,7 @@ impl Keep {
                 req_free: (0..REQ_SLOTS).rev().collect(),
                 ..Alloc::default()
             }),
+            session: new_session(),
         };
         keep.set_init(&[])?;
         Ok(keep)
@@ -427,17 +442,28 @@ impl Keep {
             }
         }
         kept.requests.sort_by_key(|(u, _)| *u);
-        Ok((
-            Keep {
-                file,
-                alloc: Mutex::new(alloc),
+        let keep = Keep {
+            file,
+            alloc: Mutex::new(alloc),
+            session: if h.session == 0 {
+                new_session()
+            } else {
+                h.session
             },
-            kept,
-        ))
+        };
+        if h.session == 0 {
+            keep.write_header(&keep.lock())?;
+        }
+        Ok((keep, kept))
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
+    }
+
+    /// The connection's session id: the same after a restart.
+    pub fn session(&self) -> u64 {
+        self.session
     }
 
     fn lock(&self) -> MutexGuard<'_, Alloc> {
@@ -453,6 +479,8 @@ impl Keep {
         b.extend_from_slice(&a.node_hwm.to_le_bytes());
         b.extend_from_slice(&a.open_hwm.to_le_bytes());
         b.extend_from_slice(&a.init_check.to_le_bytes());
+        b.resize(SESSION_AT, 0);
+        b.extend_from_slice(&self.session.to_le_bytes());
         self.file.write_all_at(&b, 0)
     }
 
@@ -767,10 +795,16 @@ mod tests {
         k.request_answered(0x20);
         assert_eq!(k.requests_in_flight(), 2);
 
+        let session = k.session();
+        assert_ne!(session, 0);
         let fd = k.fd().try_clone_to_owned().unwrap();
         drop(k);
         let (k2, kept) = Keep::open(fd).unwrap();
         assert_eq!(kept.init, b"init request");
+        // the same session after the restart: a repeated request has
+        // the same origin
+        assert_eq!(k2.session(), session);
+        assert_ne!(Keep::create().unwrap().session(), session);
         let mut nodes: Vec<_> = kept.nodes.iter().map(|(s, n, _)| (*s, *n)).collect();
         nodes.sort();
         assert_eq!(nodes, vec![(s1, 10), (s3, 12)]);

@@ -74,6 +74,14 @@ use keep::Keep;
 /// it is called from several FUSE worker threads at once.
 pub trait Forward: Send + Sync + 'static {
     fn call(&self, req: FileRequest) -> FileReply;
+
+    /// A request that changes the filesystem, with its origin (this
+    /// mount's session and the kernel's request id), so that the owner
+    /// runs it once however often it is sent.
+    fn call_from(&self, req: FileRequest, origin: crate::wire::Origin) -> FileReply {
+        let _ = origin;
+        self.call(req)
+    }
 }
 
 /// The filesystem name the FUSE mount shows (`/proc/mounts` source).

@@ -10,12 +10,13 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirEntryExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::{mount, Forward, FuseMount, MountConfig};
 use crate::fileserv::FileService;
 use crate::test_support::TempDir;
-use crate::wire::fileop::{FileReply, FileRequest, Handle};
+use crate::wire::fileop::{opcode, FileReply, FileRequest, Handle};
+use crate::wire::Origin;
 
 /// The owner, in-process; [`Loopback::new_owner`] replaces it by a fresh
 /// service on the same directory, as a change of owner does (its open
@@ -23,6 +24,8 @@ use crate::wire::fileop::{FileReply, FileRequest, Handle};
 struct Loopback {
     dir: PathBuf,
     svc: RwLock<Arc<FileService>>,
+    /// Every request's opcode and origin (none: the default), in order.
+    origins: Mutex<Vec<(u32, Origin)>>,
 }
 
 impl Loopback {
@@ -33,6 +36,7 @@ impl Loopback {
         let owner = Arc::new(Loopback {
             dir: dir.to_path_buf(),
             svc: RwLock::new(Arc::new(svc)),
+            origins: Mutex::default(),
         });
         (owner, root)
     }
@@ -45,6 +49,11 @@ impl Loopback {
 
 impl Forward for Arc<Loopback> {
     fn call(&self, req: FileRequest) -> FileReply {
+        self.call_from(req, Origin::default())
+    }
+
+    fn call_from(&self, req: FileRequest, origin: Origin) -> FileReply {
+        self.origins.lock().unwrap().push((req.opcode(), origin));
         let svc = self.svc.read().unwrap().clone();
         svc.handle_from(7, req)
     }
@@ -124,6 +133,47 @@ fn mount_options_and_clean_unmount() {
     let mnt = fx.mnt.0.clone();
     fx.done();
     assert_eq!(mountinfo_line(&mnt), None);
+}
+
+/// What changes the filesystem goes to the owner with its origin: one
+/// session for the mount, the kernel's request id (distinct, never 0);
+/// nothing else has one.
+#[test]
+fn changing_requests_carry_their_fuse_origin() {
+    let fx = Fx::new("origin");
+    fs::write(fx.m("f"), b"data").unwrap();
+    assert_eq!(fs::read(fx.m("f")).unwrap(), b"data");
+    fs::rename(fx.m("f"), fx.m("g")).unwrap();
+    fs::create_dir(fx.m("d")).unwrap();
+    fs::remove_file(fx.m("g")).unwrap();
+    let seen = fx.owner.origins.lock().unwrap().clone();
+    let keyed: Vec<(u32, Origin)> = seen.iter().copied().filter(|(_, o)| !o.is_none()).collect();
+    let ops: Vec<u32> = keyed.iter().map(|(op, _)| *op).collect();
+    assert_eq!(
+        ops,
+        [
+            opcode::CREATE,
+            opcode::WRITE,
+            opcode::RENAME,
+            opcode::MKDIR,
+            opcode::UNLINK
+        ],
+        "{seen:?}"
+    );
+    let session = keyed[0].1.session;
+    let mut uniques: Vec<u64> = keyed.iter().map(|(_, o)| o.unique).collect();
+    assert!(keyed
+        .iter()
+        .all(|(_, o)| o.session == session && o.unique != 0));
+    uniques.dedup();
+    assert_eq!(uniques.len(), keyed.len(), "{keyed:?}");
+    for (op, o) in &seen {
+        assert!(
+            opcode::changes_state(*op) || o.is_none(),
+            "opcode {op} has an origin"
+        );
+    }
+    fx.done();
 }
 
 #[test]

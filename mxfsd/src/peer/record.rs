@@ -344,14 +344,15 @@ mod tests {
         Message::FileOp(FileOp {
             owner_epoch: 3,
             request_id: 77,
+            origin: Default::default(),
             opcode: 9,
             payload: (0..len).map(|i| (i * 31 % 251) as u8).collect(),
         })
     }
 
     /// Largest FileOp payload that still fits a frame: prefix, version,
-    /// type, epoch, request id, opcode, payload length.
-    const MAX_PAYLOAD: usize = MAX_FRAME - (4 + 1 + 1 + 8 + 8 + 4 + 4);
+    /// type, epoch, request id, origin, opcode, payload length.
+    const MAX_PAYLOAD: usize = MAX_FRAME - (4 + 1 + 1 + 8 + 8 + 16 + 4 + 4);
 
     fn feed_in_pieces(
         o: &mut Opener,

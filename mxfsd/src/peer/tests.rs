@@ -64,6 +64,7 @@ fn file_op(len: usize) -> Message {
     Message::FileOp(FileOp {
         owner_epoch: 1,
         request_id: 2,
+        origin: Default::default(),
         opcode: 3,
         payload: (0..len).map(|i| (i % 253) as u8).collect(),
     })

@@ -445,6 +445,33 @@ pub mod opcode {
     pub const COPY_FILE_RANGE: u32 = 34;
     pub const TMPFILE: u32 = 35;
     pub const ROOT: u32 = 36;
+
+    /// Whether a request of this kind changes the filesystem, so that
+    /// running it twice differs from running it once (an O_APPEND write
+    /// appends twice, a create answers EEXIST): what a client sends with
+    /// an origin and the owner keeps the answer of (`wire::Origin`).
+    /// Reads, lookups, opens, releases and locks are left out: running
+    /// them again is harmless.
+    pub fn changes_state(opcode: u32) -> bool {
+        matches!(
+            opcode,
+            SETATTR
+                | MKNOD
+                | MKDIR
+                | UNLINK
+                | RMDIR
+                | SYMLINK
+                | RENAME
+                | LINK
+                | WRITE
+                | SETXATTR
+                | REMOVEXATTR
+                | CREATE
+                | FALLOCATE
+                | COPY_FILE_RANGE
+                | TMPFILE
+        )
+    }
 }
 
 // Reply kinds (first payload byte of a successful reply).
@@ -1306,6 +1333,7 @@ impl FileRequest {
         Ok(FileOp {
             owner_epoch,
             request_id,
+            origin: Default::default(),
             opcode: self.opcode(),
             payload: self.encode_payload()?,
         })

@@ -20,8 +20,12 @@
 //! value or trailing byte is a [`WireError`] (proptest feeds the decoder
 //! arbitrary bytes and mutated valid frames).
 //!
-//! Forwarded file operations ([`FileOp`]) are a stub for now: an opcode
-//! and an opaque payload, until the client path defines them.
+//! Forwarded file operations ([`FileOp`]) carry an opcode and a payload
+//! that [`fileop`] defines, and their [`Origin`] for the owner's reply
+//! cache.
+//!
+//! Version 2 added [`FileOp::origin`]; a peer of another version is
+//! refused at the handshake.
 
 pub mod announce;
 pub mod fileop;
@@ -29,7 +33,7 @@ pub mod fileop;
 use crate::dlm::{LockId, Mode, MAX_RESOURCE_NAME};
 
 /// The protocol version this daemon speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Largest frame, length prefix included: room for a 1 MiB FUSE write
 /// and its header.
 pub const MAX_FRAME: usize = 2 << 20;
@@ -217,8 +221,27 @@ pub struct FileOp {
     /// The owner epoch the client believes in; the owner refuses others.
     pub owner_epoch: u64,
     pub request_id: u64,
+    pub origin: Origin,
     pub opcode: u32,
     pub payload: Vec<u8>,
+}
+
+/// Where a forwarded request comes from: the client's FUSE connection
+/// (a random id that outlives a restart of the client's daemon) and the
+/// kernel's id of the request on it.  The same request sent again (by a
+/// restarted daemon, or after a lost link) has the same origin, so the
+/// owner answers it from its reply cache instead of running it twice.
+/// Zero: none (a request that is safe to run twice).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Origin {
+    pub session: u64,
+    pub unique: u64,
+}
+
+impl Origin {
+    pub fn is_none(&self) -> bool {
+        self.session == 0
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -371,6 +394,8 @@ impl Message {
             Message::FileOp(f) => {
                 put_u64(&mut w, f.owner_epoch);
                 put_u64(&mut w, f.request_id);
+                put_u64(&mut w, f.origin.session);
+                put_u64(&mut w, f.origin.unique);
                 put_u32(&mut w, f.opcode);
                 put_bytes32(&mut w, &f.payload)?;
             }
@@ -559,6 +584,10 @@ impl Message {
             T_FILE_OP => Message::FileOp(FileOp {
                 owner_epoch: r.u64("file op")?,
                 request_id: r.u64("file op")?,
+                origin: Origin {
+                    session: r.u64("file op origin")?,
+                    unique: r.u64("file op origin")?,
+                },
                 opcode: r.u32("file op")?,
                 payload: r.bytes32("file op payload")?,
             }),

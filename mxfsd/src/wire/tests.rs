@@ -30,6 +30,35 @@ fn the_frame_format_is_pinned() {
     assert_eq!(Message::decode_frame(&b).unwrap(), Some((m, b.len())));
 }
 
+#[test]
+fn the_file_op_format_is_pinned() {
+    let m = Message::FileOp(FileOp {
+        owner_epoch: 2,
+        request_id: 3,
+        origin: Origin {
+            session: 0x1112_1314_1516_1718,
+            unique: 0x2122_2324_2526_2728,
+        },
+        opcode: 15,
+        payload: vec![0xaa, 0xbb],
+    });
+    let b = m.encode().unwrap();
+    let expect: Vec<u8> = [
+        &[0, 0, 0, 2 + 8 + 8 + 16 + 4 + 4 + 2][..], // length
+        &[VERSION, 20],                             // version, FileOp
+        &[0, 0, 0, 0, 0, 0, 0, 2],                  // owner epoch
+        &[0, 0, 0, 0, 0, 0, 0, 3],                  // request id
+        &[0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18], // origin session
+        &[0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28], // origin unique
+        &[0, 0, 0, 15],                             // opcode
+        &[0, 0, 0, 2, 0xaa, 0xbb],                  // payload
+    ]
+    .concat();
+    assert_eq!(b, expect);
+    assert_eq!(Message::decode_frame(&b).unwrap(), Some((m, b.len())));
+    assert_eq!(VERSION, 2);
+}
+
 fn recorded(
     local: u64,
     name: &[u8],
@@ -245,8 +274,14 @@ fn bad_frames_are_errors() {
         Err(WireError::TooShort(1))
     ));
     let mut v = good.clone();
-    v[4] = 2;
-    assert_eq!(Message::decode_frame(&v), Err(WireError::Version(2)));
+    v[4] = VERSION + 1;
+    assert_eq!(
+        Message::decode_frame(&v),
+        Err(WireError::Version(VERSION + 1))
+    );
+    // version 1 (before FileOp had its origin) is refused too
+    v[4] = 1;
+    assert_eq!(Message::decode_frame(&v), Err(WireError::Version(1)));
     let mut t = good.clone();
     t[5] = 99;
     assert_eq!(Message::decode_frame(&t), Err(WireError::UnknownType(99)));
@@ -278,6 +313,7 @@ fn bad_frames_are_errors() {
     let big = Message::FileOp(FileOp {
         owner_epoch: 1,
         request_id: 1,
+        origin: Default::default(),
         opcode: 1,
         payload: vec![0; MAX_FRAME],
     });
@@ -285,6 +321,7 @@ fn bad_frames_are_errors() {
     let fits = Message::FileOp(FileOp {
         owner_epoch: 1,
         request_id: 1,
+        origin: Default::default(),
         opcode: 1,
         payload: vec![0; 1 << 20],
     });
@@ -461,14 +498,24 @@ fn arb_message() -> impl Strategy<Value = Message> {
         )
             .prop_map(|(view, locks)| Message::LockRecover(LockRecover { view, locks })),
         any::<u64>().prop_map(|view| Message::LockRecoverDone { view }),
-        (any::<u64>(), any::<u64>(), any::<u32>(), payload()).prop_map(
-            |(owner_epoch, request_id, opcode, payload)| Message::FileOp(FileOp {
-                owner_epoch,
-                request_id,
-                opcode,
-                payload
-            })
-        ),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<(u64, u64)>(),
+            any::<u32>(),
+            payload()
+        )
+            .prop_map(
+                |(owner_epoch, request_id, (session, unique), opcode, payload)| {
+                    Message::FileOp(FileOp {
+                        owner_epoch,
+                        request_id,
+                        origin: Origin { session, unique },
+                        opcode,
+                        payload,
+                    })
+                }
+            ),
         (any::<u64>(), any::<u64>(), 0i32.., payload()).prop_map(
             |(owner_epoch, request_id, errno, payload)| Message::FileOpReply(FileOpReply {
                 owner_epoch,
