@@ -587,6 +587,12 @@ pub const TARGETS: &[Target] = &[
         exec: crate::fuse_client::keep::fuzz_decode,
     },
     Target {
+        name: "reply_store",
+        max_len: 2048,
+        seeds: crate::cluster::reply_store::fuzz_seeds,
+        exec: crate::cluster::reply_store::fuzz_decode,
+    },
+    Target {
         name: "device_answers",
         max_len: 1024,
         seeds: device_seeds,
@@ -1891,6 +1897,7 @@ fuzz_tests!(
     fuzz_xfs_image,
     fuzz_device_answers,
     fuzz_client_keep,
+    fuzz_reply_store,
 );
 
 /// Found by `fuzz_xfs_superblock`: 64 KiB blocks with a directory block

@@ -242,6 +242,8 @@ struct Joining {
     plan: join::Plan,
     succession: Option<std::sync::Arc<dyn cluster::Succession>>,
     resume: Option<fuse_client::Resume>,
+    /// The reply cache's copy a restarted daemon takes back.
+    replies: Option<std::os::fd::OwnedFd>,
 }
 
 fn start_cluster(
@@ -256,9 +258,11 @@ fn start_cluster(
         plan,
         succession,
         resume,
+        replies,
     } = joining;
     let mut cfg = cluster::Config::new(node_uuid, args.uuid, hostname(), plan.secret, plan.role);
     cfg.succession = succession;
+    cfg.replies = reply_cache(replies);
     cfg.dead_interval = std::time::Duration::from_secs(args.dead_interval);
     // Liveness: this node beats on disk and watches everyone's beats; it
     // fences whom the runtime judges dead.
@@ -353,6 +357,37 @@ fn start_cluster(
     Ok(())
 }
 
+/// The owner's reply cache, with its copy in a memfd for a restarted
+/// daemon: the one systemd kept (`kept`), or a new one given to systemd.
+/// Without a copy the cache is in memory only.
+fn reply_cache(kept: Option<std::os::fd::OwnedFd>) -> cluster::replies::ReplyCache {
+    use cluster::reply_store::ReplyStore;
+    let now = std::time::Instant::now();
+    if let Some(fd) = kept {
+        match ReplyStore::open(fd, cluster::replies::KEEP) {
+            Ok(r) => {
+                info!(
+                    answers = r.answers.len(),
+                    refused = r.refused,
+                    "took back the reply cache of the previous mxfsd"
+                );
+                return cluster::replies::ReplyCache::with_store(r.store, r.answers, now);
+            }
+            Err(e) => warn!("the kept reply cache cannot be read ({e}); starting an empty one"),
+        }
+    }
+    match ReplyStore::create() {
+        Ok(store) => {
+            supervision::keep_replies(store.fd());
+            cluster::replies::ReplyCache::with_store(store, Vec::new(), now)
+        }
+        Err(e) => {
+            warn!("no memfd for the reply cache ({e}): it will not outlive this daemon");
+            Default::default()
+        }
+    }
+}
+
 /// The client's FUSE server forwards through the cluster runtime.
 struct ForwardToOwner(cluster::ClusterHandle);
 
@@ -415,10 +450,13 @@ fn serve(
     // rejoins the cluster at its epoch, or its clients would soon judge
     // it dead; a re-attaching client rejoins as a client of the holder
     // and serves the FUSE connection that systemd kept for it.
-    let mut resume = if reattach {
-        supervision::kept_fuse()
+    let supervision::Kept {
+        fuse: mut resume,
+        replies: kept_replies,
+    } = if reattach {
+        supervision::kept()
     } else {
-        None
+        Default::default()
     };
     let plan = match joined {
         None if reattach => match fence.reservation_holder() {
@@ -473,6 +511,7 @@ fn serve(
                 plan,
                 succession,
                 resume: resume.take(),
+                replies: kept_replies,
             };
             start_cluster(args, node_uuid, joining, &fence, &rt, &mut running).map(|()| role)
         }

@@ -158,6 +158,8 @@ pub fn watchdog() {
 /// unit's file descriptor store.
 const FD_FUSE: &str = "fuse";
 const FD_FUSE_STATE: &str = "fuse-state";
+/// The name of the owner's reply cache copy (`cluster::reply_store`).
+const FD_REPLIES: &str = "replies";
 
 /// Give systemd a client's FUSE connection to keep while the daemon is
 /// restarted (the unit's `FileDescriptorStoreMax=`): without it the
@@ -167,32 +169,51 @@ pub fn keep_fuse(dev: BorrowedFd<'_>, state: BorrowedFd<'_>) {
         return;
     }
     for (name, fd) in [(FD_FUSE, dev), (FD_FUSE_STATE, state)] {
-        let r = sd_notify::notify_with_fds(
-            false,
-            &[
-                sd_notify::NotifyState::FdStore,
-                sd_notify::NotifyState::FdName(name),
-            ],
-            &[fd],
-        );
-        if let Err(e) = r {
-            warn!("sd_notify FDSTORE {name}: {e}; a restarted mxfsd cannot take this mount over");
-        }
+        store_fd(name, fd);
     }
 }
 
-/// What systemd kept of a client's FUSE connection for this restarted
-/// daemon (`None` when nothing was kept).  Other descriptors passed are
-/// closed.
-pub fn kept_fuse() -> Option<crate::fuse_client::Resume> {
+/// Give systemd the reply cache's copy to keep for a restarted daemon.
+pub fn keep_replies(fd: BorrowedFd<'_>) {
+    if under_unit() {
+        store_fd(FD_REPLIES, fd);
+    }
+}
+
+fn store_fd(name: &str, fd: BorrowedFd<'_>) {
+    let r = sd_notify::notify_with_fds(
+        false,
+        &[
+            sd_notify::NotifyState::FdStore,
+            sd_notify::NotifyState::FdName(name),
+        ],
+        &[fd],
+    );
+    if let Err(e) = r {
+        warn!("sd_notify FDSTORE {name}: {e}; a restarted mxfsd cannot carry it over");
+    }
+}
+
+/// What systemd kept for this restarted daemon.
+#[derive(Default)]
+pub struct Kept {
+    /// A client's FUSE connection.
+    pub fuse: Option<crate::fuse_client::Resume>,
+    /// The reply cache's copy.
+    pub replies: Option<OwnedFd>,
+}
+
+/// What systemd kept for this restarted daemon (nothing when it kept
+/// nothing).  Other descriptors passed are closed.
+pub fn kept() -> Kept {
     let fds = match sd_notify::listen_fds_with_names(true) {
         Ok(f) => f,
         Err(e) => {
             warn!("reading the descriptors systemd kept: {e}");
-            return None;
+            return Kept::default();
         }
     };
-    let (mut dev, mut state) = (None, None);
+    let (mut dev, mut state, mut replies) = (None, None, None);
     for (fd, name) in fds {
         // SAFETY: systemd passed us this descriptor (LISTEN_FDS, checked
         // against our pid); nothing else in the process owns it.
@@ -200,20 +221,22 @@ pub fn kept_fuse() -> Option<crate::fuse_client::Resume> {
         match name.as_str() {
             FD_FUSE => dev = Some(fd),
             FD_FUSE_STATE => state = Some(fd),
+            FD_REPLIES => replies = Some(fd),
             other => warn!(
                 name = other,
                 "closing a kept descriptor this version does not use"
             ),
         }
     }
-    match (dev, state) {
+    let fuse = match (dev, state) {
         (Some(dev), Some(state)) => Some(crate::fuse_client::Resume { dev, state }),
         (None, None) => None,
         _ => {
             warn!("systemd kept only half of the FUSE connection's descriptors");
             None
         }
-    }
+    };
+    Kept { fuse, replies }
 }
 
 /// The mount is gone (SHUTDOWN): no restart may re-attach.

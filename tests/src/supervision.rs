@@ -299,11 +299,30 @@ pub fn cluster_daemons_restart_and_reattach(c: &mut Cluster) -> Result<()> {
             &object,
             &[("Role", CLIENT), ("OwnerNode", &id1), ("Epoch", &epoch)],
         )?;
+        // it took back its reply cache from the unit's descriptor store
+        // (what a client's repeat of an in-flight request is answered from)
+        let mut cache = String::new();
+        for _ in 0..20 {
+            cache = c.node(1).must(&format!(
+                "journalctl -o json _PID={new1} | grep 'took back the reply cache' \
+                 | grep -o '\"ANSWERS\":\"[0-9]*\"' || true"
+            ))?;
+            if !cache.trim().is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        ensure!(
+            !cache.trim().is_empty(),
+            "node1's restarted mxfsd (pid {new1}) did not take back its reply cache"
+        );
         say(format!(
             "node1 (owner): mxfsd pid {old1} killed, restarted as pid {new1} in {:.1} s, \
-             re-attached; still the owner at epoch {}, node2 still its client",
+             re-attached; still the owner at epoch {}, node2 still its client; \
+             reply cache taken back ({})",
             took1.as_secs_f64(),
-            dbus::shown(&epoch)
+            dbus::shown(&epoch),
+            cache.trim()
         ));
 
         // both loops to their end: "errors longest-write-ms"

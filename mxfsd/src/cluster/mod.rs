@@ -55,6 +55,7 @@
 pub mod liveness;
 pub mod lockview;
 pub mod replies;
+pub mod reply_store;
 #[cfg(test)]
 mod tests;
 
@@ -214,6 +215,8 @@ pub struct Config {
     pub dead_interval: Duration,
     /// The disk heartbeats; None: nobody is ever judged dead.
     pub disk: Option<Arc<dyn DiskView>>,
+    /// Owner: the answers to changing requests ([`replies`]).
+    pub replies: replies::ReplyCache,
     /// How this node fences a member it judged dead; None: it does not.
     pub fencer: Option<Arc<dyn Fencer>>,
 }
@@ -245,6 +248,7 @@ impl Config {
             dead_interval: DEFAULT_DEAD_INTERVAL,
             disk: None,
             fencer: None,
+            replies: Default::default(),
         }
     }
 }
@@ -499,7 +503,7 @@ pub async fn start(cfg: Config, service: Option<Arc<FileService>>) -> anyhow::Re
         dlm_task,
         dlm_stop,
         coordinator: None,
-        replies: Default::default(),
+        replies: cfg.replies,
     };
     if let Role::Owner { epoch } = cfg.role {
         runtime.coordinate(epoch);

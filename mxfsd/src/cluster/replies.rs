@@ -15,12 +15,15 @@
 //! Only successful answers are kept: a request that failed changed
 //! nothing, so running it again answers the same.  Answers are kept for
 //! [`KEEP`], at most [`MAX_ENTRIES`] of them; a repeat later than that
-//! runs again.  The cache is this process's: a repeat sent to a
-//! restarted owner daemon or to a new owner runs again.
+//! runs again.  A copy of the kept answers goes to a memfd that systemd
+//! keeps for a restarted daemon ([`super::reply_store`]), so a repeat
+//! sent to an owner whose daemon was restarted is answered too; a new
+//! owner (another node) has no copy, and there a repeat runs again.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::reply_store::{KeptReply, ReplyStore};
 use crate::wire::{FileOpReply, Origin};
 
 /// How long an answer is kept: a restarted client daemon (back within
@@ -66,9 +69,38 @@ pub struct ReplyCache {
     entries: HashMap<Key, Entry>,
     /// Keys by the time their entry was made, oldest first.
     order: VecDeque<(Instant, Key)>,
+    /// Where kept answers are copied for a restarted daemon.
+    store: Option<ReplyStore>,
 }
 
 impl ReplyCache {
+    /// A cache that copies its answers to `store`, starting with the
+    /// answers a dead daemon left there (`kept`: each with its age).
+    pub fn with_store(store: ReplyStore, kept: Vec<(KeptReply, Duration)>, now: Instant) -> Self {
+        let mut c = ReplyCache::default();
+        for (r, age) in kept {
+            let at = now.checked_sub(age).unwrap_or(now);
+            let key = (r.node, r.origin);
+            let reply = FileOpReply {
+                owner_epoch: 0,
+                request_id: 0,
+                errno: 0,
+                payload: r.payload,
+            };
+            c.entries.insert(
+                key,
+                Entry {
+                    opcode: r.opcode,
+                    at,
+                    state: State::Done(reply),
+                },
+            );
+            c.order.push_back((at, key));
+        }
+        c.store = Some(store);
+        c
+    }
+
     /// Request `request_id` of kind `opcode` from `node`, from `origin`,
     /// arrives at `now`.  A request without an origin always runs.
     pub fn begin(
@@ -149,6 +181,10 @@ impl ReplyCache {
         // (one that ran longer than KEEP has left the order: not kept)
         if reply.errno == 0 && now.duration_since(e.at) < KEEP {
             e.state = State::Done(reply.clone());
+            if let Some(s) = &mut self.store {
+                // Best effort: an answer not copied is kept in memory.
+                let _ = s.put(node, origin, e.opcode, &reply.payload);
+            }
         } else {
             self.entries.remove(&key);
         }
@@ -256,6 +292,30 @@ mod tests {
         assert_eq!(c.begin(5, origin(1), opcode::WRITE, 10, t), Begin::Run);
         c.end(5, origin(1), &reply(10, 0), t);
         assert_eq!(c.begin(5, origin(1), opcode::MKDIR, 11, t), Begin::Run);
+    }
+
+    #[test]
+    fn a_restarted_cache_answers_what_the_dead_one_kept() {
+        let t = Instant::now();
+        let mut c = ReplyCache::with_store(ReplyStore::create().unwrap(), Vec::new(), t);
+        assert_eq!(c.begin(5, origin(1), opcode::WRITE, 10, t), Begin::Run);
+        c.end(5, origin(1), &reply(10, 0), t);
+        assert_eq!(c.begin(5, origin(2), opcode::UNLINK, 11, t), Begin::Run);
+        c.end(5, origin(2), &reply(11, libc::ENOENT), t);
+        let fd = c.store.as_ref().unwrap().fd().try_clone_to_owned().unwrap();
+        drop(c);
+        let r = ReplyStore::open(fd, KEEP).unwrap();
+        assert_eq!((r.answers.len(), r.refused), (1, 0));
+        let mut c = ReplyCache::with_store(r.store, r.answers, t);
+        // the answered write is answered again, with the new request id
+        match c.begin(5, origin(1), opcode::WRITE, 20, t) {
+            Begin::Answer(r) => {
+                assert_eq!((r.request_id, r.errno, r.payload), (20, 0, vec![1, 2, 3]))
+            }
+            other => panic!("{other:?}"),
+        }
+        // the failed unlink was not kept: it runs
+        assert_eq!(c.begin(5, origin(2), opcode::UNLINK, 21, t), Begin::Run);
     }
 
     #[test]
