@@ -603,6 +603,9 @@ struct Served {
     started: bool,
     /// The request's origin, when the reply cache waits for its end.
     origin: Origin,
+    /// Told once the reply is in the reply cache (this node's own
+    /// requests, answered by the sender).
+    kept: Option<oneshot::Sender<()>>,
 }
 
 struct ConnectorTask {
@@ -704,6 +707,9 @@ impl Runtime {
                 Some(out) = ch.req_rx.recv() => self.on_request(out).await,
                 Some(s) = ch.served_rx.recv() => {
                     let repeats = self.replies.end(s.node, s.origin, &s.reply, Instant::now());
+                    if let Some(kept) = s.kept {
+                        let _ = kept.send(());
+                    }
                     if let Some(l) = self.links.get(&s.node) {
                         for request_id in repeats {
                             let again = FileOpReply { request_id, ..s.reply.clone() };
@@ -933,16 +939,58 @@ impl Runtime {
         }
     }
 
-    /// A node that took over runs its own FUSE server's requests itself.
-    fn serve_local(&self, out: Outgoing) {
+    /// A node that took over runs its own FUSE server's requests itself,
+    /// through the reply cache as it does a client's: its restarted
+    /// daemon serves again what the killed one left unanswered, and what
+    /// changed the filesystem must not run twice.
+    fn serve_local(&mut self, out: Outgoing) {
         let Some(service) = self.service.clone() else {
             let _ = out.reply.send(FileReply::Errno(libc::EIO));
             return;
         };
         let node = self.node_id;
+        let opcode = out.req.opcode();
+        let origin = if opcode::changes_state(opcode) {
+            out.origin
+        } else {
+            Origin::default()
+        };
+        // (a repeat while the first runs cannot come from one daemon:
+        // each FUSE request is served once per daemon; it would run)
+        if let replies::Begin::Answer(r) =
+            self.replies.begin(node, origin, opcode, 0, Instant::now())
+        {
+            info!(
+                unique = origin.unique,
+                "cluster: a request of this node's own FUSE connection served again is answered from the reply cache"
+            );
+            let reply = FileReply::from_file_op_reply(&r).unwrap_or(FileReply::Errno(libc::EIO));
+            let _ = out.reply.send(reply);
+            return;
+        }
         self.count_forwarded();
+        let epoch = self.role.epoch();
+        let tx = self.served_tx.clone();
         tokio::task::spawn_blocking(move || {
-            let _ = out.reply.send(service.handle_from(node, out.req));
+            let reply = service.handle_from(node, out.req);
+            if !origin.is_none() {
+                // in the cache (and its copy) before the answer goes out
+                let wire = reply
+                    .to_file_op_reply(epoch, 0)
+                    .unwrap_or_else(|_| error_reply(epoch, 0, libc::EIO));
+                let (kept, is_kept) = oneshot::channel();
+                let served = Served {
+                    node,
+                    reply: wire,
+                    started: false,
+                    origin,
+                    kept: Some(kept),
+                };
+                if tx.blocking_send(served).is_ok() {
+                    let _ = is_kept.blocking_recv();
+                }
+            }
+            let _ = out.reply.send(reply);
         });
     }
 
@@ -1383,6 +1431,7 @@ impl Runtime {
             reply: error_reply(epoch, op.request_id, errno),
             started: false,
             origin: Origin::default(),
+            kept: None,
         };
         let (Role::Owner { .. }, Some(service)) = (self.role, self.service.clone()) else {
             debug!(peer = %format!("{from:016x}"), "cluster: a file request, but this node is not the owner (yet)");
@@ -1440,6 +1489,7 @@ impl Runtime {
                     },
                     started: false,
                     origin: Origin::default(),
+                    kept: None,
                 });
                 return;
             }
@@ -1479,6 +1529,7 @@ impl Runtime {
                 reply: wire,
                 started: true,
                 origin,
+                kept: None,
             });
         });
     }

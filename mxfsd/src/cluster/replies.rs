@@ -10,7 +10,9 @@
 //! [`Origin`] (the client's FUSE connection and the kernel's id for the
 //! request); the owner keeps the answer under (client node, origin) and
 //! answers a repeat from it, or, while the first run is still going,
-//! answers the repeat too when it ends.
+//! answers the repeat too when it ends.  A node that took the volume
+//! over serves its own FUSE connection's requests through the cache as
+//! well (its restarted daemon serves again what the killed one left).
 //!
 //! Only successful answers are kept: a request that failed changed
 //! nothing, so running it again answers the same.  Answers are kept for

@@ -389,7 +389,7 @@ async fn a_client_fences_its_dead_owner_once_takes_over_and_resends() {
     // the owner goes; a request made meanwhile waits for the next owner
     owner.shutdown().await;
     let r = call(Op::Lookup {
-        parent: root,
+        parent: root.clone(),
         name: b"kept".to_vec(),
     })
     .await;
@@ -419,6 +419,43 @@ async fn a_client_fences_its_dead_owner_once_takes_over_and_resends() {
     // fenced once, not at every tick
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(*fencer.0.lock().unwrap(), vec![owner_id]);
+
+    // the node that took over serves its own requests through the reply
+    // cache too: a changing request served twice (as its restarted
+    // daemon would) runs once
+    let req = |op: Op| FileRequest {
+        creds: root_creds(),
+        op,
+    };
+    let origin = |unique| Origin {
+        session: 0x7a,
+        unique,
+    };
+    let create = Op::Create {
+        parent: root,
+        name: b"log".to_vec(),
+        mode: 0o644,
+        umask: 0,
+        flags: libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_EXCL,
+    };
+    let first = ch.call_from(req(create.clone()), origin(1)).await;
+    let FileReply::Created { fh, .. } = first.clone() else {
+        panic!("create on the node that took over: {first:?}");
+    };
+    assert_eq!(ch.call_from(req(create), origin(1)).await, first);
+    let write = Op::Write {
+        fh,
+        offset: 0,
+        data: b"once\n".to_vec(),
+        write_flags: 0,
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            ch.call_from(req(write.clone()), origin(2)).await,
+            FileReply::Written(5)
+        );
+    }
+    assert_eq!(std::fs::read(dir.path("log")).unwrap(), b"once\n");
     client.shutdown().await;
 }
 
