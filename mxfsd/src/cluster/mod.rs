@@ -77,7 +77,6 @@ use crate::metrics::LockMetrics;
 use crate::peer::{self, LinkConfig, LinkEvent, LinkHandle, Listener};
 use crate::volume_keys::VolumeSecret;
 use crate::wire::announce::AnnouncedRole;
-use crate::wire::fileop::opcode;
 use crate::wire::fileop::{FileReply, FileRequest, Op};
 use crate::wire::{FileOp, FileOpReply, Membership, Message, Origin};
 
@@ -950,11 +949,7 @@ impl Runtime {
         };
         let node = self.node_id;
         let opcode = out.req.opcode();
-        let origin = if opcode::changes_state(opcode) {
-            out.origin
-        } else {
-            Origin::default()
-        };
+        let origin = replies::kept_origin(opcode, out.origin);
         // (a repeat while the first runs cannot come from one daemon:
         // each FUSE request is served once per daemon; it would run)
         if let replies::Begin::Answer(r) =
@@ -1465,11 +1460,7 @@ impl Runtime {
         };
         // A request that changes the filesystem and was sent before runs
         // once: its repeat is answered from the reply cache.
-        let origin = if opcode::changes_state(op.opcode) {
-            op.origin
-        } else {
-            Origin::default()
-        };
+        let origin = replies::kept_origin(op.opcode, op.origin);
         match self
             .replies
             .begin(from, origin, op.opcode, op.request_id, Instant::now())

@@ -38,6 +38,17 @@ pub const MAX_ENTRIES: usize = 16384;
 
 type Key = (u64, Origin);
 
+/// The origin a request of kind `opcode` is kept under: its own if it
+/// changes the filesystem, none otherwise (running it again is harmless,
+/// and its answer may be large).
+pub fn kept_origin(opcode: u32, origin: Origin) -> Origin {
+    if crate::wire::fileop::opcode::changes_state(opcode) {
+        origin
+    } else {
+        Origin::default()
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     opcode: u32,
