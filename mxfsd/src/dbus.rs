@@ -56,6 +56,8 @@ pub struct VolumeStatus {
     pub lock_view: u64,
     pub lock_members: Vec<u64>,
     pub lock_owner: u64,
+    /// This node's lock records in the lockstate (-1: not kept).
+    pub lock_records: i64,
 }
 
 /// The parts of the status that the cluster runtime changes.
@@ -73,6 +75,8 @@ pub struct ClusterView {
     pub lock_view: u64,
     pub lock_members: Vec<u64>,
     pub lock_owner: u64,
+    /// This node's lock records in the lockstate (-1: not kept).
+    pub lock_records: i64,
 }
 
 struct VolumeObject {
@@ -163,6 +167,12 @@ impl VolumeObject {
     fn lock_owner(&self) -> u64 {
         self.status.lock_owner
     }
+    /// How many of this node's DLM locks have a record in the lockstate
+    /// file now (-1: records are not kept, e.g. no heartbeat slot).
+    #[zbus(property)]
+    fn lock_records(&self) -> i64 {
+        self.status.lock_records
+    }
 
     /// A node became a member (its peer link is up).
     #[zbus(signal)]
@@ -220,6 +230,7 @@ impl Bus {
             obj.status.lock_view = view.lock_view;
             obj.status.lock_members = view.lock_members.clone();
             obj.status.lock_owner = view.lock_owner;
+            obj.status.lock_records = view.lock_records;
             for n in view.members.iter().filter(|n| !old.members.contains(n)) {
                 VolumeObject::member_joined(e, *n).await?;
             }
@@ -260,6 +271,9 @@ impl Bus {
             }
             if old.lock_owner != view.lock_owner {
                 obj.lock_owner_changed(e).await?;
+            }
+            if old.lock_records != view.lock_records {
+                obj.lock_records_changed(e).await?;
             }
             Ok::<(), zbus::Error>(())
         }

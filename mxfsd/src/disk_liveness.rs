@@ -11,6 +11,12 @@
 //!
 //! A read that fails (the device gone, this node fenced) withdraws the
 //! view: with no current view nobody is judged.
+//!
+//! The same thread opens this node's lock records once it has its slot
+//! (the records live in the slot's partition) and offers their writer
+//! to the DLM ([`RecorderState`]); it stops the writer before it leaves
+//! the slot, clearing what is still recorded when the node leaves
+//! cleanly.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -19,13 +25,16 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
 use tracing::{error, info, warn};
 
 use crate::cluster::DiskView;
 use crate::identity::NodeIdentity;
 use crate::lockstate::{
     claim_slot, HeartbeatEvent, HeartbeatMonitor, HeartbeatParams, HeartbeatState, HeartbeatWriter,
-    IoFailure, LockstateDevice, Opened, SlotContent,
+    IoFailure, LockstateDevice, Opened, RecordBook, Recorder, RecorderState, RecorderThread,
+    SlotContent,
 };
 
 /// Time between this node's beats (design: 2 s).
@@ -68,18 +77,38 @@ impl DiskView for View {
 impl DiskLiveness {
     /// Start beating and watching on `device` as `me`.  `dead_interval`
     /// is also how long a claimant waits out a slot that looks stale.
+    /// `records` learns the lock record writer (or that there is none).
     pub fn start(
         device: PathBuf,
         me: NodeIdentity,
         owner_epoch: u64,
         dead_interval: Duration,
+        records: watch::Sender<RecorderState>,
     ) -> std::io::Result<DiskLiveness> {
         let snapshot = Arc::new(Mutex::new(Snapshot::default()));
         let (stop, stop_rx) = mpsc::channel();
         let snap = snapshot.clone();
         let thread = std::thread::Builder::new()
             .name("disk-liveness".into())
-            .spawn(move || run(&device, &me, owner_epoch, dead_interval, &snap, &stop_rx))?;
+            .spawn(move || {
+                run(
+                    &device,
+                    &me,
+                    owner_epoch,
+                    dead_interval,
+                    &snap,
+                    &stop_rx,
+                    &records,
+                );
+                // Whatever happened, lock calls must not wait any more.
+                records.send_if_modified(|s| {
+                    let opening = matches!(s, RecorderState::Opening);
+                    if opening {
+                        *s = RecorderState::Off;
+                    }
+                    opening
+                });
+            })?;
         Ok(DiskLiveness {
             snapshot,
             stop,
@@ -111,6 +140,18 @@ impl Drop for DiskLiveness {
     }
 }
 
+/// Open this node's lock records in heartbeat slot `slot`'s partition
+/// and start their writer.
+fn open_records(
+    dev: &Arc<LockstateDevice>,
+    me: &NodeIdentity,
+    slot: u32,
+) -> Result<(Recorder, RecorderThread), String> {
+    let (book, leftovers) =
+        RecordBook::open(dev.clone(), me.id, slot).map_err(|e| e.to_string())?;
+    Recorder::start(book, leftovers, me.id).map_err(|e| e.to_string())
+}
+
 fn run(
     device: &std::path::Path,
     me: &NodeIdentity,
@@ -118,6 +159,7 @@ fn run(
     dead_interval: Duration,
     snapshot: &Mutex<Snapshot>,
     stop: &mpsc::Receiver<bool>,
+    records: &watch::Sender<RecorderState>,
 ) {
     let dev = match LockstateDevice::open(device) {
         Ok(Opened::Ready(d)) => Arc::new(d),
@@ -138,9 +180,24 @@ fn run(
         ..HeartbeatParams::with_interval(BEAT)
     };
     let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut recorder = None;
     let writer = match claim_slot(&dev, me, owner_epoch, &params) {
         Ok(claimed) => {
             let slot = claimed.slot;
+            match open_records(&dev, me, slot) {
+                Ok((r, thread)) => {
+                    info!(
+                        slot,
+                        "lock records: kept in the partition of heartbeat slot {slot}"
+                    );
+                    records.send_replace(RecorderState::Ready(r));
+                    recorder = Some(thread);
+                }
+                Err(e) => {
+                    error!("lock records: not kept: {e}");
+                    records.send_replace(RecorderState::Off);
+                }
+            }
             match HeartbeatWriter::start(dev.clone(), claimed, BEAT, ev_tx) {
                 Ok(w) => {
                     w.set_state(HeartbeatState::Member);
@@ -216,6 +273,11 @@ fn run(
             Err(RecvTimeoutError::Timeout) => {}
         }
     };
+    // The records before the slot: they live in its partition.
+    records.send_replace(RecorderState::Off);
+    if let Some(r) = recorder {
+        r.stop(clear);
+    }
     if let Some(w) = writer {
         let r = if clear { w.leave() } else { w.abandon() };
         match r {

@@ -267,6 +267,10 @@ fn start_cluster(
     // Liveness: this node beats on disk and watches everyone's beats; it
     // fences whom the runtime judges dead.
     if let Some(id) = mxfs_core::identity::node_id(&node_uuid) {
+        // The DLM records its grants in this node's partition of the
+        // lockstate, once the heartbeat has a slot.
+        let (records, recorded) = tokio::sync::watch::channel(lockstate::RecorderState::Opening);
+        cfg.lock_records = Some(recorded);
         let disk = disk_liveness::DiskLiveness::start(
             args.device.clone(),
             identity::NodeIdentity {
@@ -275,6 +279,7 @@ fn start_cluster(
             },
             plan.role.epoch(),
             cfg.dead_interval,
+            records,
         )
         .context("starting the disk heartbeat")?;
         cfg.disk = Some(disk.view());
@@ -568,6 +573,7 @@ fn serve(
             lock_view: 0,
             lock_members: Vec::new(),
             lock_owner: 0,
+            lock_records: -1,
         }),
         shown_tx,
     ));
@@ -749,6 +755,7 @@ async fn run(args: Args, node_id: u64, node_uuid: Uuid) -> Result<(), Stop> {
                         lock_view: st.lock_view,
                         lock_members: st.lock_members,
                         lock_owner: st.lock_owner,
+                        lock_records: st.lock_records.map_or(-1, i64::from),
                     })
                     .await;
                 }

@@ -40,9 +40,10 @@ impl Fencer for Recovery {
             ms = preempt.as_millis() as u64,
             "recovery step 1: key 0x{who} preempted; the device rejects its writes"
         );
-        // Step 2: its lock records.  This version arbitrates locks in the
-        // owner's kernel and writes no records, so this is a check of the
-        // format more than a need; it does not hold up the take-over.
+        // Step 2: its lock records (its DLM grants: `owner` and its
+        // marker when it owned the volume).  File locks are still
+        // arbitrated in the owner's kernel and have none; the purge does
+        // not hold up the take-over.
         let t = Instant::now();
         let records = match LockstateDevice::open(&self.device) {
             Ok(Opened::Ready(dev)) => match purge(&dev, victim) {
@@ -69,6 +70,7 @@ impl Fencer for Recovery {
             was_owner: was_holder,
             preempt,
             records: records_took,
+            records_cleared: records,
         }
     }
 }

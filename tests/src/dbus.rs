@@ -66,6 +66,7 @@ pub fn volume_object(node: &mut Node) -> Result<()> {
             ".LockView",
             ".LockMembers",
             ".LockOwner",
+            ".LockRecords",
             ".FencingState",
             ".PrCapability",
             ".Fenced",
@@ -98,11 +99,13 @@ pub fn volume_object(node: &mut Node) -> Result<()> {
         }
         // The DLM, alone: the first view of epoch 1, this node its only
         // member and the holder of `owner` (it shows within a second or
-        // two of the mount).
+        // two of the mount), its two locks (`owner` and its marker)
+        // recorded in the lockstate.
         let lock_want = [
             ("LockView", format!("t {}", (1u64 << 32) | 1)),
             ("LockMembers", format!("at 1 {key}")),
             ("LockOwner", format!("t {key}")),
+            ("LockRecords", "x 2".to_string()),
         ];
         let mut lock_got = Vec::new();
         for _ in 0..20 {
@@ -123,6 +126,13 @@ pub fn volume_object(node: &mut Node) -> Result<()> {
             shown.push(format!("{name}={got}"));
         }
         say(format!("busctl get-property: {}", shown.join(", ")));
+        let marker = format!("owner-node:{key:016x}");
+        let on_disk = single::marker_records_on_disk(node, &dev)?;
+        ensure!(
+            on_disk == [marker.clone()],
+            "the lockstate on the device should record the owner's marker lock {marker}: {on_disk:?}"
+        );
+        say(format!("lock record on the device: {marker}"));
         let user = node.sh(
             &format!("runuser -u tests -- busctl get-property {object} org.mxfs1.Volume Role"),
             Duration::from_secs(30),
@@ -135,6 +145,12 @@ pub fn volume_object(node: &mut Node) -> Result<()> {
     })();
     node.must(&format!("umount {MNT}"))?;
     r?;
+    // A node that leaves clears its records.
+    let left = single::marker_records_on_disk(node, &dev)?;
+    ensure!(
+        left.is_empty(),
+        "lock records stayed on the device after umount: {left:?}"
+    );
     let name = object
         .split_whitespace()
         .next()

@@ -502,6 +502,62 @@ struct Failover {
     new_owner: usize,
 }
 
+/// The fence purged the dead owner's lock records: the fencer's
+/// LastRecovery counts at least its two (`owner` and its marker; the
+/// purge ends after the take-over, so wait for it), and on the raw
+/// device the dead owner's marker record is gone and the new owner's is
+/// there.
+fn dead_owner_records_purged(
+    c: &mut Cluster,
+    new_owner: usize,
+    object: &str,
+    dead: u64,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let cleared = loop {
+        let recovery = prop(c, new_owner, object, "LastRecovery")?;
+        let count = recovery
+            .split_once(" lock records cleared")
+            .and_then(|(before, _)| before.rsplit(' ').next())
+            .and_then(|n| n.parse::<usize>().ok());
+        if let Some(n) = count {
+            break n;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "node{new_owner}'s LastRecovery never said how many lock records it cleared: {recovery}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    ensure!(
+        cleared >= 2,
+        "the fence cleared {cleared} lock records of the dead owner, not its `owner` and marker records"
+    );
+    let dev = lun_device(c.node(new_owner))?;
+    let new_id = number(&prop(c, new_owner, object, "NodeId")?)?;
+    let (gone, held) = (
+        format!("owner-node:{dead:016x}"),
+        format!("owner-node:{new_id:016x}"),
+    );
+    // the new owner takes its marker a moment after its first view
+    let mut on_disk = Vec::new();
+    for _ in 0..3 {
+        on_disk = crate::single::marker_records_on_disk(c.node(new_owner), &dev)?;
+        if !on_disk.contains(&gone) && on_disk.contains(&held) {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    ensure!(
+        !on_disk.contains(&gone) && on_disk.contains(&held),
+        "lock records on the device after the failover: {on_disk:?} (want {held}, not {gone})"
+    );
+    say(format!(
+        "the dead owner's {cleared} lock records purged; on the device: {on_disk:?}"
+    ));
+    Ok(())
+}
+
 /// The owner `owner` dies under load: writers with acks on every node of
 /// `members` (files `w{n}{suffix}`), the owner powered off after
 /// [`LOAD_BEFORE`], the time to a survivor's first completed write+fsync
@@ -575,6 +631,7 @@ fn kill_owner_under_load(
         "the new owner node{new_owner}'s LastRecovery is empty: {recovery}"
     );
     say(format!("node{new_owner}'s LastRecovery: {recovery}"));
+    dead_owner_records_purged(c, new_owner, object, ids[&owner])?;
 
     // the survivors' writers go on through the new owner
     let deadline = Instant::now() + SETTLE;

@@ -510,7 +510,8 @@ pub fn locks_across_nodes(c: &mut Cluster) -> Result<()> {
 /// a ping or two, and the properties lag by a second): every node is in
 /// the same view, whose members are the cluster's Members, and shows the
 /// node named by OwnerNode holding the `owner` resource (LockOwner).
-/// (view, members).
+/// The owner has its two locks (`owner` and its marker) recorded in the
+/// lockstate, each client none (LockRecords).  (view, members).
 fn lock_views_agree(c: &mut Cluster, nodes: &[usize], object: &str) -> Result<(u64, Vec<u64>)> {
     let mut last = Vec::new();
     for _ in 0..30 {
@@ -523,6 +524,8 @@ fn lock_views_agree(c: &mut Cluster, nodes: &[usize], object: &str) -> Result<(u
                 "Members",
                 "LockOwner",
                 "OwnerNode",
+                "LockRecords",
+                "NodeId",
             ] {
                 row.push(prop(c, n, object, p)?);
             }
@@ -531,7 +534,13 @@ fn lock_views_agree(c: &mut Cluster, nodes: &[usize], object: &str) -> Result<(u
         let first = &last[0];
         let view = dbus::number(&first[0]).unwrap_or(0);
         let agreed = last.iter().all(|r| {
-            r[0] == first[0] && r[1] == r[2] && r[1] == first[1] && r[3] == r[4] && r[3] == first[3]
+            let records = if r[6] == r[4] { "x 2" } else { "x 0" };
+            r[0] == first[0]
+                && r[1] == r[2]
+                && r[1] == first[1]
+                && r[3] == r[4]
+                && r[3] == first[3]
+                && r[5] == records
         });
         if agreed && view != 0 && dbus::elements(&first[1]).len() == nodes.len() {
             return Ok((view, dbus::elements(&first[1])));
@@ -539,7 +548,7 @@ fn lock_views_agree(c: &mut Cluster, nodes: &[usize], object: &str) -> Result<(u
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     anyhow::bail!(
-        "the DLM views of nodes {nodes:?} did not agree (LockView, LockMembers, Members, LockOwner, OwnerNode): {last:?}"
+        "the DLM views of nodes {nodes:?} did not agree (LockView, LockMembers, Members, LockOwner, OwnerNode, LockRecords, NodeId): {last:?}"
     )
 }
 

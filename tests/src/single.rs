@@ -648,6 +648,27 @@ pub fn bench(node: &mut Node, files: usize, rounds: usize) -> Result<Vec<bench::
 }
 
 /// The node id mxfsd registers as its PR key: FNV-1a of the node UUID.
+/// The owner-marker resources (`owner-node:<id>`) that have a lock
+/// record in the volume's lockstate, read from the raw device: the file's
+/// extents from `xfs_db -r`, their blocks with O_DIRECT.  What is on
+/// disk, not what a daemon says.
+pub fn marker_records_on_disk(node: &mut Node, dev: &str) -> Result<Vec<String>> {
+    let script = format!(
+        r#"set -e
+bs=$(xfs_db -r -c 'sb 0' -c 'p blocksize' {dev} | sed 's/.* = //')
+xfs_db -r -c 'path /.mxfs/lockstate' -c bmap {dev} > /tmp/ls.bmap
+test -s /tmp/ls.bmap
+while read -r _ _ _ _ start _ _ count _; do
+  daddr=$(xfs_db -r -c "convert fsblock $start daddr" {dev} | sed 's/.*(\([0-9]*\)).*/\1/')
+  dd if={dev} iflag=direct bs=512 skip=$daddr count=$((count * bs / 512)) status=none
+done < /tmp/ls.bmap | grep -a -o 'owner-node:[0-9a-f]\{{16\}}' || true"#
+    );
+    let out = node.must(&script)?;
+    let mut names: Vec<String> = out.lines().map(|l| l.trim().to_string()).collect();
+    names.sort();
+    Ok(names)
+}
+
 pub fn node_key(node: &mut Node) -> Result<u64> {
     let text = node.must(&format!("cat {}", mxfs_core::identity::NODE_UUID_PATH))?;
     mxfs_core::identity::parse_identity(&text)

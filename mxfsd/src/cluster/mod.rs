@@ -41,8 +41,10 @@
 //! The DLM ([`crate::dlm`]): every member runs one over its peer links.
 //! The owner decides its membership views ([`lockview`]) and holds the
 //! `owner` resource in EX; every member finds the holder by probing
-//! (D-Bus LockOwner).  File locks do not go through it yet: the owner's
-//! kernel arbitrates them (see `fileserv::locks`).
+//! (D-Bus LockOwner).  Its grants are recorded on disk
+//! ([`crate::lockstate::Recorder`], D-Bus LockRecords).  File locks do
+//! not go through it yet: the owner's kernel arbitrates them (see
+//! `fileserv::locks`).
 //!
 //! Hand-over: an owner told to shut down while it has clients first
 //! drains (requests it has started are answered; new ones get
@@ -73,6 +75,7 @@ use uuid::Uuid;
 use crate::discovery;
 use crate::dlm::{Dlm, LinkTransport, LockError, OwnerElection};
 use crate::fileserv::FileService;
+use crate::lockstate::RecorderState;
 use crate::metrics::LockMetrics;
 use crate::peer::{self, LinkConfig, LinkEvent, LinkHandle, Listener};
 use crate::volume_keys::VolumeSecret;
@@ -124,6 +127,8 @@ pub enum FenceOutcome {
         was_owner: bool,
         preempt: Duration,
         records: Duration,
+        /// Its lock records cleared (slots, torn ones included).
+        records_cleared: usize,
     },
     /// It holds no key (it left cleanly, or was fenced already).
     NotRegistered,
@@ -218,6 +223,8 @@ pub struct Config {
     pub replies: replies::ReplyCache,
     /// How this node fences a member it judged dead; None: it does not.
     pub fencer: Option<Arc<dyn Fencer>>,
+    /// Where the DLM records this node's grants on disk; None: nowhere.
+    pub lock_records: Option<watch::Receiver<RecorderState>>,
 }
 
 impl Config {
@@ -248,6 +255,7 @@ impl Config {
             disk: None,
             fencer: None,
             replies: Default::default(),
+            lock_records: None,
         }
     }
 }
@@ -276,6 +284,8 @@ pub struct Status {
     pub lock_members: Vec<u64>,
     /// The member the DLM shows holding `owner` (0: none found).
     pub lock_owner: u64,
+    /// This node's lock records on disk (None: not kept).
+    pub lock_records: Option<u32>,
 }
 
 /// A client's request: queued, then sent (and kept to send again should
@@ -359,6 +369,11 @@ impl ClusterHandle {
         st.lock_requests = self.shared.lock_metrics.requests();
         st.lock_grant_latency = self.shared.lock_metrics.grant_latency();
         (st.lock_view, st.lock_members) = self.shared.dlm.members();
+        st.lock_records = self
+            .shared
+            .dlm
+            .records_in_use()
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
         st
     }
 
@@ -425,7 +440,10 @@ pub async fn start(cfg: Config, service: Option<Arc<FileService>>) -> anyhow::Re
         Role::Client { owner, .. } => owner,
     };
     let (req_tx, req_rx) = mpsc::channel(1024);
-    let (dlm, dlm_task) = Dlm::spawn(node_id, LinkTransport::new());
+    let (dlm, dlm_task) = match cfg.lock_records.clone() {
+        Some(records) => Dlm::spawn_recorded(node_id, LinkTransport::new(), records),
+        None => Dlm::spawn(node_id, LinkTransport::new()),
+    };
     let shared = Arc::new(Shared {
         requests: req_tx,
         status: Mutex::new(Status {
@@ -442,6 +460,7 @@ pub async fn start(cfg: Config, service: Option<Arc<FileService>>) -> anyhow::Re
             lock_view: 0,
             lock_members: Vec::new(),
             lock_owner: 0,
+            lock_records: None,
         }),
         timeout: cfg.request_timeout,
         lock_metrics: cfg.lock_metrics.clone(),
@@ -565,7 +584,8 @@ struct RecoveryLine {
     victim_owned: bool,
     started: Instant,
     preempt: Option<Duration>,
-    records: Option<Duration>,
+    /// (lock records cleared, how long the purge took)
+    records: Option<(usize, Duration)>,
     /// From the start of the fence to serving the volume.
     takeover: Option<Duration>,
 }
@@ -576,8 +596,8 @@ impl RecoveryLine {
         if let Some(d) = self.preempt {
             parts.push(format!(" preempt {} ms", d.as_millis()));
         }
-        if let Some(d) = self.records {
-            parts.push(format!(" records {} ms", d.as_millis()));
+        if let Some((n, d)) = self.records {
+            parts.push(format!(" {n} lock records cleared in {} ms", d.as_millis()));
         }
         if let Some(d) = self.takeover {
             parts.push(format!(" owner after {} ms", d.as_millis()));
@@ -1323,17 +1343,18 @@ impl Runtime {
                 was_owner,
                 preempt,
                 records,
+                records_cleared,
             } => {
                 self.last_heard.remove(&victim);
                 let summary = match self.recovery.as_mut().filter(|r| r.victim == victim) {
                     Some(r) => {
                         r.preempt = Some(preempt);
-                        r.records = Some(records);
+                        r.records = Some((records_cleared, records));
                         r.victim_owned |= was_owner;
                         r.render()
                     }
                     None => format!(
-                        "fenced {who}: preempt {} ms, records {} ms",
+                        "fenced {who}: preempt {} ms, {records_cleared} lock records cleared in {} ms",
                         preempt.as_millis(),
                         records.as_millis()
                     ),

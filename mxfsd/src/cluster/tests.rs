@@ -320,6 +320,7 @@ impl Fencer for RecordingFencer {
             was_owner: true,
             preempt: Duration::from_millis(1),
             records: Duration::from_millis(1),
+            records_cleared: 0,
         }
     }
 }

@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 
 use super::node::{Completion, DlmMsg, DlmNode, OpError, Output, Refusal, Started, View};
 use super::{LockId, Mode, NodeId, RequestFlags};
+use crate::lockstate::{Recorder, RecorderState};
 use crate::peer::{LinkEvent, LinkHandle, PeerError};
 
 /// Where the driver sends the node's messages.  `send` must not wait (the
@@ -100,6 +101,10 @@ pub enum LockError {
     Protocol(crate::wire::LockErrorCode),
     #[error("the DLM is shut down")]
     Shutdown,
+    /// The grant came, but its lock record could not be written, so the
+    /// lock was released again.
+    #[error("{0}")]
+    Record(String),
 }
 
 impl From<Refusal> for LockError {
@@ -156,6 +161,8 @@ pub struct Dlm {
     me: NodeId,
     tx: mpsc::UnboundedSender<Cmd>,
     members: watch::Receiver<(View, Vec<NodeId>)>,
+    /// Where this node's grants are recorded on disk.
+    records: watch::Receiver<RecorderState>,
 }
 
 impl std::fmt::Debug for Dlm {
@@ -168,8 +175,18 @@ impl std::fmt::Debug for Dlm {
 
 impl Dlm {
     /// Start the driver task for node `me` (not a member until
-    /// [`Dlm::set_members`]).
+    /// [`Dlm::set_members`]), keeping no lock records.
     pub fn spawn(me: NodeId, transport: impl Transport) -> (Dlm, JoinHandle<()>) {
+        Self::spawn_recorded(me, transport, watch::channel(RecorderState::Off).1)
+    }
+
+    /// [`Dlm::spawn`], recording every grant of this node through the
+    /// recorder `records` offers (lock calls wait while it is opening).
+    pub fn spawn_recorded(
+        me: NodeId,
+        transport: impl Transport,
+        records: watch::Receiver<RecorderState>,
+    ) -> (Dlm, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (mtx, mrx) = watch::channel((0, Vec::new()));
         let driver = Driver {
@@ -184,6 +201,7 @@ impl Dlm {
                 me,
                 tx,
                 members: mrx,
+                records,
             },
             task,
         )
@@ -231,6 +249,40 @@ impl Dlm {
         });
     }
 
+    /// How many of this node's locks have a record on disk now (None:
+    /// records are not kept, or not yet).
+    pub fn records_in_use(&self) -> Option<usize> {
+        match &*self.records.borrow() {
+            RecorderState::Ready(r) => Some(r.in_use()),
+            _ => None,
+        }
+    }
+
+    /// The record writer, once it is known whether there is one.
+    async fn recorder(&self) -> Option<Recorder> {
+        let mut rx = self.records.clone();
+        loop {
+            match &*rx.borrow_and_update() {
+                RecorderState::Ready(r) => return Some(r.clone()),
+                RecorderState::Off => return None,
+                RecorderState::Opening => {}
+            }
+            if rx.changed().await.is_err() {
+                // Its sender gone while opening: nothing will be recorded.
+                return match &*rx.borrow() {
+                    RecorderState::Ready(r) => Some(r.clone()),
+                    _ => None,
+                };
+            }
+        }
+    }
+
+    /// The owner epoch a record carries: the coordinator numbers views
+    /// with the epoch in their high 32 bits (`cluster::lockview`).
+    fn record_epoch(&self) -> u64 {
+        self.members.borrow().0 >> 32
+    }
+
     /// The view and members as the driver applies them, to wait on.
     pub fn watch_members(&self) -> watch::Receiver<(View, Vec<NodeId>)> {
         self.members.clone()
@@ -269,6 +321,7 @@ impl Dlm {
         mode: Mode,
         flags: RequestFlags,
     ) -> Result<LockHandle, LockError> {
+        let recorder = self.recorder().await;
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let (reply, rx) = oneshot::channel();
         self.cmd(Cmd::Lock {
@@ -290,7 +343,9 @@ impl Dlm {
                 None => return Err(LockError::Shutdown),
                 Some(Completion::Granted { mode, .. }) => {
                     guard.cmd = None;
-                    return Ok(LockHandle {
+                    // From here dropping the handle releases the lock and
+                    // clears its record (queued after the write).
+                    let handle = LockHandle {
                         dlm: self.clone(),
                         id,
                         resource: resource.to_vec(),
@@ -298,7 +353,10 @@ impl Dlm {
                         events,
                         basts,
                         released: false,
-                    });
+                        recorder,
+                    };
+                    handle.record().await?;
+                    return Ok(handle);
                 }
                 Some(Completion::Blocking {
                     granted, requested, ..
@@ -349,6 +407,7 @@ pub struct LockHandle {
     events: mpsc::UnboundedReceiver<Completion>,
     basts: VecDeque<Bast>,
     released: bool,
+    recorder: Option<Recorder>,
 }
 
 impl LockHandle {
@@ -369,8 +428,33 @@ impl LockHandle {
     /// Change the mode; waits for the grant unless it is a down-conversion.
     /// On error the lock keeps the mode [`LockHandle::mode`] then says
     /// (unless it is [`LockError::Lost`]).  Dropping the future cancels
-    /// the conversion.
+    /// the conversion.  The lock record is rewritten with the new mode
+    /// before this returns.
     pub async fn convert(&mut self, mode: Mode, flags: RequestFlags) -> Result<Mode, LockError> {
+        let before = self.mode;
+        let r = self.convert_in_dlm(mode, flags).await;
+        if self.mode != before {
+            self.record().await?;
+        }
+        r
+    }
+
+    /// Write this lock's record in its current mode, if records are kept.
+    async fn record(&self) -> Result<(), LockError> {
+        let Some(r) = &self.recorder else {
+            return Ok(());
+        };
+        r.write(
+            self.id.local,
+            &self.resource,
+            self.mode,
+            self.dlm.record_epoch(),
+        )
+        .await
+        .map_err(|e| LockError::Record(e.to_string()))
+    }
+
+    async fn convert_in_dlm(&mut self, mode: Mode, flags: RequestFlags) -> Result<Mode, LockError> {
         self.absorb_ready();
         let (reply, rx) = oneshot::channel();
         self.dlm.cmd(Cmd::Convert {
@@ -430,6 +514,9 @@ impl LockHandle {
         if !self.released {
             self.released = true;
             let _ = self.dlm.cmd(Cmd::Unlock(self.id));
+            if let Some(r) = &self.recorder {
+                r.clear(self.id.local);
+            }
         }
     }
 

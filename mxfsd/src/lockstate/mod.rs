@@ -45,6 +45,7 @@ mod slot;
 pub mod create;
 pub mod device;
 pub mod heartbeat;
+pub mod recorder;
 pub mod records;
 #[cfg(test)]
 mod rt_tests;
@@ -56,6 +57,7 @@ pub use heartbeat::{
     HeartbeatWriter, LeaveError, Pick, SlotContent, SlotView,
 };
 pub use layout::{probe_sequence, BlockIo, DeviceMap, Layout, SlotId};
+pub use recorder::{RecordFailed, Recorder, RecorderState, RecorderThread};
 pub use records::{partition, purge, PurgeReport, RecordBook, RecordError, RECORDS_PER_NODE};
 pub use slot::{decode, encode, Header, Heartbeat, HeartbeatState, LockRecord, Slot};
 

@@ -1028,3 +1028,157 @@ fn records_are_written_cleared_and_purged() {
     let again = purge(&dev_b, a.id).unwrap();
     assert_eq!(again.total(), 0);
 }
+
+// ---- the DLM's grants recorded ----
+
+/// A DLM alone in its view sends nothing.
+struct Nowhere;
+
+impl crate::dlm::Transport for Nowhere {
+    fn send(&mut self, _to: u64, _msg: crate::dlm::DlmMsg) {}
+}
+
+/// The lock records in `range` on the device, by lock slot.
+fn records_in(dev: &LockstateDevice, range: std::ops::Range<u32>) -> Vec<(u32, LockRecord)> {
+    let ids: Vec<SlotId> = range.map(SlotId::Lock).collect();
+    dev.read_slots(&ids)
+        .unwrap()
+        .into_iter()
+        .filter_map(|(id, r)| match (id, r.unwrap()) {
+            (SlotId::Lock(i), Slot::Lock(rec)) => Some((i, rec)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_dlm_records_each_grant_before_answering_and_clears_it_on_release() {
+    use crate::dlm::{Dlm, LockError, RequestFlags};
+    use tokio::sync::watch;
+
+    if !have_xfsprogs() {
+        return;
+    }
+    let s = Scratch::new("dlm-records");
+    let img = fresh(&s);
+    let (a, b) = (node(1), node(2));
+    let dev = Arc::new(ready(&img));
+    let disk = ready(&img);
+    let claimed = claim_slot(&dev, &a, 0, &fast()).unwrap();
+    let range = partition(claimed.slot);
+    // Left in the partition: a record of this node's earlier run, and one
+    // of another holder (a node that had the slot before).
+    let (mut book, _) = RecordBook::open(dev.clone(), a.id, claimed.slot).unwrap();
+    book.write_record(range.start + 5, &rec("stale", a.id, 1))
+        .unwrap();
+    drop(book);
+    let foreign = LockRecord {
+        holder: b.id,
+        ..rec("theirs", b.id, 2)
+    };
+    dev.write_slot(SlotId::Lock(range.start + 6), &Slot::Lock(foreign.clone()))
+        .unwrap();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (records, recorded) = watch::channel(RecorderState::Opening);
+        let (dlm, _task) = Dlm::spawn_recorded(a.id, Nowhere, recorded);
+        let view = (5u64 << 32) | 1;
+        dlm.set_members(view, &[a.id]).await.unwrap();
+        let q = RequestFlags { noqueue: false };
+
+        // While the records are opening, a lock call waits.
+        let pending = tokio::spawn({
+            let dlm = dlm.clone();
+            async move { dlm.lock(b"inode:7", Mode::PR, q).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !pending.is_finished(),
+            "a lock was answered before its record could be written"
+        );
+
+        let (book, left) = RecordBook::open(dev.clone(), a.id, claimed.slot).unwrap();
+        assert_eq!(left.records.len(), 2, "{left:?}");
+        let (recorder, thread) = Recorder::start(book, left, a.id).unwrap();
+        // The earlier run's record is cleared, the other holder's kept.
+        assert_eq!(
+            records_in(&disk, range.clone()),
+            vec![(range.start + 6, foreign.clone())]
+        );
+        records.send_replace(RecorderState::Ready(recorder.clone()));
+
+        let mut h = pending.await.unwrap().unwrap();
+        // On disk when the grant is answered: this node's lock, its mode
+        // and the epoch of the view.
+        let on_disk = |name: &str| -> Vec<LockRecord> {
+            records_in(&disk, range.clone())
+                .into_iter()
+                .map(|(_, r)| r)
+                .filter(|r| r.name == name.as_bytes())
+                .collect()
+        };
+        let want = LockRecord {
+            name: b"inode:7".to_vec(),
+            holder: a.id,
+            lock_id: h.id().local,
+            mode: Mode::PR,
+            epoch: 5,
+        };
+        assert_eq!(on_disk("inode:7"), vec![want.clone()]);
+        assert_eq!(dlm.records_in_use(), Some(1));
+
+        // A conversion rewrites the same record.
+        h.convert(Mode::EX, q).await.unwrap();
+        assert_eq!(
+            on_disk("inode:7"),
+            vec![LockRecord {
+                mode: Mode::EX,
+                ..want.clone()
+            }]
+        );
+
+        // A release clears it (without waiting: poll).
+        h.unlock();
+        let mut cleared = false;
+        for _ in 0..100 {
+            if on_disk("inode:7").is_empty() && recorder.in_use() == 0 {
+                cleared = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            cleared,
+            "the released lock's record stayed: {:?}",
+            on_disk("inode:7")
+        );
+
+        // Leaving cleanly clears what is still recorded.
+        let held = dlm.lock(b"inode:8", Mode::EX, q).await.unwrap();
+        assert_eq!(on_disk("inode:8").len(), 1);
+        thread.stop(true);
+        assert!(on_disk("inode:8").is_empty());
+        assert_eq!(
+            records_in(&disk, range.clone()),
+            vec![(range.start + 6, foreign.clone())]
+        );
+        drop(held);
+
+        // A record that cannot be written fails the call and gives the
+        // lock back: with records off, the same lock is free at once.
+        let failed = dlm.lock(b"inode:9", Mode::EX, q).await;
+        assert!(matches!(failed, Err(LockError::Record(_))), "{failed:?}");
+        records.send_replace(RecorderState::Off);
+        let again = dlm
+            .lock(b"inode:9", Mode::EX, RequestFlags { noqueue: true })
+            .await;
+        assert!(
+            again.is_ok(),
+            "the lock whose record failed was kept: {again:?}"
+        );
+    });
+}
