@@ -35,7 +35,7 @@ pub enum Parsed {
     UdevProbe(OsString),
 }
 
-/// Parse the arguments after argv[0].
+/// Parse the arguments after `argv[0]`.
 pub fn parse_args<I>(args: I) -> Result<Parsed, Failure>
 where
     I: IntoIterator<Item = OsString>,

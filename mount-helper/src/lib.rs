@@ -56,7 +56,7 @@ Flags: -s sloppy (ignore unknown options)  -f fake (check only)
 Exit: 0 success, 1 usage or permissions, 2 system error, 32 mount failure.
 See mount.mxfs(8).";
 
-/// Entry point: the arguments after argv[0]; returns the exit code.
+/// Entry point: the arguments after `argv[0]`; returns the exit code.
 pub fn main_with<I>(args: I) -> i32
 where
     I: IntoIterator<Item = OsString>,

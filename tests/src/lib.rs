@@ -19,7 +19,7 @@
 //! - [`cluster`]: N nodes, their LUN and network, faults on demand.
 //! - [`checks`]: checks of the testbed itself (boot, LUN, PR, network).
 //! - [`single`]: single-node mxfs checks (mount, bad input, PR key, pjdfstest, fsx).
-//! - [`bench`]: the benchmark jobs (fio, metadata rates) and their table of ratios.
+//! - [`bench`](mod@bench): the benchmark jobs (fio, metadata rates) and their table of ratios.
 //! - [`multinode`]: two nodes on one volume: sharing, client conformance, locks, client benchmark.
 //! - [`fencing`]: fencing checks that need a second node (self-fencing).
 //! - [`failover`]: three nodes, one dies, freezes or is cut off: fencing, take-over, rejoin, soak.

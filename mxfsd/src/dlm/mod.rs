@@ -20,6 +20,10 @@
 pub mod election;
 mod engine;
 pub mod node;
+// The file-lock tables a master will keep; not wired yet: fcntl and
+// flock are still arbitrated by the owner's kernel (`fileserv::locks`).
+#[cfg_attr(not(test), allow(dead_code))]
+pub mod plock;
 pub mod runtime;
 #[cfg(test)]
 mod tests_node;

@@ -43,7 +43,7 @@
 //! 2. Noise handshake (two records), then every record is encrypted; see
 //!    [`record`] for the record layer (2-byte length + ciphertext, a wire
 //!    frame cut into records of at most 65535 bytes).
-//! 3. Both send [`wire::Hello`](crate::wire::Hello) (node UUID, node id,
+//! 3. Both send [`wire::Hello`] (node UUID, node id,
 //!    volume UUID, port, versions, hostname) and check the other's
 //!    ([`IdentityError`]).  Both then send a verdict: `Auth` carrying the
 //!    handshake hash (accepted) or `Goodbye` with the reason (refused), so

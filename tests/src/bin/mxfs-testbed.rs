@@ -90,9 +90,14 @@ fn parse_args() -> Result<Args> {
 }
 
 fn cargo(args: &[&str]) -> Result<()> {
+    cargo_with(args, &[])
+}
+
+fn cargo_with(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
     say(format!("cargo {}", args.join(" ")));
     let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(workspace_root())
         .status()?;
     if !st.success() {
@@ -186,6 +191,18 @@ fn test(args: &Args) -> Result<()> {
             "-D",
             "warnings",
         ])
+    })?;
+    // The code's own docs: every intra-doc link resolves.
+    step("checking the API docs", || {
+        cargo_with(
+            &[
+                "doc",
+                "--workspace",
+                "--no-deps",
+                "--document-private-items",
+            ],
+            &[("RUSTDOCFLAGS", "-D warnings")],
+        )
     })?;
     // Release throughout, so the unit tests, the binaries the nodes get and
     // the scenario runner share one build of the dependencies.
