@@ -78,6 +78,7 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use snow::StatelessTransportState;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::dlm::plock::Kind;
 use crate::dlm::{LockId, Mode};
 use crate::identity::fnv1a64;
 use crate::lockstate::{self, Slot};
@@ -703,6 +704,53 @@ fn messages() -> Vec<Message> {
             ],
         }),
         Message::LockRecoverDone { view: 7 },
+        Message::PlockRequest(PlockRequest {
+            req: lock,
+            resource: b"plock:131".to_vec(),
+            flock: false,
+            owner: 0xfeed,
+            pid: 4321,
+            op: PlockOp::Lock {
+                kind: Kind::Write,
+                wait: true,
+            },
+            start: 0,
+            end: 31,
+        }),
+        Message::PlockRequest(PlockRequest {
+            req: lock,
+            resource: b"flock:131".to_vec(),
+            flock: true,
+            owner: 0xfeed,
+            pid: 4321,
+            op: PlockOp::Release,
+            start: 0,
+            end: u64::MAX,
+        }),
+        Message::PlockAnswer(PlockAnswer {
+            req: lock,
+            resource: b"plock:131".to_vec(),
+            result: PlockResult::Conflict(PlockHolder {
+                node: 10,
+                owner: 11,
+                pid: 12,
+                kind: Kind::Read,
+                start: 5,
+                end: 9,
+            }),
+        }),
+        Message::PlockRecover(PlockRecover {
+            view: 7,
+            resource: b"plock:131".to_vec(),
+            flock: false,
+            held: vec![PlockHeld {
+                owner: 1,
+                pid: 2,
+                kind: Kind::Write,
+                start: 0,
+                end: u64::MAX,
+            }],
+        }),
         Message::FileOp(req.to_file_op(3, 99).expect("a file op")),
         Message::FileOpReply(
             reply_values()[1]

@@ -16,14 +16,22 @@
 //! masters, requester records, rebuild at membership changes) as a
 //! sans-I/O state machine; [`runtime`] runs it in a tokio task for the
 //! daemon ([`Dlm`], [`LockHandle`]); [`election`] decides the owner.
+//! File locks (fcntl with byte ranges, flock) do not fit the six modes:
+//! [`plock`] is the table a master keeps for one file, and
+//! `plock_node` carries them between nodes inside [`node`], mastered
+//! and rebuilt at view changes like the locks ([`Dlm::plock`]).
 
 pub mod election;
 mod engine;
 pub mod node;
-// The file-lock tables a master will keep; not wired yet: fcntl and
-// flock are still arbitrated by the owner's kernel (`fileserv::locks`).
+// File locks (fcntl, flock) through the DLM: the tables, and the
+// protocol.  Not wired to applications yet (no caller of Dlm::plock
+// outside the tests): fcntl and flock are still arbitrated by the
+// owner's kernel (`fileserv::locks`).
 #[cfg_attr(not(test), allow(dead_code))]
 pub mod plock;
+#[cfg_attr(not(test), allow(dead_code))]
+mod plock_node;
 pub mod runtime;
 #[cfg(test)]
 mod tests_node;

@@ -74,6 +74,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use tracing::{debug, warn};
 
+use super::plock::FileLockCall;
+use super::plock_node::{Effects, PlockNode};
 use super::{
     master_of, DlmError, Event, LockId, LockSpace, LockState, Mode, NodeId, RequestFlags,
     MAX_RESOURCE_NAME,
@@ -83,7 +85,7 @@ use super::{
 pub use crate::wire::RecordedLock;
 use crate::wire::{
     self, LockBlocking, LockCancelled, LockErrorCode, LockGrant, LockRecover, LockRef, LockRequest,
-    Message,
+    Message, PlockAnswer, PlockOp, PlockRecover, PlockRequest, PlockResult,
 };
 
 /// A membership view number (as in [`wire::Membership::view`]).
@@ -122,6 +124,12 @@ pub enum DlmMsg {
     RecoverDone {
         view: View,
     },
+    /// A file-lock request to the file's master ([`super::plock_node`]).
+    Plock(PlockRequest),
+    PlockAnswer(PlockAnswer),
+    /// The sender's file locks on a file the receiver masters in the
+    /// view it names (sent before the sender's `RecoverDone`).
+    RecoverPlocks(PlockRecover),
 }
 
 impl DlmMsg {
@@ -140,6 +148,9 @@ impl DlmMsg {
                 Message::LockRecover(LockRecover { view, locks })
             }
             DlmMsg::RecoverDone { view } => Message::LockRecoverDone { view },
+            DlmMsg::Plock(r) => Message::PlockRequest(r),
+            DlmMsg::PlockAnswer(a) => Message::PlockAnswer(a),
+            DlmMsg::RecoverPlocks(r) => Message::PlockRecover(r),
         }
     }
 
@@ -159,6 +170,9 @@ impl DlmMsg {
                 DlmMsg::RecoverLocks { view, locks }
             }
             Message::LockRecoverDone { view } => DlmMsg::RecoverDone { view },
+            Message::PlockRequest(r) => DlmMsg::Plock(r),
+            Message::PlockAnswer(a) => DlmMsg::PlockAnswer(a),
+            Message::PlockRecover(r) => DlmMsg::RecoverPlocks(r),
             other => return Err(other),
         })
     }
@@ -166,6 +180,7 @@ impl DlmMsg {
     fn recovery_view(&self) -> Option<View> {
         match self {
             DlmMsg::RecoverLocks { view, .. } | DlmMsg::RecoverDone { view } => Some(*view),
+            DlmMsg::RecoverPlocks(r) => Some(r.view),
             _ => None,
         }
     }
@@ -179,14 +194,22 @@ impl DlmMsg {
             DlmMsg::Blocking(b) => Some((b.lock, &b.resource)),
             DlmMsg::Cancelled(c) => Some((c.lock, &c.resource)),
             DlmMsg::Error(e) => Some((e.lock, &e.resource)),
-            DlmMsg::RecoverLocks { .. } | DlmMsg::RecoverDone { .. } => None,
+            DlmMsg::Plock(r) => Some((r.req, &r.resource)),
+            DlmMsg::PlockAnswer(a) => Some((a.req, &a.resource)),
+            DlmMsg::RecoverLocks { .. } | DlmMsg::RecoverDone { .. } | DlmMsg::RecoverPlocks(_) => {
+                None
+            }
         }
     }
 
     fn is_for_master(&self) -> bool {
         matches!(
             self,
-            DlmMsg::Request(_) | DlmMsg::Convert(_) | DlmMsg::Unlock(_) | DlmMsg::Cancel(_)
+            DlmMsg::Request(_)
+                | DlmMsg::Convert(_)
+                | DlmMsg::Unlock(_)
+                | DlmMsg::Cancel(_)
+                | DlmMsg::Plock(_)
         )
     }
 }
@@ -235,6 +258,11 @@ pub enum Completion {
         reason: Refusal,
         mode: Option<Mode>,
     },
+    /// The answer to a file-lock request (its id is `req.req`).
+    Plock {
+        req: PlockRequest,
+        result: PlockResult,
+    },
 }
 
 impl Completion {
@@ -244,14 +272,18 @@ impl Completion {
             | Completion::Blocking { lock, .. }
             | Completion::Cancelled { lock, .. }
             | Completion::Refused { lock, .. } => *lock,
+            Completion::Plock { req, .. } => req.req,
         }
     }
 
-    /// After this completion the lock no longer exists.
+    /// After this completion the lock (or file-lock request) no longer
+    /// exists.
     pub fn ends_lock(&self) -> bool {
         matches!(
             self,
-            Completion::Cancelled { mode: None, .. } | Completion::Refused { mode: None, .. }
+            Completion::Cancelled { mode: None, .. }
+                | Completion::Refused { mode: None, .. }
+                | Completion::Plock { .. }
         )
     }
 }
@@ -280,6 +312,8 @@ pub enum OpError {
     NothingToCancel(LockId),
     #[error("view {got} is not newer than view {have}")]
     StaleView { got: View, have: View },
+    #[error("invalid file lock request: {0}")]
+    BadFileLock(&'static str),
 }
 
 /// How a local conversion started.
@@ -359,6 +393,8 @@ pub struct DlmNode {
     /// Messages from this node to itself, delivered in order like a link.
     selfq: VecDeque<DlmMsg>,
     out: VecDeque<Output>,
+    /// File locks ([`super::plock_node`]).
+    plocks: PlockNode,
 }
 
 /// `a` protects at least what `b` protects: every mode compatible with
@@ -413,6 +449,7 @@ impl DlmNode {
             deferred: VecDeque::new(),
             selfq: VecDeque::new(),
             out: VecDeque::new(),
+            plocks: PlockNode::default(),
         }
     }
 
@@ -607,6 +644,71 @@ impl DlmNode {
         Ok(())
     }
 
+    /// A file-lock call: a lock or a test is answered by a
+    /// [`Completion::Plock`] for the returned id; an unlock or a release
+    /// takes effect at once (None).  Cancel a waiting lock with
+    /// [`DlmNode::plock_cancel`].
+    pub fn plock(&mut self, call: FileLockCall) -> Result<Option<LockId>, OpError> {
+        check_name(&call.resource)?;
+        self.check_member()?;
+        if call.op == PlockOp::Cancel {
+            return Err(OpError::BadFileLock("cancel a request with plock_cancel"));
+        }
+        if call.range.start > call.range.end {
+            return Err(OpError::BadFileLock("range ends before it starts"));
+        }
+        let id = LockId {
+            node: self.me,
+            local: self.next_local,
+        };
+        self.next_local += 1;
+        let req = PlockRequest {
+            req: id,
+            resource: call.resource,
+            flock: call.flock,
+            owner: call.owner,
+            pid: call.pid,
+            op: call.op,
+            start: call.range.start,
+            end: call.range.end,
+        };
+        let mut fx = Effects::default();
+        let answered = self.plocks.request(self.me, &self.members, req, &mut fx);
+        self.apply(fx);
+        self.run_selfq();
+        Ok(answered.then_some(id))
+    }
+
+    /// Withdraw waiting file-lock request `req`: its answer follows
+    /// (cancelled, or a grant that came first).
+    pub fn plock_cancel(&mut self, req: LockId) -> Result<(), OpError> {
+        self.check_member()?;
+        let mut fx = Effects::default();
+        self.plocks.cancel(&self.members, req.local, &mut fx);
+        self.apply(fx);
+        self.run_selfq();
+        Ok(())
+    }
+
+    /// This node's own file locks on `resource`, as it records them.
+    pub fn own_plocks(&self, resource: &[u8]) -> Vec<super::plock::Held> {
+        self.plocks.own_locks(resource)
+    }
+
+    /// The file locks on `resource` if this node masters it.
+    pub fn mastered_plocks(&self, resource: &[u8]) -> Vec<super::plock::Held> {
+        self.plocks.mastered_locks(resource)
+    }
+
+    fn apply(&mut self, fx: Effects) {
+        for (to, msg) in fx.send {
+            self.send(to, msg);
+        }
+        for c in fx.done {
+            self.complete(c);
+        }
+    }
+
     /// Enter view `view` with `members` (any order; 0 is ignored).  See the
     /// module docs for what happens.
     pub fn set_members(&mut self, view: View, members: &[NodeId]) -> Result<(), OpError> {
@@ -630,6 +732,9 @@ impl DlmNode {
             return Ok(());
         }
         let records = self.settle_and_record();
+        let mut fx = Effects::default();
+        let mut plock_records = self.plocks.view_change(view, &self.members, &mut fx);
+        self.apply(fx);
         let mut per_master: BTreeMap<NodeId, Vec<RecordedLock>> = BTreeMap::new();
         for r in records {
             if let Some(m) = master_of(&r.resource, &self.members) {
@@ -653,12 +758,23 @@ impl DlmNode {
                     },
                 );
             }
+            for rec in plock_records.remove(&m).unwrap_or_default() {
+                self.send(m, DlmMsg::RecoverPlocks(rec));
+            }
             self.send(m, DlmMsg::RecoverDone { view });
+        }
+        for rec in plock_records.remove(&self.me).unwrap_or_default() {
+            self.plocks.recover(self.me, rec);
         }
         self.recovery = Some(Recovery {
             waiting_for: others.into_iter().collect(),
             records: per_master.remove(&self.me).unwrap_or_default(),
         });
+        // Unanswered file-lock requests again, now that every member has
+        // our RecoverDone (a master defers them until its rebuild).
+        let mut fx = Effects::default();
+        self.plocks.resend(&self.members, &mut fx);
+        self.apply(fx);
         self.maybe_finish_recovery();
         // What peers already sent us in this view, in each peer's order.
         let mut ready = Vec::new();
@@ -748,6 +864,9 @@ impl DlmNode {
 
     /// This node is not a member any more: its locks are gone.
     fn leave(&mut self) {
+        let mut fx = Effects::default();
+        self.plocks.leave(&mut fx);
+        self.apply(fx);
         for (id, own) in std::mem::take(&mut self.own) {
             self.complete(Completion::Refused {
                 lock: id,
@@ -809,6 +928,20 @@ impl DlmNode {
         }
         match msg {
             DlmMsg::RecoverLocks { locks, .. } => self.recover_locks(from, locks),
+            DlmMsg::RecoverPlocks(rec) => {
+                let expected = self
+                    .recovery
+                    .as_ref()
+                    .is_some_and(|r| r.waiting_for.contains(&from));
+                if expected && master_of(&rec.resource, &self.members) == Some(self.me) {
+                    self.plocks.recover(from, rec);
+                } else {
+                    warn!(
+                        node = format_args!("{from:#x}"),
+                        "dlm: file lock records outside recovery or for a file mastered elsewhere; ignored"
+                    );
+                }
+            }
             DlmMsg::RecoverDone { .. } => {
                 let removed = self
                     .recovery
@@ -833,6 +966,12 @@ impl DlmNode {
                         "dlm: lock answer from a node that is not the master, or for \
                          another node's lock; dropped: {msg:?}"
                     );
+                    return;
+                }
+                if let DlmMsg::PlockAnswer(a) = msg {
+                    let mut fx = Effects::default();
+                    self.plocks.answer(self.me, a, &mut fx);
+                    self.apply(fx);
                     return;
                 }
                 self.holder_input(msg);
@@ -888,6 +1027,7 @@ impl DlmNode {
         for (name, locks) in by_resource {
             self.rebuild(&name, locks);
         }
+        self.plocks.finish_recovery();
         for (from, msg) in std::mem::take(&mut self.deferred) {
             self.master_input(from, msg);
         }
@@ -969,6 +1109,20 @@ impl DlmNode {
     fn master_input(&mut self, from: NodeId, msg: DlmMsg) {
         if self.recovery.is_some() {
             self.deferred.push_back((from, msg));
+            return;
+        }
+        if let DlmMsg::Plock(r) = msg {
+            if r.req.node != from || master_of(&r.resource, &self.members) != Some(self.me) {
+                // The requester sends it again at the next view.
+                warn!(
+                    node = format_args!("{from:#x}"),
+                    "dlm: file lock request for another node, or for a file mastered elsewhere; dropped: {r:?}"
+                );
+                return;
+            }
+            let mut fx = Effects::default();
+            self.plocks.master(from, r, &mut fx);
+            self.apply(fx);
             return;
         }
         let Some((lock, resource)) = msg.lock_ref() else {

@@ -23,9 +23,9 @@
 //!   one of them is a write lock.  A blocked upgrade keeps the lock it
 //!   has while it waits.
 //! - **flock** ([`Semantics::Flock`]): whole-file locks, shared (read)
-//!   or exclusive (write), owned by an open file.  A conversion that has
-//!   to wait gives up the lock it had first, as Linux's does (so two
-//!   shared holders that both upgrade do not deadlock).
+//!   or exclusive (write), owned by an open file.  A conversion gives up
+//!   the lock it had first, as Linux's does, also when it is then
+//!   refused (so two shared holders that both upgrade do not deadlock).
 //! - **Waiting**: a request that may wait (F_SETLKW, flock without
 //!   LOCK_NB) is queued; after every change the queue is served in
 //!   order, each waiter granted as soon as nothing held conflicts.  A
@@ -84,6 +84,22 @@ impl Range {
             || self.end.checked_add(1) == Some(other.start)
             || other.end.checked_add(1) == Some(self.start)
     }
+}
+
+/// A file-lock call of one of this node's lock owners, as the daemon
+/// makes it ([`super::Dlm::plock`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileLockCall {
+    /// The file's resource (one per file for record locks, another for
+    /// its flock locks).
+    pub resource: Vec<u8>,
+    /// flock locks (whole file) rather than record locks.
+    pub flock: bool,
+    /// The kernel's lock owner (a process's file table, or an open file).
+    pub owner: u64,
+    pub pid: u32,
+    pub op: crate::wire::PlockOp,
+    pub range: Range,
 }
 
 /// A granted lock.
@@ -156,6 +172,10 @@ impl FileLocks {
         }
     }
 
+    pub fn semantics(&self) -> Semantics {
+        self.semantics
+    }
+
     pub fn held(&self) -> &[Held] {
         &self.held
     }
@@ -190,24 +210,28 @@ impl FileLocks {
             self.apply(req.owner, req.pid, None, req.range);
             return (Outcome::Granted, self.serve_queue());
         };
+        let mut granted = Vec::new();
+        if self.semantics == Semantics::Flock
+            && self
+                .held
+                .iter()
+                .any(|h| h.owner == req.owner && h.kind != kind)
+        {
+            // Linux drops the old flock first, whatever comes next.
+            self.apply(req.owner, req.pid, None, req.range);
+            granted = self.serve_queue();
+        }
         let Some(blocker) = self.conflict(req.owner, kind, req.range) else {
             self.apply(req.owner, req.pid, Some(kind), req.range);
             // A downgrade can let others in.
-            return (Outcome::Granted, self.serve_queue());
+            granted.extend(self.serve_queue());
+            return (Outcome::Granted, granted);
         };
         if !req.wait {
-            return (Outcome::Conflict(blocker), Vec::new());
+            return (Outcome::Conflict(blocker), granted);
         }
         if self.semantics == Semantics::Posix && self.would_deadlock(&req) {
-            return (Outcome::Deadlock, Vec::new());
-        }
-        let mut granted = Vec::new();
-        if self.semantics == Semantics::Flock {
-            // Linux drops the old flock before it sleeps on the new one.
-            if self.held.iter().any(|h| h.owner == req.owner) {
-                self.apply(req.owner, req.pid, None, req.range);
-                granted = self.serve_queue();
-            }
+            return (Outcome::Deadlock, granted);
         }
         self.waiting.push_back(req);
         // Dropping our own lock may have let this very request in.
@@ -220,6 +244,21 @@ impl FileLocks {
             return (Outcome::Granted, granted);
         }
         (Outcome::Queued, granted)
+    }
+
+    /// Put back a lock from a holder's record (a rebuild after a view
+    /// change).  Refused (false) if it conflicts with a lock already put
+    /// back, which only a protocol bug can cause.
+    pub fn restore(&mut self, h: Held) -> bool {
+        let h = Held {
+            range: self.scope(h.range),
+            ..h
+        };
+        if self.conflict(h.owner, h.kind, h.range).is_some() {
+            return false;
+        }
+        self.apply(h.owner, h.pid, Some(h.kind), h.range);
+        true
     }
 
     /// Withdraw a waiting request (a signal, a timeout).  None if it is
@@ -510,20 +549,30 @@ mod tests {
             t.set(req(2, B, sh, Range::WHOLE, false)).0,
             Outcome::Granted
         );
-        // Both upgrade: A waits (its shared lock dropped), B then gets in.
+        // Both upgrade: A waits (its shared lock dropped); B's upgrade
+        // drops B's, which lets A in, and B waits for A.
         assert_eq!(t.set(req(3, A, ex, Range::WHOLE, true)).0, Outcome::Queued);
         assert!(ranges_of(&t, A).is_empty());
         let (o, g) = t.set(req(4, B, ex, Range::WHOLE, true));
-        assert_eq!((o, g.len()), (Outcome::Granted, 0));
-        let g = t.set(req(5, B, None, Range::WHOLE, false)).1;
+        assert_eq!(o, Outcome::Queued);
         assert_eq!(g.iter().map(|w| w.id).collect::<Vec<_>>(), vec![3]);
         assert_eq!(ranges_of(&t, A), vec![(0, u64::MAX, Kind::Write)]);
-        // LOCK_NB on a held lock: refused, and the old lock kept.
-        t.set(req(6, B, sh, Range::WHOLE, true));
+        let g = t.set(req(5, A, None, Range::WHOLE, false)).1;
+        assert_eq!(g.iter().map(|w| w.id).collect::<Vec<_>>(), vec![4]);
+        assert_eq!(ranges_of(&t, B), vec![(0, u64::MAX, Kind::Write)]);
+        t.set(req(6, B, None, Range::WHOLE, false));
+        // A LOCK_NB conversion that is refused has dropped the old lock.
+        t.set(req(6, A, sh, Range::WHOLE, false));
+        assert_eq!(
+            t.set(req(7, C, sh, Range::WHOLE, false)).0,
+            Outcome::Granted
+        );
         assert!(matches!(
-            t.set(req(7, C, ex, Range::WHOLE, false)).0,
+            t.set(req(8, C, ex, Range::WHOLE, false)).0,
             Outcome::Conflict(_)
         ));
+        assert!(ranges_of(&t, C).is_empty());
+        assert_eq!(ranges_of(&t, A), vec![(0, u64::MAX, Kind::Read)]);
     }
 
     // ---- against a model: one lock state per owner per byte ----

@@ -21,9 +21,11 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use super::node::{Completion, DlmMsg, DlmNode, OpError, Output, Refusal, Started, View};
+use super::plock::{FileLockCall, Range};
 use super::{LockId, Mode, NodeId, RequestFlags};
 use crate::lockstate::{Recorder, RecorderState};
 use crate::peer::{LinkEvent, LinkHandle, PeerError};
+use crate::wire::{PlockOp, PlockResult};
 
 /// Where the driver sends the node's messages.  `send` must not wait (the
 /// driver serves every lock of the node) and must keep the order of the
@@ -142,6 +144,12 @@ enum Cmd {
     },
     Cancel(LockId),
     Unlock(LockId),
+    Plock {
+        call: FileLockCall,
+        events: mpsc::UnboundedSender<Completion>,
+        reply: oneshot::Sender<Result<Option<LockId>, OpError>>,
+    },
+    PlockCancel(LockId),
     Members {
         view: View,
         members: Vec<NodeId>,
@@ -369,6 +377,42 @@ impl Dlm {
                     guard.cmd = None;
                     return Err(LockError::Cancelled);
                 }
+                Some(Completion::Plock { .. }) => {}
+            }
+        }
+    }
+
+    /// A file lock call ([`DlmNode::plock`]): the master's answer (an
+    /// unlock or a release is done at once: `Granted`).  Dropping the
+    /// future while a lock waits withdraws it; a grant that comes anyway
+    /// is unlocked over its range.
+    pub async fn plock(&self, call: FileLockCall) -> Result<PlockResult, LockError> {
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let (reply, rx) = oneshot::channel();
+        self.cmd(Cmd::Plock {
+            call,
+            events: events_tx,
+            reply,
+        })?;
+        let Some(id) = rx.await.map_err(|_| LockError::Shutdown)?? else {
+            return Ok(PlockResult::Granted);
+        };
+        let mut guard = Guard {
+            dlm: self,
+            cmd: Some(Cmd::PlockCancel(id)),
+        };
+        loop {
+            match events.recv().await {
+                None => return Err(LockError::Shutdown),
+                Some(Completion::Plock { result, .. }) => {
+                    guard.cmd = None;
+                    return Ok(result);
+                }
+                Some(Completion::Refused { reason, .. }) => {
+                    guard.cmd = None;
+                    return Err(reason.into());
+                }
+                Some(_) => {}
             }
         }
     }
@@ -551,6 +595,8 @@ impl LockHandle {
                 }
                 Some(Err(reason.into()))
             }
+            // file-lock answers go to their own waiters, never to a lock
+            Completion::Plock { .. } => None,
         }
     }
 }
@@ -599,6 +645,20 @@ impl<T: Transport> Driver<T> {
                     let _ = self.node.cancel(lock);
                 }
                 Cmd::Unlock(lock) => self.unlock(lock),
+                Cmd::Plock {
+                    call,
+                    events,
+                    reply,
+                } => {
+                    let r = self.node.plock(call);
+                    if let Ok(Some(id)) = r {
+                        self.waiters.insert(id, events);
+                    }
+                    let _ = reply.send(r);
+                }
+                Cmd::PlockCancel(id) => {
+                    let _ = self.node.plock_cancel(id);
+                }
                 Cmd::Members {
                     view,
                     members,
@@ -645,10 +705,31 @@ impl<T: Transport> Driver<T> {
                     let Some(w) = self.waiters.get(&lock) else {
                         continue;
                     };
-                    if w.send(c).is_err() {
+                    if let Err(mpsc::error::SendError(c)) = w.send(c) {
                         // Its owner is gone without releasing it.
                         self.waiters.remove(&lock);
-                        let _ = self.node.unlock(lock);
+                        match c {
+                            Completion::Plock {
+                                req,
+                                result: PlockResult::Granted,
+                            } if matches!(req.op, PlockOp::Lock { .. }) => {
+                                let _ = self.node.plock(FileLockCall {
+                                    resource: req.resource,
+                                    flock: req.flock,
+                                    owner: req.owner,
+                                    pid: req.pid,
+                                    op: PlockOp::Unlock,
+                                    range: Range {
+                                        start: req.start,
+                                        end: req.end,
+                                    },
+                                });
+                            }
+                            Completion::Plock { .. } => {}
+                            _ => {
+                                let _ = self.node.unlock(lock);
+                            }
+                        }
                     } else if ends {
                         self.waiters.remove(&lock);
                     }

@@ -7,8 +7,12 @@ use std::collections::{BTreeMap, VecDeque};
 use proptest::prelude::*;
 
 use super::node::{covers, glb, OwnLock, Started, RECOVER_CHUNK};
+use super::plock::{FileLockCall, Kind};
 use super::*;
-use crate::wire::{self, LockErrorCode, LockGrant, LockRef, LockRequest, Message};
+use crate::wire::{
+    self, LockErrorCode, LockGrant, LockRef, LockRequest, Message, PlockAnswer, PlockHeld, PlockOp,
+    PlockRecover, PlockRequest, PlockResult,
+};
 use Mode::*;
 
 const Q: RequestFlags = RequestFlags { noqueue: false };
@@ -861,6 +865,36 @@ fn every_dlm_message_crosses_the_wire() {
         },
         DlmMsg::RecoverDone { view: 0 },
         DlmMsg::RecoverDone { view: u64::MAX },
+        DlmMsg::Plock(PlockRequest {
+            req: LockId { node: A, local: 7 },
+            resource: b"plock:9".to_vec(),
+            flock: false,
+            owner: 3,
+            pid: 4,
+            op: PlockOp::Lock {
+                kind: Kind::Write,
+                wait: true,
+            },
+            start: 1,
+            end: u64::MAX,
+        }),
+        DlmMsg::PlockAnswer(PlockAnswer {
+            req: LockId { node: A, local: 7 },
+            resource: b"plock:9".to_vec(),
+            result: PlockResult::Granted,
+        }),
+        DlmMsg::RecoverPlocks(PlockRecover {
+            view: 3,
+            resource: b"flock:9".to_vec(),
+            flock: true,
+            held: vec![PlockHeld {
+                owner: 3,
+                pid: 4,
+                kind: Kind::Read,
+                start: 0,
+                end: u64::MAX,
+            }],
+        }),
     ];
     let mut variants = std::collections::BTreeSet::new();
     for m in msgs {
@@ -876,10 +910,13 @@ fn every_dlm_message_crosses_the_wire() {
             DlmMsg::Error(_) => 7,
             DlmMsg::RecoverLocks { .. } => 8,
             DlmMsg::RecoverDone { .. } => 9,
+            DlmMsg::Plock(_) => 10,
+            DlmMsg::PlockAnswer(_) => 11,
+            DlmMsg::RecoverPlocks(_) => 12,
         });
         assert_eq!(through_wire(m.clone()), Ok(m));
     }
-    assert_eq!(variants.len(), 10);
+    assert_eq!(variants.len(), 13);
     let bye = Message::Goodbye {
         reason: "bye".into(),
     };
@@ -1042,6 +1079,281 @@ proptest! {
         }
         for d in bus.nodes.values() {
             prop_assert!(d.mastered_resources().is_empty());
+        }
+    }
+}
+
+// ---- file locks (fcntl, flock) through the masters ----
+
+const FILE: &[u8] = b"plock:131";
+const FLOCK_FILE: &[u8] = b"flock:131";
+const D: NodeId = 0xd4;
+
+fn range(start: u64, end: u64) -> super::plock::Range {
+    super::plock::Range::new(start, end).unwrap()
+}
+
+/// A call of lock owner `owner` (pid = owner).
+fn call(
+    file: &[u8],
+    flock: bool,
+    owner: u64,
+    op: PlockOp,
+    range: super::plock::Range,
+) -> FileLockCall {
+    FileLockCall {
+        resource: file.to_vec(),
+        flock,
+        owner,
+        pid: owner as u32,
+        op,
+        range,
+    }
+}
+
+fn lock_op(kind: Kind, wait: bool) -> PlockOp {
+    PlockOp::Lock { kind, wait }
+}
+
+/// Node `n`'s lock owner `owner` (pid = owner) asks; the bus runs.
+fn plock(bus: &mut Bus, n: NodeId, owner: u64, op: PlockOp, r: (u64, u64)) -> Option<LockId> {
+    let id = bus
+        .node(n)
+        .plock(call(FILE, false, owner, op, range(r.0, r.1)))
+        .unwrap();
+    bus.run();
+    id
+}
+
+fn plock_answers(bus: &mut Bus, n: NodeId) -> Vec<(LockId, PlockResult)> {
+    bus.take_done(n)
+        .into_iter()
+        .filter_map(|c| match c {
+            Completion::Plock { req, result } => Some((req.req, result)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The file's table at its master, as (node, owner, start, end, kind).
+fn table(bus: &mut Bus) -> Vec<(NodeId, u64, u64, u64, Kind)> {
+    table_of(bus, FILE)
+}
+
+fn table_of(bus: &mut Bus, file: &[u8]) -> Vec<(NodeId, u64, u64, u64, Kind)> {
+    let members: Vec<NodeId> = bus.nodes.keys().copied().collect();
+    let m = master_of(file, &members).unwrap();
+    bus.node(m)
+        .mastered_plocks(file)
+        .into_iter()
+        .map(|h| {
+            (
+                h.owner.node,
+                h.owner.owner,
+                h.range.start,
+                h.range.end,
+                h.kind,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn file_locks_exclude_across_nodes_where_their_ranges_overlap() {
+    let mut bus = Bus::new(&ABC);
+    let a = plock(&mut bus, A, 1, lock_op(Kind::Write, false), (0, 99)).unwrap();
+    assert_eq!(plock_answers(&mut bus, A), vec![(a, PlockResult::Granted)]);
+    // B is refused where A holds, and told who holds it.
+    let b = plock(&mut bus, B, 2, lock_op(Kind::Write, false), (50, 60)).unwrap();
+    let got = plock_answers(&mut bus, B);
+    assert!(
+        matches!(got[..], [(id, PlockResult::Conflict(h))]
+            if id == b && (h.node, h.owner, h.pid, h.start, h.end, h.kind) == (A, 1, 1, 0, 99, Kind::Write)),
+        "{got:?}"
+    );
+    // F_GETLK from B says the same; from A (the holder) nothing.
+    let t = plock(&mut bus, B, 2, PlockOp::Test { kind: Kind::Read }, (0, 0)).unwrap();
+    assert!(matches!(plock_answers(&mut bus, B)[..], [(id, PlockResult::Conflict(_))] if id == t));
+    let t = plock(&mut bus, A, 1, PlockOp::Test { kind: Kind::Write }, (0, 0)).unwrap();
+    assert_eq!(plock_answers(&mut bus, A), vec![(t, PlockResult::Free)]);
+    // Past A's range, B gets its lock; C waits for B's.
+    let b2 = plock(&mut bus, B, 2, lock_op(Kind::Read, false), (100, 200)).unwrap();
+    assert_eq!(plock_answers(&mut bus, B), vec![(b2, PlockResult::Granted)]);
+    let c = plock(&mut bus, C, 3, lock_op(Kind::Write, true), (150, 150)).unwrap();
+    assert!(plock_answers(&mut bus, C).is_empty(), "C should wait");
+    assert_eq!(plock(&mut bus, B, 2, PlockOp::Unlock, (100, 200)), None);
+    assert_eq!(plock_answers(&mut bus, C), vec![(c, PlockResult::Granted)]);
+    assert_eq!(
+        table(&mut bus),
+        vec![(A, 1, 0, 99, Kind::Write), (C, 3, 150, 150, Kind::Write)]
+    );
+    // Each holder's own copy is what the master holds of it.
+    assert_eq!(bus.node(C).own_plocks(FILE).len(), 1);
+    assert!(bus.node(B).own_plocks(FILE).is_empty());
+    // A close releases everything of the owner.
+    assert_eq!(plock(&mut bus, A, 1, PlockOp::Release, (0, u64::MAX)), None);
+    assert_eq!(table(&mut bus), vec![(C, 3, 150, 150, Kind::Write)]);
+}
+
+#[test]
+fn a_cancelled_wait_is_never_granted() {
+    let mut bus = Bus::new(&ABC);
+    plock(&mut bus, A, 1, lock_op(Kind::Write, false), (0, 9));
+    let b = plock(&mut bus, B, 2, lock_op(Kind::Read, true), (5, 5)).unwrap();
+    bus.node(B).plock_cancel(b).unwrap();
+    bus.run();
+    assert_eq!(
+        plock_answers(&mut bus, B),
+        vec![(b, PlockResult::Cancelled)]
+    );
+    plock(&mut bus, A, 1, PlockOp::Unlock, (0, 9));
+    assert!(plock_answers(&mut bus, B).is_empty());
+    assert!(table(&mut bus).is_empty());
+}
+
+#[test]
+fn file_locks_outlive_a_view_change_and_a_dead_nodes_locks_go() {
+    let mut bus = Bus::new(&ABC);
+    plock(&mut bus, A, 1, lock_op(Kind::Write, false), (0, 9));
+    plock(&mut bus, C, 3, lock_op(Kind::Read, false), (20, 29));
+    let b = plock(&mut bus, B, 2, lock_op(Kind::Write, true), (0, 29)).unwrap();
+    bus.take_done(A);
+    bus.take_done(C);
+    // A fourth node joins (staggered views): every table is rebuilt at
+    // its new master from the holders' copies, B's wait sent again.
+    bus.join(D, true);
+    bus.run();
+    assert_eq!(
+        table(&mut bus),
+        vec![(A, 1, 0, 9, Kind::Write), (C, 3, 20, 29, Kind::Read)]
+    );
+    let d = plock(&mut bus, D, 4, lock_op(Kind::Read, false), (5, 5)).unwrap();
+    assert!(
+        matches!(plock_answers(&mut bus, D)[..], [(id, PlockResult::Conflict(h))] if id == d && h.node == A)
+    );
+    assert!(plock_answers(&mut bus, B).is_empty(), "B still waits");
+    // A dies: its lock goes with it; C still holds; B still waits for C.
+    bus.depart(A, true);
+    bus.run();
+    assert_eq!(table(&mut bus), vec![(C, 3, 20, 29, Kind::Read)]);
+    assert!(plock_answers(&mut bus, B).is_empty());
+    plock(&mut bus, C, 3, PlockOp::Release, (0, u64::MAX));
+    assert_eq!(plock_answers(&mut bus, B), vec![(b, PlockResult::Granted)]);
+    assert_eq!(table(&mut bus), vec![(B, 2, 0, 29, Kind::Write)]);
+}
+
+type PlockStep = (usize, u8, u64, u64, usize);
+
+/// Random file-lock calls on four nodes, random view changes and random
+/// delivery orders: no two nodes ever rely on conflicting locks (their
+/// own copies), and once quiet every copy is what the master holds.
+fn run_plock_steps(ops: Vec<PlockStep>, flock: bool) {
+    let file: &[u8] = if flock { FLOCK_FILE } else { FILE };
+    let ids = [A, B, C, D];
+    let mut bus = Bus::new(&ids);
+    let mut waiting: BTreeMap<NodeId, LockId> = BTreeMap::new();
+    for (who, what, x, y, pick) in ops {
+        let n = ids[who];
+        if !bus.nodes.contains_key(&n) {
+            bus.join(n, true);
+        }
+        // a few deliveries in some order, then the call
+        for k in 0..(pick % 7) {
+            bus.step(pick.wrapping_add(k));
+        }
+        let r = range(x.min(y), x.max(y));
+        let owner = who as u64 + 1;
+        let op = match what {
+            0 => lock_op(Kind::Read, false),
+            1 => lock_op(Kind::Write, false),
+            2 => lock_op(Kind::Write, true),
+            3 => PlockOp::Unlock,
+            4 if bus.nodes.len() > 1 => {
+                bus.depart(n, pick % 2 == 0);
+                waiting.remove(&n);
+                continue;
+            }
+            4 => continue,
+            _ => {
+                if let Some(id) = waiting.remove(&n) {
+                    bus.node(n).plock_cancel(id).unwrap();
+                }
+                continue;
+            }
+        };
+        // one waiting request per node (its process is blocked)
+        if waiting.contains_key(&n) {
+            continue;
+        }
+        match bus.node(n).plock(call(file, flock, owner, op, r)) {
+            Ok(Some(id)) if what == 2 => {
+                waiting.insert(n, id);
+            }
+            Ok(_) => {}
+            // a joiner that has not applied its first view yet
+            Err(OpError::NotMember) => {}
+            Err(e) => panic!("{e}"),
+        }
+        for m in bus.nodes.keys().copied().collect::<Vec<_>>() {
+            for (id, _) in plock_answers(&mut bus, m) {
+                if waiting.get(&m) == Some(&id) {
+                    waiting.remove(&m);
+                }
+            }
+        }
+        check_plock_safety(&bus, file);
+    }
+    bus.run();
+    check_plock_safety(&bus, file);
+    // quiet: every node's copy is exactly what the master holds of it
+    let mut copies: Vec<(NodeId, u64, u64, u64, Kind)> = bus
+        .nodes
+        .iter()
+        .flat_map(|(n, d)| {
+            d.own_plocks(file)
+                .into_iter()
+                .map(move |h| (*n, h.owner.owner, h.range.start, h.range.end, h.kind))
+        })
+        .collect();
+    copies.sort_by_key(|c| (c.2, c.0, c.1));
+    let mut t = table_of(&mut bus, file);
+    t.sort_by_key(|c| (c.2, c.0, c.1));
+    assert_eq!(copies, t);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn file_locks_stay_exclusive_through_views_and_interleavings(
+        ops in proptest::collection::vec((0usize..4, 0u8..6, 0u64..8, 0u64..8, any::<usize>()), 1..40)
+    ) {
+        run_plock_steps(ops, false);
+    }
+
+    #[test]
+    fn flocks_stay_exclusive_through_views_and_interleavings(
+        ops in proptest::collection::vec((0usize..4, 0u8..6, 0u64..8, 0u64..8, any::<usize>()), 1..40)
+    ) {
+        run_plock_steps(ops, true);
+    }
+}
+
+/// No two nodes' own copies hold conflicting locks.
+fn check_plock_safety(bus: &Bus, file: &[u8]) {
+    let all: Vec<(NodeId, super::plock::Held)> = bus
+        .nodes
+        .iter()
+        .flat_map(|(n, d)| d.own_plocks(file).into_iter().map(move |h| (*n, h)))
+        .collect();
+    for (i, (na, a)) in all.iter().enumerate() {
+        for (nb, b) in &all[i + 1..] {
+            let overlap = a.range.start <= b.range.end && b.range.start <= a.range.end;
+            let conflict = a.kind == Kind::Write || b.kind == Kind::Write;
+            assert!(
+                na == nb || !overlap || !conflict,
+                "node {na} relies on {a:?} and node {nb} on {b:?}"
+            );
         }
     }
 }

@@ -10,8 +10,10 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use super::election::{OwnerElection, Role};
+use super::plock::{FileLockCall, Kind, Range};
 use super::runtime::{Dlm, LinkTransport, LockError, Transport};
 use super::*;
+use crate::wire::{PlockOp, PlockResult};
 use Mode::*;
 
 const Q: RequestFlags = RequestFlags { noqueue: false };
@@ -403,4 +405,84 @@ async fn locks_survive_a_view_change_over_peer_links() {
     assert_eq!(hw.mode(), PR);
     assert_eq!(noq(c, &r, EX).await.unwrap_err(), LockError::NotGranted);
     drop(noq(c, &r, PR).await.unwrap());
+}
+
+// ---- file locks through the runtime ----
+
+/// Lock owner `owner` (pid = owner) of a node on `resource`.
+fn file_call(resource: &[u8], flock: bool, owner: u64, op: PlockOp, range: Range) -> FileLockCall {
+    FileLockCall {
+        resource: resource.to_vec(),
+        flock,
+        owner,
+        pid: owner as u32,
+        op,
+        range,
+    }
+}
+
+#[tokio::test]
+async fn a_counter_under_record_locks_from_three_nodes_is_exact() {
+    let c = Cluster::new(&IDS).await;
+    let inside = Arc::new(AtomicBool::new(false));
+    let counter = Arc::new(AtomicU64::new(0));
+    let mut jobs = Vec::new();
+    for (i, d) in c.dlms.clone().into_iter().enumerate() {
+        for p in 0..2u64 {
+            let (inside, counter, d) = (inside.clone(), counter.clone(), d.clone());
+            let owner = 100 * i as u64 + p;
+            jobs.push(tokio::spawn(async move {
+                let lock = PlockOp::Lock {
+                    kind: Kind::Write,
+                    wait: true,
+                };
+                // the counter's bytes
+                let call = |op| file_call(b"plock:9", false, owner, op, Range::new(0, 7).unwrap());
+                for _ in 0..15 {
+                    assert_eq!(d.plock(call(lock)).await, Ok(PlockResult::Granted));
+                    assert!(!inside.swap(true, Ordering::SeqCst), "two writers");
+                    let v = counter.load(Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    counter.store(v + 1, Ordering::SeqCst);
+                    inside.store(false, Ordering::SeqCst);
+                    d.plock(call(PlockOp::Unlock)).await.unwrap();
+                }
+            }));
+        }
+    }
+    for j in jobs {
+        timeout(T, j).await.unwrap().unwrap();
+    }
+    assert_eq!(counter.load(Ordering::SeqCst), 3 * 2 * 15);
+}
+
+#[tokio::test]
+async fn a_dropped_wait_for_a_file_lock_is_withdrawn() {
+    let c = Cluster::new(&IDS).await;
+    let (a, b) = (c.dlms[0].clone(), c.dlms[1].clone());
+    let w = |wait| PlockOp::Lock {
+        kind: Kind::Write,
+        wait,
+    };
+    let call = |owner, op| file_call(b"flock:3", true, owner, op, Range::WHOLE);
+    assert_eq!(a.plock(call(1, w(false))).await, Ok(PlockResult::Granted));
+    // B waits, gives up; A lets go: nobody holds it, C gets it at once.
+    let waiting = b.plock(call(2, w(true)));
+    assert!(timeout(Duration::from_millis(200), waiting).await.is_err());
+    // (the withdrawal reaches the master before A's unlock)
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    a.plock(call(1, PlockOp::Unlock)).await.unwrap();
+    let got = timeout(T, c.dlms[2].plock(call(3, w(false))))
+        .await
+        .unwrap();
+    assert_eq!(got, Ok(PlockResult::Granted));
+    // A test from A names C.
+    let t = a
+        .plock(call(1, PlockOp::Test { kind: Kind::Read }))
+        .await
+        .unwrap();
+    assert!(
+        matches!(t, PlockResult::Conflict(h) if h.node == IDS[2] && h.owner == 3),
+        "{t:?}"
+    );
 }

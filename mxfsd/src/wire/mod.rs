@@ -24,16 +24,18 @@
 //! that [`fileop`] defines, and their [`Origin`] for the owner's reply
 //! cache.
 //!
-//! Version 2 added [`FileOp::origin`]; a peer of another version is
-//! refused at the handshake.
+//! Version 2 added [`FileOp::origin`], version 3 the file-lock messages
+//! ([`PlockRequest`], [`PlockAnswer`], [`PlockRecover`]); a peer of
+//! another version is refused at the handshake.
 
 pub mod announce;
 pub mod fileop;
 
+use crate::dlm::plock::Kind;
 use crate::dlm::{LockId, Mode, MAX_RESOURCE_NAME};
 
 /// The protocol version this daemon speaks.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Largest frame, length prefix included: room for a 1 MiB FUSE write
 /// and its header.
 pub const MAX_FRAME: usize = 2 << 20;
@@ -55,6 +57,19 @@ const RECORD_FIXED: usize = 16 + 2 + 1 + 1 + 4;
 const _: () = assert!(
     PREFIX + HEAD + 8 + 2 + MAX_RECOVER_LOCKS * (RECORD_FIXED + MAX_RESOURCE_NAME) <= MAX_FRAME
 );
+
+/// Most file locks in one [`PlockRecover`] message.
+pub const MAX_RECOVER_PLOCKS: usize = 1024;
+/// Bytes of one [`PlockHeld`] on the wire: owner, pid, kind, start, end.
+const PLOCK_HELD: usize = 8 + 4 + 1 + 8 + 8;
+const _: () = assert!(
+    PREFIX + HEAD + 8 + 2 + MAX_RESOURCE_NAME + 4 + 2 + MAX_RECOVER_PLOCKS * PLOCK_HELD
+        <= MAX_FRAME
+);
+/// File-lock flag bits: the request may wait; the file's locks are
+/// flock locks (whole file) rather than record locks.
+pub const PLOCK_WAIT: u32 = 1;
+pub const PLOCK_FLOCK: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -215,6 +230,102 @@ pub struct LockError {
     pub code: LockErrorCode,
 }
 
+/// What a file-lock request asks of the file's master
+/// ([`crate::dlm::plock`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlockOp {
+    /// Take a lock of `kind` on the range; `wait`: queue when blocked.
+    Lock { kind: Kind, wait: bool },
+    /// Remove the owner's locks from the range.
+    Unlock,
+    /// F_GETLK: what would block a `kind` lock on the range.
+    Test { kind: Kind },
+    /// Withdraw the waiting request whose id this one carries.
+    Cancel,
+    /// Release every lock of the owner on the file (a close).
+    Release,
+}
+
+/// A file-lock request, sent to the master of the file's resource.
+/// Payload: request id and name as a lock message's, op (u8: 1 lock,
+/// 2 unlock, 3 test, 4 cancel, 5 release), kind (u8: 0 none, 1 read,
+/// 2 write; present for lock and test only), flags (u32,
+/// [`PLOCK_WAIT`] for a lock only, [`PLOCK_FLOCK`]), owner (u64),
+/// pid (u32), start and end (u64, start <= end).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlockRequest {
+    /// The requesting node and its id for the request.
+    pub req: LockId,
+    pub resource: Vec<u8>,
+    pub flock: bool,
+    /// The requesting node's kernel lock owner.
+    pub owner: u64,
+    pub pid: u32,
+    pub op: PlockOp,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// A lock that stands in the way, as F_GETLK reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlockHolder {
+    pub node: u64,
+    pub owner: u64,
+    pub pid: u32,
+    pub kind: Kind,
+    pub start: u64,
+    pub end: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlockResult {
+    /// The lock is held now.
+    Granted,
+    /// F_GETLK: nothing would block it.
+    Free,
+    /// Blocked, by this lock among others.
+    Conflict(PlockHolder),
+    /// Waiting would deadlock (EDEADLK).
+    Deadlock,
+    /// The waiting request was withdrawn.
+    Cancelled,
+}
+
+/// The master's answer to a request: to a lock or a test its result, to
+/// an unlock or a release `Granted` (done), to a cancel none (the
+/// cancelled request's answer says what happened).  Payload: request id and name, result (u8: 1 granted, 2 free,
+/// 3 conflict, 4 deadlock, 5 cancelled), then for a conflict node, owner
+/// (u64), pid (u32), kind (u8), start, end (u64).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlockAnswer {
+    pub req: LockId,
+    pub resource: Vec<u8>,
+    pub result: PlockResult,
+}
+
+/// One of the sender's file locks, as re-sent at a view change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlockHeld {
+    pub owner: u64,
+    pub pid: u32,
+    pub kind: Kind,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// The sender's locks on one file whose resource the receiver masters in
+/// `view`, sent before the sender's [`Message::LockRecoverDone`].
+/// Payload: view (u64), name (u16 length, bytes), flags (u32,
+/// [`PLOCK_FLOCK`]), count (u16, at most [`MAX_RECOVER_PLOCKS`]), then
+/// per lock owner (u64), pid (u32), kind (u8), start, end (u64).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlockRecover {
+    pub view: u64,
+    pub resource: Vec<u8>,
+    pub flock: bool,
+    pub held: Vec<PlockHeld>,
+}
+
 /// A file operation forwarded from a client to the owner (stub: opaque).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileOp {
@@ -272,6 +383,9 @@ pub enum Message {
     LockRecoverDone { view: u64 },
     FileOp(FileOp),
     FileOpReply(FileOpReply),
+    PlockRequest(PlockRequest),
+    PlockAnswer(PlockAnswer),
+    PlockRecover(PlockRecover),
     Goodbye { reason: String },
 }
 
@@ -291,6 +405,9 @@ const T_LOCK_RECOVER: u8 = 18;
 const T_LOCK_RECOVER_DONE: u8 = 19;
 const T_FILE_OP: u8 = 20;
 const T_FILE_OP_REPLY: u8 = 21;
+const T_PLOCK_REQUEST: u8 = 25;
+const T_PLOCK_ANSWER: u8 = 26;
+const T_PLOCK_RECOVER: u8 = 27;
 const T_GOODBYE: u8 = 30;
 const NO_MODE: u8 = 0xff;
 
@@ -313,6 +430,9 @@ impl Message {
             Message::LockRecoverDone { .. } => T_LOCK_RECOVER_DONE,
             Message::FileOp(_) => T_FILE_OP,
             Message::FileOpReply(_) => T_FILE_OP_REPLY,
+            Message::PlockRequest(_) => T_PLOCK_REQUEST,
+            Message::PlockAnswer(_) => T_PLOCK_ANSWER,
+            Message::PlockRecover(_) => T_PLOCK_RECOVER,
             Message::Goodbye { .. } => T_GOODBYE,
         }
     }
@@ -407,6 +527,61 @@ impl Message {
                 }
                 put_u32(&mut w, f.errno as u32);
                 put_bytes32(&mut w, &f.payload)?;
+            }
+            Message::PlockRequest(p) => {
+                put_lock(&mut w, p.req, &p.resource)?;
+                let (op, kind, wait) = match p.op {
+                    PlockOp::Lock { kind, wait } => (1, Some(kind), wait),
+                    PlockOp::Unlock => (2, None, false),
+                    PlockOp::Test { kind } => (3, Some(kind), false),
+                    PlockOp::Cancel => (4, None, false),
+                    PlockOp::Release => (5, None, false),
+                };
+                w.push(op);
+                w.push(kind.map_or(0, kind_code));
+                let mut flags = 0;
+                if wait {
+                    flags |= PLOCK_WAIT;
+                }
+                if p.flock {
+                    flags |= PLOCK_FLOCK;
+                }
+                put_u32(&mut w, flags);
+                put_u64(&mut w, p.owner);
+                put_u32(&mut w, p.pid);
+                put_range(&mut w, p.start, p.end)?;
+            }
+            Message::PlockAnswer(a) => {
+                put_lock(&mut w, a.req, &a.resource)?;
+                match a.result {
+                    PlockResult::Granted => w.push(1),
+                    PlockResult::Free => w.push(2),
+                    PlockResult::Conflict(h) => {
+                        w.push(3);
+                        put_u64(&mut w, h.node);
+                        put_u64(&mut w, h.owner);
+                        put_u32(&mut w, h.pid);
+                        w.push(kind_code(h.kind));
+                        put_range(&mut w, h.start, h.end)?;
+                    }
+                    PlockResult::Deadlock => w.push(4),
+                    PlockResult::Cancelled => w.push(5),
+                }
+            }
+            Message::PlockRecover(rec) => {
+                if rec.held.len() > MAX_RECOVER_PLOCKS {
+                    return Err(WireError::Invalid("recovered file lock count"));
+                }
+                put_u64(&mut w, rec.view);
+                put_name(&mut w, &rec.resource)?;
+                put_u32(&mut w, if rec.flock { PLOCK_FLOCK } else { 0 });
+                put_u16(&mut w, rec.held.len() as u16);
+                for h in &rec.held {
+                    put_u64(&mut w, h.owner);
+                    put_u32(&mut w, h.pid);
+                    w.push(kind_code(h.kind));
+                    put_range(&mut w, h.start, h.end)?;
+                }
             }
             Message::Goodbye { reason } => put_str(&mut w, reason, MAX_REASON, "reason")?,
         }
@@ -603,6 +778,105 @@ impl Message {
                     payload: r.bytes32("file op reply payload")?,
                 })
             }
+            T_PLOCK_REQUEST => {
+                let (req, resource) = r.lock()?;
+                let op = r.u8("file lock op")?;
+                let kind = r.u8("file lock kind")?;
+                let flags = r.u32("file lock flags")?;
+                if flags & !(PLOCK_WAIT | PLOCK_FLOCK) != 0 {
+                    return Err(WireError::Invalid("file lock flags"));
+                }
+                let wait = flags & PLOCK_WAIT != 0;
+                let op = match (op, kind) {
+                    (1, k) => PlockOp::Lock {
+                        kind: kind_of(k)?,
+                        wait,
+                    },
+                    (3, k) if !wait => PlockOp::Test { kind: kind_of(k)? },
+                    (2, 0) if !wait => PlockOp::Unlock,
+                    (4, 0) if !wait => PlockOp::Cancel,
+                    (5, 0) if !wait => PlockOp::Release,
+                    _ => return Err(WireError::Invalid("file lock op")),
+                };
+                let owner = r.u64("file lock owner")?;
+                let pid = r.u32("file lock pid")?;
+                let (start, end) = r.range()?;
+                Message::PlockRequest(PlockRequest {
+                    req,
+                    resource,
+                    flock: flags & PLOCK_FLOCK != 0,
+                    owner,
+                    pid,
+                    op,
+                    start,
+                    end,
+                })
+            }
+            T_PLOCK_ANSWER => {
+                let (req, resource) = r.lock()?;
+                let result = match r.u8("file lock result")? {
+                    1 => PlockResult::Granted,
+                    2 => PlockResult::Free,
+                    3 => {
+                        let node = r.u64("file lock holder")?;
+                        let owner = r.u64("file lock holder")?;
+                        let pid = r.u32("file lock holder")?;
+                        let kind = kind_of(r.u8("file lock kind")?)?;
+                        let (start, end) = r.range()?;
+                        PlockResult::Conflict(PlockHolder {
+                            node,
+                            owner,
+                            pid,
+                            kind,
+                            start,
+                            end,
+                        })
+                    }
+                    4 => PlockResult::Deadlock,
+                    5 => PlockResult::Cancelled,
+                    _ => return Err(WireError::Invalid("file lock result")),
+                };
+                Message::PlockAnswer(PlockAnswer {
+                    req,
+                    resource,
+                    result,
+                })
+            }
+            T_PLOCK_RECOVER => {
+                let view = r.u64("file lock recover")?;
+                let resource = r.resource_name()?;
+                let flags = r.u32("file lock recover flags")?;
+                if flags & !PLOCK_FLOCK != 0 {
+                    return Err(WireError::Invalid("file lock recover flags"));
+                }
+                let n = usize::from(r.u16("file lock recover")?);
+                if n > MAX_RECOVER_PLOCKS {
+                    return Err(WireError::Invalid("recovered file lock count"));
+                }
+                if n * PLOCK_HELD > r.b.len() - r.pos {
+                    return Err(WireError::Truncated("recovered file locks"));
+                }
+                let mut held = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let owner = r.u64("recovered file lock")?;
+                    let pid = r.u32("recovered file lock")?;
+                    let kind = kind_of(r.u8("file lock kind")?)?;
+                    let (start, end) = r.range()?;
+                    held.push(PlockHeld {
+                        owner,
+                        pid,
+                        kind,
+                        start,
+                        end,
+                    });
+                }
+                Message::PlockRecover(PlockRecover {
+                    view,
+                    resource,
+                    flock: flags & PLOCK_FLOCK != 0,
+                    held,
+                })
+            }
             T_GOODBYE => Message::Goodbye {
                 reason: r.str(MAX_REASON, "reason")?,
             },
@@ -684,14 +958,38 @@ fn opt_mode(m: Option<Mode>) -> u8 {
     m.map_or(NO_MODE, |m| m as u8)
 }
 fn put_lock(w: &mut Vec<u8>, lock: LockId, resource: &[u8]) -> Result<()> {
+    put_u64(w, lock.node);
+    put_u64(w, lock.local);
+    put_name(w, resource)
+}
+fn put_name(w: &mut Vec<u8>, resource: &[u8]) -> Result<()> {
     if resource.is_empty() || resource.len() > MAX_RESOURCE_NAME {
         return Err(WireError::Invalid("resource name"));
     }
-    put_u64(w, lock.node);
-    put_u64(w, lock.local);
     put_u16(w, resource.len() as u16);
     w.extend_from_slice(resource);
     Ok(())
+}
+fn put_range(w: &mut Vec<u8>, start: u64, end: u64) -> Result<()> {
+    if start > end {
+        return Err(WireError::Invalid("file lock range"));
+    }
+    put_u64(w, start);
+    put_u64(w, end);
+    Ok(())
+}
+fn kind_code(k: Kind) -> u8 {
+    match k {
+        Kind::Read => 1,
+        Kind::Write => 2,
+    }
+}
+fn kind_of(v: u8) -> Result<Kind> {
+    match v {
+        1 => Ok(Kind::Read),
+        2 => Ok(Kind::Write),
+        _ => Err(WireError::Invalid("file lock kind")),
+    }
 }
 
 /// Bounds-checked reader over a frame body.
@@ -755,12 +1053,23 @@ impl<'a> Rd<'a> {
     fn lock(&mut self) -> Result<(LockId, Vec<u8>)> {
         let node = self.u64("lock id")?;
         let local = self.u64("lock id")?;
+        Ok((LockId { node, local }, self.resource_name()?))
+    }
+    fn resource_name(&mut self) -> Result<Vec<u8>> {
         let n = usize::from(self.u16("resource name")?);
         if n == 0 || n > MAX_RESOURCE_NAME {
             return Err(WireError::Invalid("resource name"));
         }
-        let name = self.take(n, "resource name")?.to_vec();
-        Ok((LockId { node, local }, name))
+        Ok(self.take(n, "resource name")?.to_vec())
+    }
+    /// A file lock's byte range: start <= end.
+    fn range(&mut self) -> Result<(u64, u64)> {
+        let start = self.u64("file lock range")?;
+        let end = self.u64("file lock range")?;
+        if start > end {
+            return Err(WireError::Invalid("file lock range"));
+        }
+        Ok((start, end))
     }
 }
 

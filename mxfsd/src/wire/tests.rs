@@ -1,4 +1,5 @@
 use super::*;
+use crate::dlm::plock::Kind;
 use proptest::prelude::*;
 
 fn lock() -> LockId {
@@ -56,7 +57,8 @@ fn the_file_op_format_is_pinned() {
     .concat();
     assert_eq!(b, expect);
     assert_eq!(Message::decode_frame(&b).unwrap(), Some((m, b.len())));
-    assert_eq!(VERSION, 2);
+    // 2 added the origin, 3 the file-lock messages
+    assert_eq!(VERSION, 3);
 }
 
 fn recorded(
@@ -391,9 +393,149 @@ fn arb_recorded() -> impl Strategy<Value = RecordedLock> {
         )
 }
 
+fn arb_kind() -> impl Strategy<Value = Kind> {
+    prop_oneof![Just(Kind::Read), Just(Kind::Write)]
+}
+
+fn arb_range() -> impl Strategy<Value = (u64, u64)> {
+    (any::<u64>(), any::<u64>()).prop_map(|(a, b)| (a.min(b), a.max(b)))
+}
+
+fn arb_plock_op() -> impl Strategy<Value = PlockOp> {
+    prop_oneof![
+        (arb_kind(), any::<bool>()).prop_map(|(kind, wait)| PlockOp::Lock { kind, wait }),
+        Just(PlockOp::Unlock),
+        arb_kind().prop_map(|kind| PlockOp::Test { kind }),
+        Just(PlockOp::Cancel),
+        Just(PlockOp::Release),
+    ]
+}
+
+fn arb_plock_message() -> impl Strategy<Value = Message> {
+    let held = (any::<u64>(), any::<u32>(), arb_kind(), arb_range()).prop_map(
+        |(owner, pid, kind, (start, end))| PlockHeld {
+            owner,
+            pid,
+            kind,
+            start,
+            end,
+        },
+    );
+    let result = prop_oneof![
+        Just(PlockResult::Granted),
+        Just(PlockResult::Free),
+        Just(PlockResult::Deadlock),
+        Just(PlockResult::Cancelled),
+        (any::<(u64, u64, u32)>(), arb_kind(), arb_range()).prop_map(
+            |((node, owner, pid), kind, (start, end))| PlockResult::Conflict(PlockHolder {
+                node,
+                owner,
+                pid,
+                kind,
+                start,
+                end,
+            })
+        ),
+    ];
+    prop_oneof![
+        (
+            arb_lock(),
+            any::<bool>(),
+            any::<(u64, u32)>(),
+            arb_plock_op(),
+            arb_range()
+        )
+            .prop_map(|((req, resource), flock, (owner, pid), op, (start, end))| {
+                Message::PlockRequest(PlockRequest {
+                    req,
+                    resource,
+                    flock,
+                    owner,
+                    pid,
+                    op,
+                    start,
+                    end,
+                })
+            }),
+        (arb_lock(), result).prop_map(|((req, resource), result)| {
+            Message::PlockAnswer(PlockAnswer {
+                req,
+                resource,
+                result,
+            })
+        }),
+        (
+            any::<u64>(),
+            arb_lock(),
+            any::<bool>(),
+            proptest::collection::vec(held, 0..6)
+        )
+            .prop_map(|(view, (_, resource), flock, held)| {
+                Message::PlockRecover(PlockRecover {
+                    view,
+                    resource,
+                    flock,
+                    held,
+                })
+            }),
+    ]
+}
+
+#[test]
+fn file_lock_messages_refuse_what_makes_no_sense() {
+    let req = PlockRequest {
+        req: lock(),
+        resource: b"plock:7".to_vec(),
+        flock: false,
+        owner: 3,
+        pid: 4,
+        op: PlockOp::Lock {
+            kind: Kind::Write,
+            wait: true,
+        },
+        start: 10,
+        end: 20,
+    };
+    let b = round_trips(&Message::PlockRequest(req.clone()));
+    // the op byte follows lock id (16) and name (2 + 7), after the header
+    let op_at = PREFIX + HEAD + 16 + 2 + 7;
+    let with = |at: usize, v: u8| {
+        let mut c = b.clone();
+        c[at] = v;
+        Message::decode_frame(&c)
+    };
+    // an unlock with a kind, or that waits; an unknown op; no kind
+    assert!(with(op_at, 2).is_err(), "unlock with a kind");
+    assert!(with(op_at, 9).is_err(), "unknown op");
+    assert!(with(op_at + 1, 0).is_err(), "lock without a kind");
+    assert!(with(op_at + 1, 3).is_err(), "unknown kind");
+    assert!(with(op_at + 5, 4).is_err(), "unknown flag");
+    // start after end, on either side
+    assert!(Message::PlockRequest(PlockRequest {
+        start: 21,
+        ..req.clone()
+    })
+    .encode()
+    .is_err());
+    let start_at = op_at + 2 + 4 + 8 + 4;
+    assert!(with(start_at + 7, 21).is_err(), "start 21 > end 20");
+    // a recover count the frame cannot hold
+    let rec = round_trips(&Message::PlockRecover(PlockRecover {
+        view: 1,
+        resource: b"plock:7".to_vec(),
+        flock: true,
+        held: vec![],
+    }));
+    let mut c = rec.clone();
+    let n = c.len();
+    c[n - 1] = 5;
+    assert!(Message::decode_frame(&c).is_err());
+}
+
 fn arb_message() -> impl Strategy<Value = Message> {
     let payload = || proptest::collection::vec(any::<u8>(), 0..2000);
     prop_oneof![
+        arb_plock_message(),
         (
             any::<u64>(),
             any::<[u8; 16]>(),
