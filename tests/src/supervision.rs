@@ -511,9 +511,11 @@ pub fn reboot_with_fstab(node: &mut Node) -> Result<()> {
         let mounted = node.must(&format!("findmnt -n -o FSTYPE,SOURCE {MNT} || true"))?;
         let seen = node.sh(&format!("cat {MNT}/reboot"), Duration::from_secs(30))?;
         // This volume's records only (MXFS_VOLUME=): the previous boot had
-        // other mounts too.
+        // other mounts too.  The last dozen: a disk heartbeat still
+        // claiming its slot (it waits out stale ones) logs its start
+        // after the SHUTDOWN when the reboot comes that soon.
         let previous = node.must(&format!(
-            "journalctl --no-pager -o cat -b -1 MXFS_VOLUME={} | tail -n 4",
+            "journalctl --no-pager -o cat -b -1 MXFS_VOLUME={} | tail -n 12",
             uuid.trim()
         ))?;
         let recovery = node.must("dmesg | grep -c 'Starting recovery' || true")?;
