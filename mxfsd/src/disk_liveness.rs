@@ -100,14 +100,9 @@ impl DiskLiveness {
                     &stop_rx,
                     &records,
                 );
-                // Whatever happened, lock calls must not wait any more.
-                records.send_if_modified(|s| {
-                    let opening = matches!(s, RecorderState::Opening);
-                    if opening {
-                        *s = RecorderState::Off;
-                    }
-                    opening
-                });
+                // However it ended (also before a slot), lock calls must
+                // not wait any more.
+                records.send_replace(RecorderState::Off);
             })?;
         Ok(DiskLiveness {
             snapshot,

@@ -1353,11 +1353,15 @@ impl Runtime {
                         r.victim_owned |= was_owner;
                         r.render()
                     }
-                    None => format!(
-                        "fenced {who}: preempt {} ms, {records_cleared} lock records cleared in {} ms",
-                        preempt.as_millis(),
-                        records.as_millis()
-                    ),
+                    None => RecoveryLine {
+                        victim,
+                        victim_owned: was_owner,
+                        started: Instant::now(),
+                        preempt: Some(preempt),
+                        records: Some((records_cleared, records)),
+                        takeover: None,
+                    }
+                    .render(),
                 };
                 if self.service.is_some() {
                     // step 3: the victim's open files and locks, at once
