@@ -29,15 +29,18 @@
 /*
  * ---- File locks.  6.3 moved their declarations to <linux/filelock.h>;
  * 6.9 moved the fields every kind of lock shares into struct
- * file_lock_core (fl->c.flc_owner, ...).  MXFS_FL(fl, owner) names one.
+ * file_lock_core (fl->c.flc_owner, ...).  MXFS_FL(fl, owner) names one;
+ * MXFS_FL_MEMBER(list) is the member for list_for_each_entry().
  */
 #if MXFS_KV(6, 3, 0)
 #include <linux/filelock.h>
 #endif
 #if MXFS_KV(6, 9, 0)
 #define MXFS_FL(fl, field) ((fl)->c.flc_##field)
+#define MXFS_FL_MEMBER(field) c.flc_##field
 #else
 #define MXFS_FL(fl, field) ((fl)->fl_##field)
+#define MXFS_FL_MEMBER(field) fl_##field
 #endif
 
 /* get_unaligned_be32() and friends moved to <linux/unaligned.h> in 6.12 */

@@ -9,11 +9,8 @@
  * (mxfs_lower_file()), so an open and close with no I/O in between opens
  * nothing below.
  *
- * flock() and fcntl() locks on regular files live on the lower inode,
- * where every node's locks meet: on the owner that is the XFS inode,
- * which also holds the locks mxfsd takes there for clients; on a client
- * it is the FUSE inode, whose locks go to mxfsd and on to the owner.
- * Directories' locks stay on our inode (node-local).
+ * flock() and fcntl() locks on regular files are the cluster's: see
+ * mxfs_locks.c.  Directories' locks stay on our inode (node-local).
  */
 #include "mxfs_internal.h"	/* first: it defines pr_fmt */
 #include <linux/uio.h>
@@ -110,12 +107,8 @@ int mxfs_release(struct inode *inode, struct file *file)
 {
 	struct file *lf = file->private_data;
 
-	if (lf) {
-		/* OFD locks are owned by our file: the VFS's own cleanup
-		 * looks for them on our inode, where there are none */
-		locks_remove_posix(lf, file);
+	if (lf)
 		fput(lf);
-	}
 	file->private_data = NULL;
 	return 0;
 }
@@ -314,86 +307,17 @@ loff_t mxfs_llseek(struct file *file, loff_t offset, int whence)
 	return ret;
 }
 
+/*
+ * A close of a FUSE client's file tells mxfsd (FLUSH).  The closer's
+ * locks are ours, on our inode: the VFS drops them after this.
+ */
 static int mxfs_flush(struct file *file, fl_owner_t id)
 {
 	struct file *lf = READ_ONCE(file->private_data);
 
-	if (!lf) {
-		/*
-		 * Not opened below, so nothing to flush; but close() also
-		 * drops the locks the closer took through another open file
-		 * of the inode.  An inode that never had a lock has no lock
-		 * context.
-		 */
-		if (!READ_ONCE(mxfs_lower_inode(file_inode(file))->i_flctx))
-			return 0;
-		lf = mxfs_lower_file(file);
-		if (IS_ERR(lf))
-			return PTR_ERR(lf);
-	}
-	/*
-	 * close() drops the closer's POSIX locks; the VFS looks for them on
-	 * our inode only.  (FUSE keeps none itself: its FLUSH below tells
-	 * mxfsd, which drops them on the owner.)
-	 */
-	locks_remove_posix(lf, id);
-	if (lf->f_op->flush)
+	if (lf && lf->f_op->flush)
 		return lf->f_op->flush(lf, id);
 	return 0;
-}
-
-/* fcntl() locks, OFD locks included: the lower file's, as they are. */
-static int mxfs_lock(struct file *file, int cmd, struct file_lock *fl)
-{
-	struct file *lf = mxfs_live_lower_file(file);
-
-	if (IS_ERR(lf))
-		return PTR_ERR(lf);
-	MXFS_FL(fl, file) = lf;
-	if (cmd == F_GETLK)
-		return vfs_test_lock(lf, fl);
-	/* FILE_LOCK_DEFERRED goes back to the VFS, which waits and retries */
-	return vfs_lock_file(lf, cmd, fl, NULL);
-}
-
-/*
- * A client's flock(): FUSE would send it as a POSIX lock flagged
- * FUSE_LK_FLOCK, a flag mxfsd's FUSE library drops; send it as a
- * whole-file POSIX lock of our own making, marked in its type instead
- * (MXFS_FUSE_LK_FLOCK), owned by the open file as flock locks are.
- * mxfsd drops what is left of it when the file is released.
- */
-static int mxfs_flock_forward(struct file *lf, struct file_lock *fl)
-{
-	bool sleep = MXFS_FL(fl, flags) & FL_SLEEP;
-	struct file_lock req;
-
-	if (!lf->f_op->lock)
-		return -ENOLCK;
-	locks_init_lock(&req);
-	MXFS_FL(&req, flags) = FL_POSIX | (sleep ? FL_SLEEP : 0);
-	MXFS_FL(&req, type) = MXFS_FL(fl, type) | MXFS_FUSE_LK_FLOCK;
-	MXFS_FL(&req, owner) = lf;
-	MXFS_FL(&req, pid) = current->tgid;
-	MXFS_FL(&req, file) = lf;
-	req.fl_start = 0;
-	req.fl_end = OFFSET_MAX;
-	return lf->f_op->lock(lf, sleep ? F_SETLKW : F_SETLK, &req);
-}
-
-static int mxfs_flock(struct file *file, int cmd, struct file_lock *fl)
-{
-	struct super_block *sb = file_inode(file)->i_sb;
-	struct file *lf = mxfs_live_lower_file(file);
-
-	if (IS_ERR(lf))
-		return PTR_ERR(lf);
-	if (mxfs_is_client(sb))
-		return mxfs_flock_forward(lf, fl);
-	/* the lower open file owns it, and its last fput drops it */
-	MXFS_FL(fl, file) = lf;
-	MXFS_FL(fl, owner) = lf;
-	return locks_lock_file_wait(lf, fl);
 }
 
 const struct file_operations mxfs_file_fops = {
@@ -410,8 +334,8 @@ const struct file_operations mxfs_file_fops = {
 	.fsync = mxfs_fsync,
 	.fallocate = mxfs_fallocate,
 	.fadvise = mxfs_fadvise,
-	.lock = mxfs_lock,
-	.flock = mxfs_flock,
+	.lock = mxfs_posix_lock,
+	.flock = mxfs_flock_lock,
 };
 
 /* For the O_DIRECT checks that the VFS makes on our own mapping. */

@@ -87,6 +87,46 @@ struct mxfs_volume {
 	struct completion exited;	/* DAEMON_EXITED or socket closed */
 	/* a mounted volume's daemon is gone: dead unless one re-attaches */
 	struct delayed_work reattach_work;
+
+	/* under lock: FILE_LOCK calls awaiting FILE_LOCK_DONE (mxfs_locks.c) */
+	struct list_head lock_calls;
+	u64 last_lock_id;
+	/* the daemon arbitrates file locks (DAEMON_READY's FILE_LOCKS) */
+	bool file_locks;
+	/* under lock: the mounted superblock, for reclaim_work */
+	struct super_block *sb;
+	/* a restarted daemon is given this node's locks again */
+	struct work_struct reclaim_work;
+};
+
+/* A FILE_LOCK message to the daemon (mxfs_uapi.h). */
+struct mxfs_lock_msg {
+	u32 op;				/* enum mxfs_file_lock_op */
+	u32 flags;			/* MXFS_FILE_LOCK_* */
+	u32 type;			/* F_RDLCK, F_WRLCK (F_UNLCK: unused) */
+	u32 pid;
+	u64 ino;
+	u64 owner;			/* hashed lock owner */
+	u64 start, end;			/* bytes, end inclusive */
+};
+
+/* Its FILE_LOCK_DONE. */
+struct mxfs_lock_answer {
+	int err;			/* 0 or a negative errno */
+	/* a TEST's conflicting lock (type F_UNLCK: none) */
+	u32 type;
+	u64 start, end;
+	s32 pid;
+	u64 node;
+};
+
+/* One FILE_LOCK call waiting for its answer, on its caller's stack. */
+struct mxfs_lock_call {
+	struct list_head list;		/* on vol->lock_calls, under vol->lock */
+	u64 id;
+	bool answered;
+	struct mxfs_lock_answer answer;
+	struct completion done;
 };
 
 /* mxfs_sb_info.flags bits */
@@ -228,6 +268,16 @@ void mxfs_volume_unregister(struct mxfs_volume *vol);
 void mxfs_volume_put(struct mxfs_volume *vol);
 void mxfs_volume_get(struct mxfs_volume *vol);
 int mxfs_send_shutdown(struct mxfs_volume *vol, const char *reason);
+int mxfs_send_file_lock(struct mxfs_volume *vol, u32 portid, u64 id,
+			const struct mxfs_lock_msg *msg);
+
+/* mxfs_locks.c */
+void mxfs_lock_calls_fail(struct mxfs_volume *vol, int err);
+void mxfs_reclaim_work(struct work_struct *work);
+void mxfs_locks_attach(struct mxfs_volume *vol, struct super_block *sb);
+void mxfs_locks_detach(struct mxfs_volume *vol);
+void mxfs_lock_answer(struct mxfs_volume *vol, u64 id,
+		      const struct mxfs_lock_answer *ans);
 void mxfs_volume_mark_dead(struct mxfs_volume *vol, const char *why);
 
 #include "mxfs_compat.h"
@@ -237,5 +287,9 @@ int mxfs_permission(MXFS_IDMAP_PARAM struct inode *inode, int mask);
 int mxfs_getattr(MXFS_IDMAP_PARAM const struct path *path, struct kstat *stat,
 		 u32 request_mask, unsigned int flags);
 int mxfs_setattr(MXFS_IDMAP_PARAM struct dentry *dentry, struct iattr *attr);
+
+/* mxfs_locks.c (struct file_lock comes from mxfs_compat.h's includes) */
+int mxfs_posix_lock(struct file *file, int cmd, struct file_lock *fl);
+int mxfs_flock_lock(struct file *file, int cmd, struct file_lock *fl);
 
 #endif /* _MXFS_INTERNAL_H */

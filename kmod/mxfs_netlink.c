@@ -15,6 +15,7 @@
 #include <linux/notifier.h>
 #include <linux/moduleparam.h>
 #include <linux/workqueue.h>
+#include <linux/delay.h>
 #include <linux/netlink.h>
 #include <net/genetlink.h>
 #include <net/net_namespace.h>
@@ -80,6 +81,8 @@ struct mxfs_volume *mxfs_volume_register(const u8 *uuid, dev_t dev)
 	init_completion(&vol->ready);
 	init_completion(&vol->exited);
 	INIT_DELAYED_WORK(&vol->reattach_work, mxfs_reattach_expired);
+	INIT_LIST_HEAD(&vol->lock_calls);
+	INIT_WORK(&vol->reclaim_work, mxfs_reclaim_work);
 
 	mutex_lock(&mxfs_vol_mutex);
 	if (mxfs_volume_find(uuid)) {
@@ -159,6 +162,14 @@ static const struct nla_policy mxfs_genl_policy[MXFS_A_MAX + 1] = {
 	[MXFS_A_OFFSET] = { .type = NLA_U64 },
 	[MXFS_A_LENGTH] = { .type = NLA_U64 },
 	[MXFS_A_LOCK_MODE] = { .type = NLA_U32 },
+	[MXFS_A_LOCK_ID] = { .type = NLA_U64 },
+	[MXFS_A_LOCK_OP] = { .type = NLA_U32 },
+	[MXFS_A_LOCK_OWNER] = { .type = NLA_U64 },
+	[MXFS_A_LOCK_PID] = { .type = NLA_U32 },
+	[MXFS_A_LOCK_TYPE] = { .type = NLA_U32 },
+	[MXFS_A_LOCK_FLAGS] = { .type = NLA_U32 },
+	[MXFS_A_LOCK_END] = { .type = NLA_U64 },
+	[MXFS_A_FILE_LOCKS] = { .type = NLA_U32 },
 };
 
 /*
@@ -276,6 +287,9 @@ static int mxfs_nl_daemon_ready(struct sk_buff *skb, struct genl_info *info)
 		mxfs_volume_set_daemon(vol, info->snd_portid);
 		reinit_completion(&vol->exited);
 		cancel_delayed_work(&vol->reattach_work);
+		/* the new daemon's DLM holds none of this node's locks */
+		if (vol->file_locks && vol->sb && !vol->dead)
+			schedule_work(&vol->reclaim_work);
 		pr_info("volume %pU: mxfsd re-attached (pid %d)%s\n", vol->uuid,
 			pid_nr(vol->daemon_pid),
 			vol->dead ? "; the mount stays dead" : "");
@@ -303,6 +317,8 @@ static int mxfs_nl_daemon_ready(struct sk_buff *skb, struct genl_info *info)
 		vol->epoch = nla_get_u64(a[MXFS_A_EPOCH]);
 		if (a[MXFS_A_NODE_ID])
 			vol->node_id = nla_get_u64(a[MXFS_A_NODE_ID]);
+		vol->file_locks = a[MXFS_A_FILE_LOCKS] &&
+				  nla_get_u32(a[MXFS_A_FILE_LOCKS]);
 		/* owner: LOWER_PATH is not looked at (lower_path is NULL) */
 		swap(vol->lower_path, lower_path);
 		vol->state = MXFS_VOL_READY;
@@ -383,6 +399,56 @@ out:
 	return err;
 }
 
+/* The daemon's answer to one of our FILE_LOCK calls. */
+static int mxfs_nl_file_lock_done(struct sk_buff *skb, struct genl_info *info)
+{
+	struct nlattr **a = info->attrs;
+	struct mxfs_lock_answer ans = { .type = F_UNLCK };
+	struct mxfs_volume *vol;
+	u32 error;
+	int err;
+
+	err = mxfs_nl_check(skb, info);
+	if (err)
+		return err;
+	if (!a[MXFS_A_LOCK_ID] || !a[MXFS_A_ERROR]) {
+		NL_SET_ERR_MSG(info->extack, "mxfs: LOCK_ID and ERROR are required");
+		return -EINVAL;
+	}
+	error = nla_get_u32(a[MXFS_A_ERROR]);
+	if (error >= MAX_ERRNO) {
+		NL_SET_ERR_MSG(info->extack, "mxfs: ERROR is not an errno");
+		return -EINVAL;
+	}
+	ans.err = -(int)error;
+	if (a[MXFS_A_LOCK_TYPE]) {
+		if (!a[MXFS_A_OFFSET] || !a[MXFS_A_LOCK_END] ||
+		    !a[MXFS_A_LOCK_PID] || !a[MXFS_A_NODE_ID]) {
+			NL_SET_ERR_MSG(info->extack,
+				       "mxfs: a conflicting lock needs OFFSET, LOCK_END, LOCK_PID and NODE_ID");
+			return -EINVAL;
+		}
+		ans.type = nla_get_u32(a[MXFS_A_LOCK_TYPE]);
+		ans.start = nla_get_u64(a[MXFS_A_OFFSET]);
+		ans.end = nla_get_u64(a[MXFS_A_LOCK_END]);
+		ans.pid = (s32)nla_get_u32(a[MXFS_A_LOCK_PID]);
+		ans.node = nla_get_u64(a[MXFS_A_NODE_ID]);
+		if ((ans.type != F_RDLCK && ans.type != F_WRLCK) ||
+		    ans.start > ans.end || ans.end > OFFSET_MAX || ans.pid < 0) {
+			NL_SET_ERR_MSG(info->extack, "mxfs: bad conflicting lock");
+			return -EINVAL;
+		}
+	}
+	mutex_lock(&mxfs_vol_mutex);
+	vol = mxfs_nl_volume(info);
+	if (IS_ERR(vol))
+		err = PTR_ERR(vol);
+	else
+		mxfs_lock_answer(vol, nla_get_u64(a[MXFS_A_LOCK_ID]), &ans);
+	mutex_unlock(&mxfs_vol_mutex);
+	return err;
+}
+
 /* Commands of later steps (recovery, locks, caching, direct I/O). */
 static int mxfs_nl_unsupported(struct sk_buff *skb, struct genl_info *info)
 {
@@ -416,6 +482,8 @@ static const struct genl_ops mxfs_genl_ops[] = {
 	MXFS_OP(MXFS_CMD_CACHE_INVAL, mxfs_nl_unsupported),
 	MXFS_OP(MXFS_CMD_MAP_BLOCKS, mxfs_nl_unsupported),
 	MXFS_OP(MXFS_CMD_COMMIT_BLOCKS, mxfs_nl_unsupported),
+	MXFS_OP(MXFS_CMD_FILE_LOCK, mxfs_nl_unsupported),
+	MXFS_OP(MXFS_CMD_FILE_LOCK_DONE, mxfs_nl_file_lock_done),
 };
 
 static struct genl_family mxfs_genl_family = {
@@ -461,6 +529,50 @@ too_big:
 	return -EMSGSIZE;
 }
 
+/*
+ * A FILE_LOCK call to the daemon at @portid.  The daemon's socket may be
+ * full for a moment: a lock call waits for room rather than fail.
+ */
+int mxfs_send_file_lock(struct mxfs_volume *vol, u32 portid, u64 id,
+			const struct mxfs_lock_msg *msg)
+{
+	int tries = 100;
+	int err;
+
+	do {
+		struct sk_buff *skb = genlmsg_new(NLMSG_DEFAULT_SIZE, GFP_KERNEL);
+		void *hdr;
+
+		if (!skb)
+			return -ENOMEM;
+		hdr = genlmsg_put(skb, 0, 0, &mxfs_genl_family, 0,
+				  MXFS_CMD_FILE_LOCK);
+		if (!hdr ||
+		    nla_put_u64_64bit(skb, MXFS_A_TOKEN, vol->token, MXFS_A_PAD) ||
+		    nla_put(skb, MXFS_A_VOLUME_UUID, MXFS_UUID_LEN, vol->uuid) ||
+		    nla_put_u64_64bit(skb, MXFS_A_LOCK_ID, id, MXFS_A_PAD) ||
+		    nla_put_u32(skb, MXFS_A_LOCK_OP, msg->op) ||
+		    nla_put_u32(skb, MXFS_A_LOCK_FLAGS, msg->flags) ||
+		    nla_put_u32(skb, MXFS_A_LOCK_TYPE, msg->type) ||
+		    nla_put_u32(skb, MXFS_A_LOCK_PID, msg->pid) ||
+		    nla_put_u64_64bit(skb, MXFS_A_INODE, msg->ino, MXFS_A_PAD) ||
+		    nla_put_u64_64bit(skb, MXFS_A_LOCK_OWNER, msg->owner,
+				      MXFS_A_PAD) ||
+		    nla_put_u64_64bit(skb, MXFS_A_OFFSET, msg->start, MXFS_A_PAD) ||
+		    nla_put_u64_64bit(skb, MXFS_A_LOCK_END, msg->end, MXFS_A_PAD)) {
+			nlmsg_free(skb);
+			return -EMSGSIZE;
+		}
+		genlmsg_end(skb, hdr);
+		/* consumes the skb, sent or not */
+		err = genlmsg_unicast(&init_net, skb, portid);
+		if (err != -EAGAIN)
+			return err;
+		msleep(10);
+	} while (--tries);
+	return err;
+}
+
 /* ---- noticing a daemon whose netlink socket closed */
 
 static int mxfs_nl_notify(struct notifier_block *nb, unsigned long event,
@@ -484,6 +596,8 @@ static int mxfs_nl_notify(struct notifier_block *nb, unsigned long event,
 			vol->portid = 0;
 			vol->daemon_gone = true;
 			gone = true;
+			/* its answers will not come */
+			mxfs_lock_calls_fail(vol, -ENOLCK);
 			if (vol->state == MXFS_VOL_READY && !grace) {
 				__mxfs_volume_mark_dead(vol,
 					"mxfsd closed its netlink socket (it exited or was killed)");

@@ -702,6 +702,7 @@ static int mxfs_get_tree(struct fs_context *fc)
 	}
 	sb->s_flags |= SB_ACTIVE;
 	fc->root = dget(sb->s_root);
+	mxfs_locks_attach(vol, sb);
 	if (MXFS_SB(sb)->role == MXFS_ROLE_CLIENT)
 		pr_info("volume %pU on %s mounted (client over mxfsd's FUSE mount %s, epoch %llu)\n",
 			vol->uuid, MXFS_SB(sb)->devpath,
@@ -824,6 +825,8 @@ static void mxfs_kill_sb(struct super_block *sb)
 {
 	struct mxfs_sb_info *sbi = MXFS_SB(sb);
 
+	if (sbi && sbi->vol)
+		mxfs_locks_detach(sbi->vol);	/* no reclaim walks our inodes */
 	generic_shutdown_super(sb);	/* drops every lower dentry and inode */
 	sb->s_fs_info = NULL;
 	mxfs_sbi_destroy(sbi, "unmount");

@@ -9,9 +9,9 @@
  *
  * Direction of each command:
  *   daemon -> kernel: DAEMON_READY, DAEMON_EXITED, FENCED, RECOVERY_START,
- *                     RECOVERY_DONE, LOCK_GRANT, CACHE_INVAL
+ *                     RECOVERY_DONE, LOCK_GRANT, CACHE_INVAL, FILE_LOCK_DONE
  *   kernel -> daemon: SHUTDOWN, LOCK_REQ, LOCK_RELEASE, MAP_BLOCKS,
- *                     COMMIT_BLOCKS
+ *                     COMMIT_BLOCKS, FILE_LOCK
  * Every daemon -> kernel command needs CAP_SYS_ADMIN (and CAP_NET_ADMIN,
  * through GENL_ADMIN_PERM) in the initial network namespace.
  */
@@ -39,7 +39,8 @@ enum mxfs_cmd {
 	 * role CLIENT also LOWER_PATH, the absolute path of the FUSE mount
 	 * the daemon made and serves, in the mount(2) caller's mount
 	 * namespace (required; LOWER_FD is not taken).  The owner's is
-	 * ignored. */
+	 * ignored.  Optional FILE_LOCKS: the daemon arbitrates fcntl and
+	 * flock locks cluster-wide (without it they stay on this node). */
 	MXFS_CMD_DAEMON_READY = 1,
 	/* kernel -> daemon: TOKEN, VOLUME_UUID, optional REASON. */
 	MXFS_CMD_SHUTDOWN = 2,
@@ -55,7 +56,18 @@ enum mxfs_cmd {
 	MXFS_CMD_CACHE_INVAL = 10,
 	MXFS_CMD_MAP_BLOCKS = 11,
 	MXFS_CMD_COMMIT_BLOCKS = 12,
-	__MXFS_CMD_MAX = 13,
+	/* kernel -> daemon: an application's fcntl or flock lock call on a
+	 * regular file.  VOLUME_UUID, LOCK_ID, LOCK_OP; for LOCK, UNLOCK and
+	 * TEST also INODE, LOCK_OWNER, LOCK_PID, LOCK_FLAGS, OFFSET (first
+	 * byte), LOCK_END (last byte, inclusive); LOCK and TEST LOCK_TYPE.
+	 * CANCEL withdraws the waiting LOCK whose LOCK_ID it carries. */
+	MXFS_CMD_FILE_LOCK = 13,
+	/* daemon -> kernel: the answer to FILE_LOCK LOCK_ID.  TOKEN,
+	 * VOLUME_UUID, LOCK_ID, ERROR (0: done; EAGAIN, EDEADLK, EINTR for a
+	 * cancelled wait, ENOLCK); a TEST that found a conflict also
+	 * LOCK_TYPE, OFFSET, LOCK_END, LOCK_PID and NODE_ID of that lock. */
+	MXFS_CMD_FILE_LOCK_DONE = 14,
+	__MXFS_CMD_MAX = 15,
 };
 #define MXFS_CMD_MAX (__MXFS_CMD_MAX - 1)
 
@@ -75,17 +87,29 @@ enum mxfs_attr {
 	MXFS_A_OFFSET = 12,	/* u64: byte offset */
 	MXFS_A_LENGTH = 13,	/* u64: byte length */
 	MXFS_A_LOCK_MODE = 14,	/* u32: enum mxfs_lock_mode */
-	__MXFS_A_MAX = 15,
+	MXFS_A_LOCK_ID = 15,	/* u64: the kernel's id of a FILE_LOCK call */
+	MXFS_A_LOCK_OP = 16,	/* u32: enum mxfs_file_lock_op */
+	MXFS_A_LOCK_OWNER = 17,	/* u64: opaque lock owner (a hash) */
+	MXFS_A_LOCK_PID = 18,	/* u32: the process that takes (took) it */
+	MXFS_A_LOCK_TYPE = 19,	/* u32: F_RDLCK or F_WRLCK */
+	MXFS_A_LOCK_FLAGS = 20,	/* u32: MXFS_FILE_LOCK_* bits */
+	MXFS_A_LOCK_END = 21,	/* u64: last byte of a range, inclusive */
+	MXFS_A_FILE_LOCKS = 22,	/* u32: 1 in DAEMON_READY (see there) */
+	__MXFS_A_MAX = 23,
 };
 #define MXFS_A_MAX (__MXFS_A_MAX - 1)
 
-/*
- * A client's flock(2) reaches its mxfsd through FUSE as a whole-file
- * POSIX lock request (SETLK/SETLKW) whose lock type has this bit set:
- * FUSE's own FUSE_LK_FLOCK flag does not reach the daemon (its FUSE
- * library drops it), and flock and fcntl locks must not conflict.
- */
-#define MXFS_FUSE_LK_FLOCK 0x40
+/* FILE_LOCK's LOCK_OP. */
+enum mxfs_file_lock_op {
+	MXFS_FILE_LOCK_LOCK = 1,	/* take a lock (F_SETLK(W), flock) */
+	MXFS_FILE_LOCK_UNLOCK = 2,	/* remove the owner's locks from the range */
+	MXFS_FILE_LOCK_TEST = 3,	/* F_GETLK */
+	MXFS_FILE_LOCK_CANCEL = 4,	/* withdraw a waiting LOCK */
+};
+
+/* FILE_LOCK's LOCK_FLAGS. */
+#define MXFS_FILE_LOCK_FLOCK 0x1	/* flock(2), not a record lock */
+#define MXFS_FILE_LOCK_WAIT 0x2		/* LOCK: wait while blocked */
 
 enum mxfs_role {
 	MXFS_ROLE_NONE = 0,

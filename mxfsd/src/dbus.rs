@@ -41,10 +41,10 @@ pub struct VolumeStatus {
     /// Metric: file requests forwarded to the owner (client) or served
     /// for clients (owner).
     pub forwarded_requests: u64,
-    /// Metric: fcntl/flock requests forwarded (client) or served for
-    /// clients (owner).
+    /// Metric: the fcntl/flock lock calls of this node's applications.
     pub lock_requests: u64,
-    /// Metric: grants by latency, (bucket upper bound in µs, count).
+    /// Metric: this node's grants by latency, waiting included, (bucket
+    /// upper bound in µs, count).
     pub lock_grant_latency: Vec<(u64, u64)>,
     /// The last recovery this node ran (fence, purge, take-over, with
     /// durations); empty if none.

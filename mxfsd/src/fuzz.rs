@@ -899,16 +899,6 @@ fn handle(n: u8) -> Handle {
     }
 }
 
-fn lockspec() -> LockSpec {
-    LockSpec {
-        lock_owner: 7,
-        start: 0,
-        end: u64::MAX,
-        typ: 1,
-        pid: 1234,
-    }
-}
-
 fn request_values() -> Vec<FileRequest> {
     let creds = Creds {
         uid: 1000,
@@ -979,7 +969,6 @@ fn request_values() -> Vec<FileRequest> {
         Op::Release {
             fh: 5,
             flags: 0o2,
-            lock_owner: Some(11),
             flush: true,
         },
         Op::Readdir {
@@ -1005,12 +994,6 @@ fn request_values() -> Vec<FileRequest> {
             mode: 0o100644,
             umask: 0o22,
             flags: 0o101,
-        },
-        Op::Setlk {
-            fh: 5,
-            lock: lockspec(),
-            sleep: true,
-            flock: false,
         },
         Op::CopyFileRange {
             fh_in: 1,
@@ -1096,7 +1079,6 @@ fn reply_values() -> Vec<FileReply> {
         }),
         FileReply::XattrSize(40),
         FileReply::Offset(-1),
-        FileReply::Lock(lockspec()),
         FileReply::Errno(2),
     ]
 }
@@ -1361,9 +1343,22 @@ fn netlink_seeds() -> Vec<Vec<u8>> {
     all.extend(nla(MXFS_A_ERROR, &0u32.to_ne_bytes()));
     all.extend(nla(MXFS_A_LOWER_PATH, b"/mnt/lower\0"));
     all.extend(nla(MXFS_A_MAX + 5, b"unknown"));
+    let mut file_lock = vec![MXFS_CMD_FILE_LOCK, MXFS_GENL_VERSION, 0, 0];
+    file_lock.extend(nla(MXFS_A_TOKEN, &TOKEN.to_ne_bytes()));
+    file_lock.extend(nla(MXFS_A_VOLUME_UUID, &NL_UUID));
+    file_lock.extend(nla(MXFS_A_LOCK_ID, &3u64.to_ne_bytes()));
+    file_lock.extend(nla(MXFS_A_LOCK_OP, &MXFS_FILE_LOCK_LOCK.to_ne_bytes()));
+    file_lock.extend(nla(MXFS_A_LOCK_FLAGS, &MXFS_FILE_LOCK_WAIT.to_ne_bytes()));
+    file_lock.extend(nla(MXFS_A_LOCK_TYPE, &1u32.to_ne_bytes()));
+    file_lock.extend(nla(MXFS_A_LOCK_PID, &321u32.to_ne_bytes()));
+    file_lock.extend(nla(MXFS_A_INODE, &131u64.to_ne_bytes()));
+    file_lock.extend(nla(MXFS_A_LOCK_OWNER, &99u64.to_ne_bytes()));
+    file_lock.extend(nla(MXFS_A_OFFSET, &0u64.to_ne_bytes()));
+    file_lock.extend(nla(MXFS_A_LOCK_END, &(i64::MAX as u64).to_ne_bytes()));
     let ack = nlmsg(2, 5, &[0u8; 20]);
     let err = nlmsg(2, 6, &(-22i32).to_ne_bytes());
     vec![
+        nlmsg(FAMILY, 7, &file_lock),
         nlmsg(FAMILY, 1, &shutdown),
         nlmsg(FAMILY, 2, &all),
         ack.clone(),
@@ -1381,6 +1376,11 @@ fn netlink_exec(b: &[u8]) -> bool {
                 accepted = true;
                 if let netlink::Incoming::Command { attrs, .. } = inc {
                     let _ = netlink::check_shutdown(&attrs, TOKEN, &NL_UUID);
+                    let session = netlink::Session {
+                        token: TOKEN,
+                        uuid: NL_UUID,
+                    };
+                    let _ = crate::file_locks::decode_call(&attrs, &session);
                 }
             }
         }

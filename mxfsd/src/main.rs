@@ -28,6 +28,7 @@ mod disk_liveness;
 #[allow(dead_code, unused_imports)]
 mod dlm;
 mod fence;
+mod file_locks;
 #[allow(dead_code)]
 mod fileserv;
 #[allow(dead_code)]
@@ -289,9 +290,6 @@ fn start_cluster(
             device: args.device.clone(),
         }));
     }
-    // One count for the node: its FUSE server's requests (client) and
-    // the ones it serves (owner, and after a take-over).
-    let lock_metrics = cfg.lock_metrics.clone();
     let service = plan.owner.as_ref().map(|o| o.service.clone());
     running.owner = plan.owner;
     let c = rt
@@ -341,10 +339,7 @@ fn start_cluster(
         // looking at it would wait for the server that we are.
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let config = fuse_client::MountConfig {
-        lock_metrics,
-        ..fuse_client::MountConfig::default()
-    };
+    let config = fuse_client::MountConfig::default();
     let fuse = match resume {
         // A restarted daemon: the kernel mount stacks over the FUSE
         // connection the dead one served, which systemd kept.
@@ -583,12 +578,35 @@ fn serve(
     if shown_rx.recv_timeout(DBUS_WAIT).is_err() {
         warn!("D-Bus: the volume object is not up yet; the mount goes on");
     }
+    // Applications' fcntl and flock locks go through the DLM, when there
+    // is one (not under fence=none): ready before the module is told.
+    let file_locks = match &running.cluster {
+        Some(c) => match file_locks::start_answering(session) {
+            Ok(answers) => Some(file_locks::FileLockServer::start(
+                c.handle().dlm().clone(),
+                answers,
+                c.handle().lock_metrics(),
+                &rt,
+            )),
+            Err(e) => {
+                warn!("no thread for file lock answers ({e}): fcntl and flock locks stay on this node");
+                None
+            }
+        },
+        None => None,
+    };
     // The module's role of the mount is what it stacks over: FUSE (a
     // client, also one that has since taken the volume over) or XFS.
     let ready = if running.fuse.is_some() {
-        ch.daemon_ready_client(&session, epoch, node_id, &fuse_mountpoint(&args.uuid))
+        ch.daemon_ready_client(
+            &session,
+            epoch,
+            node_id,
+            &fuse_mountpoint(&args.uuid),
+            file_locks.is_some(),
+        )
     } else {
-        ch.daemon_ready(&session, Role::Owner, epoch, node_id)
+        ch.daemon_ready(&session, Role::Owner, epoch, node_id, file_locks.is_some())
     };
     if let Err(e) = ready {
         running.stop(&rt);
@@ -653,6 +671,14 @@ fn serve(
 
     loop {
         let (cmd, attrs) = ch.next_command().context("waiting for the kernel")?;
+        if cmd == uapi::MXFS_CMD_FILE_LOCK {
+            match (&file_locks, file_locks::decode_call(&attrs, &session)) {
+                (Some(server), Ok(call)) => server.submit(call),
+                (None, _) => warn!("a FILE_LOCK call, but this daemon does not serve file locks"),
+                (_, Err(e)) => warn!("ignoring a FILE_LOCK call: {e}"),
+            }
+            continue;
+        }
         if cmd != MXFS_CMD_SHUTDOWN {
             warn!(
                 cmd = cmd_name(cmd),

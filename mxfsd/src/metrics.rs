@@ -1,9 +1,8 @@
-//! The metrics the volume's D-Bus object shows (design section 8) that
-//! more than one subsystem feeds: lock requests and how long their grants
-//! took.  A client counts the fcntl/flock requests its FUSE server
-//! forwards and times each grant from the request to the answer,
-//! waiting included; an owner counts the lock requests it serves for
-//! clients (the kernel answers its own processes' locks unseen).
+//! The lock metrics the volume's D-Bus object shows (design section 8):
+//! lock requests and how long their grants took.  Each node counts the
+//! fcntl/flock lock calls of its own applications (the module's
+//! FILE_LOCK, served by [`crate::file_locks`]) and times each grant from
+//! the call to the answer, waiting included.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -43,6 +43,8 @@ pub enum WireError {
     BadString(&'static str),
     #[error("missing attribute {0}")]
     Missing(&'static str),
+    #[error("attribute {0}: value out of range")]
+    Invalid(&'static str),
     #[error("message is for another volume or token")]
     NotOurs,
 }
@@ -117,6 +119,15 @@ pub struct Attrs {
     pub error: Option<u32>,
     pub reason: Option<String>,
     pub lower_path: Option<String>,
+    pub inode: Option<u64>,
+    pub offset: Option<u64>,
+    pub lock_id: Option<u64>,
+    pub lock_op: Option<u32>,
+    pub lock_owner: Option<u64>,
+    pub lock_pid: Option<u32>,
+    pub lock_type: Option<u32>,
+    pub lock_flags: Option<u32>,
+    pub lock_end: Option<u64>,
 }
 
 fn fixed<const N: usize>(attr: &'static str, p: &[u8]) -> Result<[u8; N], WireError> {
@@ -151,6 +162,15 @@ pub fn decode_attrs<'a>(
             MXFS_A_ERROR => a.error = Some(u32::from_ne_bytes(fixed("ERROR", p)?)),
             MXFS_A_REASON => a.reason = Some(string("REASON", p)?),
             MXFS_A_LOWER_PATH => a.lower_path = Some(string("LOWER_PATH", p)?),
+            MXFS_A_INODE => a.inode = Some(u64::from_ne_bytes(fixed("INODE", p)?)),
+            MXFS_A_OFFSET => a.offset = Some(u64::from_ne_bytes(fixed("OFFSET", p)?)),
+            MXFS_A_LOCK_ID => a.lock_id = Some(u64::from_ne_bytes(fixed("LOCK_ID", p)?)),
+            MXFS_A_LOCK_OP => a.lock_op = Some(u32::from_ne_bytes(fixed("LOCK_OP", p)?)),
+            MXFS_A_LOCK_OWNER => a.lock_owner = Some(u64::from_ne_bytes(fixed("LOCK_OWNER", p)?)),
+            MXFS_A_LOCK_PID => a.lock_pid = Some(u32::from_ne_bytes(fixed("LOCK_PID", p)?)),
+            MXFS_A_LOCK_TYPE => a.lock_type = Some(u32::from_ne_bytes(fixed("LOCK_TYPE", p)?)),
+            MXFS_A_LOCK_FLAGS => a.lock_flags = Some(u32::from_ne_bytes(fixed("LOCK_FLAGS", p)?)),
+            MXFS_A_LOCK_END => a.lock_end = Some(u64::from_ne_bytes(fixed("LOCK_END", p)?)),
             _ => {}
         }
     }
@@ -163,7 +183,7 @@ pub enum Incoming {
     /// Reply to one of our requests: 0 (ACK) or a negative errno.
     Ack { seq: u32, error: i32 },
     /// A command from the module.
-    Command { cmd: u8, attrs: Attrs },
+    Command { cmd: u8, attrs: Box<Attrs> },
 }
 
 /// Decode one received message of family `family`.
@@ -186,7 +206,10 @@ pub fn decode_message(msg: &RawMessage<'_>, family: u16) -> Result<Option<Incomi
             }
             let cmd = msg.payload[0];
             let attrs = decode_attrs(split_attrs(&msg.payload[GENL_HDRLEN..])?)?;
-            Ok(Some(Incoming::Command { cmd, attrs }))
+            Ok(Some(Incoming::Command {
+                cmd,
+                attrs: Box::new(attrs),
+            }))
         }
         _ => Ok(None),
     }
@@ -336,7 +359,7 @@ impl Channel {
                         };
                     }
                     Incoming::Ack { .. } => {}
-                    Incoming::Command { cmd, attrs } => self.pending.push((cmd, attrs)),
+                    Incoming::Command { cmd, attrs } => self.pending.push((cmd, *attrs)),
                 }
             }
         }
@@ -367,17 +390,23 @@ impl Channel {
         Ok(out)
     }
 
+    /// DAEMON_READY for the owner role.  `file_locks`: this daemon
+    /// serves the module's FILE_LOCK calls (through the DLM).
     pub fn daemon_ready(
         &mut self,
         s: &Session,
         role: Role,
         epoch: u64,
         node_id: u64,
+        file_locks: bool,
     ) -> Result<(), ChannelError> {
         let mut attrs = Self::base_attrs(s)?;
         attrs.push(attr(MXFS_A_ROLE, role.to_wire())?);
         attrs.push(attr(MXFS_A_EPOCH, epoch)?);
         attrs.push(attr(MXFS_A_NODE_ID, node_id)?);
+        if file_locks {
+            attrs.push(attr(MXFS_A_FILE_LOCKS, 1u32)?);
+        }
         self.request(MXFS_CMD_DAEMON_READY, attrs)
     }
 
@@ -394,11 +423,15 @@ impl Channel {
         epoch: u64,
         node_id: u64,
         lower: &Path,
+        file_locks: bool,
     ) -> Result<(), ChannelError> {
         let mut attrs = Self::base_attrs(s)?;
         attrs.push(attr(MXFS_A_ROLE, Role::Client.to_wire())?);
         attrs.push(attr(MXFS_A_EPOCH, epoch)?);
         attrs.push(attr(MXFS_A_NODE_ID, node_id)?);
+        if file_locks {
+            attrs.push(attr(MXFS_A_FILE_LOCKS, 1u32)?);
+        }
         attrs.push(attr(
             MXFS_A_LOWER_PATH,
             Buffer::from(lower_path_attr(lower)?),
@@ -426,6 +459,37 @@ impl Channel {
         self.request(MXFS_CMD_FENCED, attrs)
     }
 
+    /// FILE_LOCK_DONE: the answer to the module's FILE_LOCK call `id`.
+    pub fn file_lock_done(
+        &mut self,
+        s: &Session,
+        id: u64,
+        answer: &crate::file_locks::KernelLockAnswer,
+    ) -> Result<(), ChannelError> {
+        use crate::file_locks::KernelLockAnswer as A;
+        let mut attrs = Self::base_attrs(s)?;
+        attrs.push(attr(MXFS_A_LOCK_ID, id)?);
+        match *answer {
+            A::Done => attrs.push(attr(MXFS_A_ERROR, 0u32)?),
+            A::Errno(e) => attrs.push(attr(MXFS_A_ERROR, e.unsigned_abs())?),
+            A::Conflict {
+                typ,
+                start,
+                end,
+                pid,
+                node,
+            } => {
+                attrs.push(attr(MXFS_A_ERROR, 0u32)?);
+                attrs.push(attr(MXFS_A_LOCK_TYPE, typ)?);
+                attrs.push(attr(MXFS_A_OFFSET, start)?);
+                attrs.push(attr(MXFS_A_LOCK_END, end)?);
+                attrs.push(attr(MXFS_A_LOCK_PID, pid)?);
+                attrs.push(attr(MXFS_A_NODE_ID, node)?);
+            }
+        }
+        self.request(MXFS_CMD_FILE_LOCK_DONE, attrs)
+    }
+
     /// Block until the kernel sends a command.
     pub fn next_command(&mut self) -> Result<(u8, Attrs), ChannelError> {
         loop {
@@ -434,7 +498,7 @@ impl Channel {
             }
             for incoming in self.receive()? {
                 if let Incoming::Command { cmd, attrs } = incoming {
-                    self.pending.push((cmd, attrs));
+                    self.pending.push((cmd, *attrs));
                 }
             }
         }

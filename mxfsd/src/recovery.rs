@@ -41,9 +41,10 @@ impl Fencer for Recovery {
             "recovery step 1: key 0x{who} preempted; the device rejects its writes"
         );
         // Step 2: its lock records (its DLM grants: `owner` and its
-        // marker when it owned the volume).  File locks are still
-        // arbitrated in the owner's kernel and have none; the purge does
-        // not hold up the take-over.
+        // marker when it owned the volume).  File locks have none (they
+        // live in the DLM's file-lock tables, which drop a dead node's
+        // when the DLM purges it); the purge does not hold up the
+        // take-over.
         let t = Instant::now();
         let records = match LockstateDevice::open(&self.device) {
             Ok(Opened::Ready(dev)) => match purge(&dev, victim) {

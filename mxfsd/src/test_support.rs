@@ -1,5 +1,5 @@
-//! What the unit tests of several modules share: a scratch directory and
-//! the check for xfsprogs.
+//! What the unit tests of several modules share: a scratch directory,
+//! the check for xfsprogs, and a DLM transport for a node alone.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -53,4 +53,11 @@ pub fn have_xfsprogs() -> bool {
         );
     }
     have
+}
+
+/// A DLM alone in its view sends nothing.
+pub struct Nowhere;
+
+impl crate::dlm::Transport for Nowhere {
+    fn send(&mut self, _to: u64, _msg: crate::dlm::DlmMsg) {}
 }

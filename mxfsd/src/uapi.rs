@@ -27,7 +27,9 @@ pub const MXFS_CMD_LOCK_RELEASE: u8 = 9;
 pub const MXFS_CMD_CACHE_INVAL: u8 = 10;
 pub const MXFS_CMD_MAP_BLOCKS: u8 = 11;
 pub const MXFS_CMD_COMMIT_BLOCKS: u8 = 12;
-pub const MXFS_CMD_MAX: u8 = 12;
+pub const MXFS_CMD_FILE_LOCK: u8 = 13;
+pub const MXFS_CMD_FILE_LOCK_DONE: u8 = 14;
+pub const MXFS_CMD_MAX: u8 = 14;
 
 // enum mxfs_attr
 pub const MXFS_A_UNSPEC: u16 = 0;
@@ -45,11 +47,24 @@ pub const MXFS_A_INODE: u16 = 11;
 pub const MXFS_A_OFFSET: u16 = 12;
 pub const MXFS_A_LENGTH: u16 = 13;
 pub const MXFS_A_LOCK_MODE: u16 = 14;
-pub const MXFS_A_MAX: u16 = 14;
+pub const MXFS_A_LOCK_ID: u16 = 15;
+pub const MXFS_A_LOCK_OP: u16 = 16;
+pub const MXFS_A_LOCK_OWNER: u16 = 17;
+pub const MXFS_A_LOCK_PID: u16 = 18;
+pub const MXFS_A_LOCK_TYPE: u16 = 19;
+pub const MXFS_A_LOCK_FLAGS: u16 = 20;
+pub const MXFS_A_LOCK_END: u16 = 21;
+pub const MXFS_A_FILE_LOCKS: u16 = 22;
+pub const MXFS_A_MAX: u16 = 22;
 
-/// Set in the lock type of a FUSE lock request that is a client's
-/// flock(2) (the module's marking: FUSE_LK_FLOCK does not reach us).
-pub const MXFS_FUSE_LK_FLOCK: i32 = 0x40;
+// enum mxfs_file_lock_op
+pub const MXFS_FILE_LOCK_LOCK: u32 = 1;
+pub const MXFS_FILE_LOCK_UNLOCK: u32 = 2;
+pub const MXFS_FILE_LOCK_TEST: u32 = 3;
+pub const MXFS_FILE_LOCK_CANCEL: u32 = 4;
+// FILE_LOCK's LOCK_FLAGS
+pub const MXFS_FILE_LOCK_FLOCK: u32 = 0x1;
+pub const MXFS_FILE_LOCK_WAIT: u32 = 0x2;
 
 // enum mxfs_role
 pub const MXFS_ROLE_NONE: u32 = 0;
@@ -84,6 +99,8 @@ pub const NUMERIC: &[(&str, u64)] = &[
     ("MXFS_CMD_CACHE_INVAL", MXFS_CMD_CACHE_INVAL as u64),
     ("MXFS_CMD_MAP_BLOCKS", MXFS_CMD_MAP_BLOCKS as u64),
     ("MXFS_CMD_COMMIT_BLOCKS", MXFS_CMD_COMMIT_BLOCKS as u64),
+    ("MXFS_CMD_FILE_LOCK", MXFS_CMD_FILE_LOCK as u64),
+    ("MXFS_CMD_FILE_LOCK_DONE", MXFS_CMD_FILE_LOCK_DONE as u64),
     ("__MXFS_CMD_MAX", MXFS_CMD_MAX as u64 + 1),
     ("MXFS_CMD_MAX", MXFS_CMD_MAX as u64),
     ("MXFS_A_UNSPEC", MXFS_A_UNSPEC as u64),
@@ -101,9 +118,16 @@ pub const NUMERIC: &[(&str, u64)] = &[
     ("MXFS_A_OFFSET", MXFS_A_OFFSET as u64),
     ("MXFS_A_LENGTH", MXFS_A_LENGTH as u64),
     ("MXFS_A_LOCK_MODE", MXFS_A_LOCK_MODE as u64),
+    ("MXFS_A_LOCK_ID", MXFS_A_LOCK_ID as u64),
+    ("MXFS_A_LOCK_OP", MXFS_A_LOCK_OP as u64),
+    ("MXFS_A_LOCK_OWNER", MXFS_A_LOCK_OWNER as u64),
+    ("MXFS_A_LOCK_PID", MXFS_A_LOCK_PID as u64),
+    ("MXFS_A_LOCK_TYPE", MXFS_A_LOCK_TYPE as u64),
+    ("MXFS_A_LOCK_FLAGS", MXFS_A_LOCK_FLAGS as u64),
+    ("MXFS_A_LOCK_END", MXFS_A_LOCK_END as u64),
+    ("MXFS_A_FILE_LOCKS", MXFS_A_FILE_LOCKS as u64),
     ("__MXFS_A_MAX", MXFS_A_MAX as u64 + 1),
     ("MXFS_A_MAX", MXFS_A_MAX as u64),
-    ("MXFS_FUSE_LK_FLOCK", MXFS_FUSE_LK_FLOCK as u64),
     ("MXFS_ROLE_NONE", MXFS_ROLE_NONE as u64),
     ("MXFS_ROLE_OWNER", MXFS_ROLE_OWNER as u64),
     ("MXFS_ROLE_CLIENT", MXFS_ROLE_CLIENT as u64),
@@ -113,6 +137,12 @@ pub const NUMERIC: &[(&str, u64)] = &[
     ("MXFS_LOCK_PR", MXFS_LOCK_PR as u64),
     ("MXFS_LOCK_PW", MXFS_LOCK_PW as u64),
     ("MXFS_LOCK_EX", MXFS_LOCK_EX as u64),
+    ("MXFS_FILE_LOCK_LOCK", MXFS_FILE_LOCK_LOCK as u64),
+    ("MXFS_FILE_LOCK_UNLOCK", MXFS_FILE_LOCK_UNLOCK as u64),
+    ("MXFS_FILE_LOCK_TEST", MXFS_FILE_LOCK_TEST as u64),
+    ("MXFS_FILE_LOCK_CANCEL", MXFS_FILE_LOCK_CANCEL as u64),
+    ("MXFS_FILE_LOCK_FLOCK", MXFS_FILE_LOCK_FLOCK as u64),
+    ("MXFS_FILE_LOCK_WAIT", MXFS_FILE_LOCK_WAIT as u64),
 ];
 
 /// Every string constant by its C name.
@@ -152,6 +182,8 @@ pub fn cmd_name(cmd: u8) -> &'static str {
         MXFS_CMD_CACHE_INVAL => "CACHE_INVAL",
         MXFS_CMD_MAP_BLOCKS => "MAP_BLOCKS",
         MXFS_CMD_COMMIT_BLOCKS => "COMMIT_BLOCKS",
+        MXFS_CMD_FILE_LOCK => "FILE_LOCK",
+        MXFS_CMD_FILE_LOCK_DONE => "FILE_LOCK_DONE",
         _ => "UNKNOWN",
     }
 }

@@ -376,6 +376,32 @@ pub(crate) fn wait_for_file(c: &mut Cluster, n: usize, path: &str, secs: u32) ->
         .map(|_| ())
 }
 
+/// A non-waiting exclusive `kind` lock on `file` from node `n` is
+/// refused (EAGAIN); `why` names the holder in the failure.
+fn lock_refused(c: &mut Cluster, n: usize, file: &str, kind: &str, why: &str) -> Result<()> {
+    let tool = format!("{}/mxfs-opcheck", crate::rootfs::GUEST_ARTIFACTS);
+    let try_it = c.node(n).sh(
+        &format!("{tool} --lock-hold {file} {kind} 0 2>&1"),
+        std::time::Duration::from_secs(60),
+    )?;
+    ensure!(
+        !try_it.ok() && try_it.stdout.contains("temporarily unavailable"),
+        "node{n} took the {kind} lock on {file} that {why}: {}",
+        try_it.stdout.trim()
+    );
+    Ok(())
+}
+
+/// Node `n` takes and releases an exclusive `kind` lock on `file`.
+fn lock_free(c: &mut Cluster, n: usize, file: &str, kind: &str) -> Result<()> {
+    let tool = format!("{}/mxfs-opcheck", crate::rootfs::GUEST_ARTIFACTS);
+    let again = c
+        .node(n)
+        .must(&format!("{tool} --lock-hold {file} {kind} 0"))?;
+    ensure!(again.contains("held and released"), "node{n}: {again}");
+    Ok(())
+}
+
 /// flock and fcntl locks across nodes: a lock held on either node is
 /// refused on the other (fcntl's F_GETLK there names it; the two kinds
 /// do not conflict with each other), and two processes on each node
@@ -391,15 +417,7 @@ pub fn locks_across_nodes(c: &mut Cluster) -> Result<()> {
                     "rm -f /tmp/hold.out; ({tool} --lock-hold {f} {kind} 8 > /tmp/hold.out 2>&1 &)"
                 ))?;
                 wait_for_file(c, other, &format!("{f}.held"), 30)?;
-                let try_it = c.node(other).sh(
-                    &format!("{tool} --lock-hold {f} {kind} 0 2>&1"),
-                    std::time::Duration::from_secs(60),
-                )?;
-                ensure!(
-                    !try_it.ok() && try_it.stdout.contains("temporarily unavailable"),
-                    "node{other} took a {kind} lock that node{holder} holds: {}",
-                    try_it.stdout.trim()
-                );
+                lock_refused(c, other, &f, kind, &format!("node{holder} holds"))?;
                 let seen = c.node(other).must(&format!("{tool} --lock-test {f}"))?;
                 let want = if kind == "fcntl" {
                     "locked write 0 32"
@@ -414,10 +432,7 @@ pub fn locks_across_nodes(c: &mut Cluster) -> Result<()> {
                     "for i in $(seq 1 100); do grep -q 'held and released' /tmp/hold.out && exit 0; \
                      sleep 0.2; done; cat /tmp/hold.out >&2; exit 1",
                 )?;
-                let again = c
-                    .node(other)
-                    .must(&format!("{tool} --lock-hold {f} {kind} 0"))?;
-                ensure!(again.contains("held and released"), "{again}");
+                lock_free(c, other, &f, kind)?;
                 say(format!(
                     "{kind}: held on node{holder}, refused on node{other} (F_GETLK there: {want}); free again after release"
                 ));
@@ -452,8 +467,8 @@ pub fn locks_across_nodes(c: &mut Cluster) -> Result<()> {
                 start.elapsed().as_secs_f64()
             ));
         }
-        // the lock metrics on D-Bus: the client's forwarded requests and
-        // grant latencies, the owner's served requests
+        // the lock metrics on D-Bus: each node counts its applications'
+        // lock calls and the grants of its locks (all through the DLM)
         let dev = c.node(1).must(&format!("findmnt -n -o SOURCE {MNT}"))?;
         let object = dbus::object_of(c.node(1), dev.trim())?;
         let count = |v: &str| -> u64 {
@@ -472,35 +487,84 @@ pub fn locks_across_nodes(c: &mut Cluster) -> Result<()> {
                 .filter_map(|n| n.parse::<u64>().ok())
                 .sum()
         };
+        // each node ran PROCS lockers of each kind, EACH grants apiece
+        let want = (2 * PROCS * EACH) as u64;
         // The daemons refresh their D-Bus snapshot once a second: the
         // last grants may show a second after the counters finished.
         let mut tries = 0;
-        let (served, forwarded, latency) = loop {
-            let served = prop(c, 1, &object, "LockRequests")?;
-            let forwarded = prop(c, 2, &object, "LockRequests")?;
-            let latency = prop(c, 2, &object, "LockGrantLatency")?;
-            let settled = count(&forwarded) >= (2 * PROCS * EACH) as u64
-                && count(&served) >= count(&forwarded)
-                && grants_in(&latency) >= (2 * PROCS * EACH) as u64;
+        let seen = loop {
+            let mut seen = Vec::new();
+            for n in [1, 2] {
+                let requests = prop(c, n, &object, "LockRequests")?;
+                let latency = prop(c, n, &object, "LockGrantLatency")?;
+                seen.push((count(&requests), grants_in(&latency), latency));
+            }
+            let settled = seen.iter().all(|(r, g, _)| *r >= 2 * want && *g >= want);
             tries += 1;
             if settled || tries == 5 {
-                break (served, forwarded, latency);
+                break seen;
             }
             std::thread::sleep(std::time::Duration::from_secs(1));
         };
-        let grants = grants_in(&latency);
-        ensure!(
-            count(&forwarded) >= (2 * PROCS * EACH) as u64 && count(&served) >= count(&forwarded),
-            "LockRequests: owner {served}, client {forwarded}"
-        );
-        ensure!(
-            grants >= (2 * PROCS * EACH) as u64,
-            "LockGrantLatency on the client counts {grants} grants: {latency}"
-        );
+        for (n, (requests, grants, latency)) in [1, 2].iter().zip(&seen) {
+            ensure!(
+                *requests >= 2 * want && *grants >= want,
+                "node{n}: LockRequests {requests} (want at least {}, a lock and an unlock per increment), \
+                 LockGrantLatency counts {grants} grants (want at least {want}): {latency}",
+                2 * want
+            );
+        }
         say(format!(
-            "D-Bus: LockRequests owner {}, client {}; client LockGrantLatency {latency}",
-            count(&served),
-            count(&forwarded)
+            "D-Bus: LockRequests node1 {}, node2 {}; grants counted {} and {}; node2 LockGrantLatency {}",
+            seen[0].0, seen[1].0, seen[0].1, seen[1].1, seen[1].2
+        ));
+
+        // a client's daemon killed and restarted by systemd while the
+        // client holds locks: the module takes them again, and they go
+        // on keeping the other node out
+        let dev2 = crate::checks::lun_device(c.node(2))?;
+        let unit = crate::supervision::unit_of(c.node(2), &dev2)?;
+        for kind in ["fcntl", "flock"] {
+            c.node(2).must(&format!(
+                "rm -f {MNT}/reclaim.{kind}.held; ({tool} --lock-hold {MNT}/reclaim.{kind} {kind} 300 > /tmp/reclaim.{kind}.out 2>&1 &)"
+            ))?;
+            wait_for_file(c, 1, &format!("{MNT}/reclaim.{kind}.held"), 30)?;
+        }
+        let (old, new, took) = crate::supervision::kill_restart_reattach(c, 2, &unit)?;
+        let r = (|| -> Result<String> {
+            let mut klog = String::new();
+            for _ in 0..60 {
+                klog = c
+                    .node(2)
+                    .must("dmesg | grep 'file locks taken again' || true")?;
+                if !klog.trim().is_empty() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            ensure!(
+                klog.contains("2 file locks taken again, 0 lost"),
+                "node2's kernel after its mxfsd restarted: {klog:?}"
+            );
+            for kind in ["fcntl", "flock"] {
+                let f = format!("{MNT}/reclaim.{kind}");
+                lock_refused(c, 1, &f, kind, "node2 held across its mxfsd's restart")?;
+            }
+            Ok(klog.trim().to_string())
+        })();
+        let _ = c.node(2).sh(
+            &format!("pkill -f -- '--lock-hol[d] {MNT}/reclaim'; sleep 1"),
+            std::time::Duration::from_secs(30),
+        );
+        let klog = r?;
+        for kind in ["fcntl", "flock"] {
+            lock_free(c, 1, &format!("{MNT}/reclaim.{kind}"), kind)?;
+        }
+        say(format!(
+            "node2's mxfsd killed under two held locks (pid {old} -> {new}, {:.1} s): {}; \
+             node1 still refused both, and took them once their holder exited",
+            took.as_secs_f64(),
+            klog.rsplit("] ").next().unwrap_or(&klog)
         ));
         Ok(())
     })
@@ -820,12 +884,13 @@ pub fn three_nodes(c: &mut Cluster) -> Result<()> {
                 );
             }
         }
-        // three appenders and three lockers at once
+        // three appenders and three lockers of each kind at once
         let tool = format!("{}/mxfs-opcheck", crate::rootfs::GUEST_ARTIFACTS);
         for n in 1..=3 {
             let script = format!(
                 "for i in $(seq 1 200); do printf 'node{n} record %05d %047d\\n' $i 0 >> {MNT}/log3; done; \
-                 {tool} --lock-counter {MNT}/counter3 flock 1 100"
+                 {tool} --lock-counter {MNT}/counter3 flock 1 100 && \
+                 {tool} --lock-counter {MNT}/counter3f fcntl 1 100"
             );
             start_background(c, n, "three", &script)?;
         }
@@ -834,23 +899,31 @@ pub fn three_nodes(c: &mut Cluster) -> Result<()> {
                 .with_context(|| format!("node{n}'s appends and counter"))?;
         }
         let summary = c.node(2).must(&format!(
-            "wc -l < {MNT}/log3; for n in 1 2 3; do grep -c \"^node$n record [0-9]\\{{5\\}} 0\\{{47\\}}$\" {MNT}/log3; done; cat {MNT}/counter3"
+            "wc -l < {MNT}/log3; for n in 1 2 3; do grep -c \"^node$n record [0-9]\\{{5\\}} 0\\{{47\\}}$\" {MNT}/log3; done; cat {MNT}/counter3 {MNT}/counter3f"
         ))?;
         let v: Vec<&str> = summary.split_whitespace().collect();
         ensure!(
-            v == ["600", "200", "200", "200", "300"],
-            "three nodes: records in all, per node, and the flock counter = {v:?} (want 600 200 200 200 300)"
+            v == ["600", "200", "200", "200", "300", "300"],
+            "three nodes: records in all, per node, and the flock and fcntl counters = {v:?} (want 600 200 200 200 300 300)"
         );
         say(
-            "three nodes: 600 whole O_APPEND records (200 each); flock counter 300 (100 from each)",
+            "three nodes: 600 whole O_APPEND records (200 each); flock and fcntl counters 300 each (100 from each node)",
         );
 
-        // the owner goes first: one client takes over, the other follows
+        // the owner goes first: one client takes over, the other follows;
+        // a client holds a lock of each kind meanwhile, and keeps it
         let owner = roles.iter().position(|r| r == "s \"owner\"").unwrap_or(0) + 1;
         let old_id = prop(c, owner, &object, "NodeId")?;
+        let rest: Vec<usize> = mounted.iter().copied().filter(|n| *n != owner).collect();
+        let (holder, other) = (rest[0], rest[1]);
+        for kind in ["fcntl", "flock"] {
+            c.node(holder).must(&format!(
+                "rm -f {MNT}/kept.{kind}.held; ({tool} --lock-hold {MNT}/kept.{kind} {kind} 300 > /tmp/kept.{kind}.out 2>&1 &)"
+            ))?;
+            wait_for_file(c, other, &format!("{MNT}/kept.{kind}.held"), 30)?;
+        }
         c.node(owner).must(&format!("umount {MNT}"))?;
         mounted.retain(|n| *n != owner);
-        let rest = mounted.clone();
         let mut settled = None;
         for _ in 0..60 {
             let roles: Vec<String> = rest
@@ -902,6 +975,30 @@ pub fn three_nodes(c: &mut Cluster) -> Result<()> {
             view2 > view,
             "the DLM view after the hand-over, {view2:#x}, is not after {view:#x}"
         );
+        // the locks taken before the hand-over still exclude; once their
+        // holder exits they are free
+        for kind in ["fcntl", "flock"] {
+            let f = format!("{MNT}/kept.{kind}");
+            let why = format!("node{holder} took under the old owner");
+            lock_refused(c, other, &f, kind, &why)?;
+        }
+        let seen = c
+            .node(other)
+            .must(&format!("{tool} --lock-test {MNT}/kept.fcntl"))?;
+        ensure!(
+            seen.trim() == "locked write 0 32",
+            "F_GETLK on node{other} after the hand-over: {seen:?}"
+        );
+        c.node(holder)
+            .must(&format!("pkill -f -- '--lock-hol[d] {MNT}/kept'; sleep 1"))?;
+        for kind in ["fcntl", "flock"] {
+            lock_free(c, other, &format!("{MNT}/kept.{kind}"), kind)?;
+        }
+        say(format!(
+            "locks across the hand-over: node{holder}'s fcntl and flock locks, taken under the old owner, \
+             still refused on node{other} after it (F_GETLK: {}), and free once their holder exited",
+            seen.trim()
+        ));
         say(format!(
             "node{owner} (owner) unmounted: nodes {rest:?} now {roles:?}, both following {}; DLM view {view2:#x}, the new owner holds the owner lock",
             owners[0]
@@ -909,9 +1006,11 @@ pub fn three_nodes(c: &mut Cluster) -> Result<()> {
         Ok(())
     })();
     for n in mounted.iter().rev() {
-        let _ = c
-            .node(*n)
-            .sh(&format!("umount {MNT}"), std::time::Duration::from_secs(60));
+        // a lock holder left by a failed check would keep the mount busy
+        let _ = c.node(*n).sh(
+            &format!("pkill -f -- '--lock-hol[d] {MNT}/kept'; sleep 1; umount {MNT}"),
+            std::time::Duration::from_secs(60),
+        );
     }
     r?;
     stopped_and_clean(c, 1..=3, &dev)?;

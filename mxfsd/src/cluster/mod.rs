@@ -42,9 +42,9 @@
 //! The owner decides its membership views ([`lockview`]) and holds the
 //! `owner` resource in EX; every member finds the holder by probing
 //! (D-Bus LockOwner).  Its grants are recorded on disk
-//! ([`crate::lockstate::Recorder`], D-Bus LockRecords).  File locks do
-//! not go through it yet: the owner's kernel arbitrates them (see
-//! `fileserv::locks`).
+//! ([`crate::lockstate::Recorder`], D-Bus LockRecords).  Applications'
+//! fcntl and flock locks go through it too ([`crate::file_locks`]): the
+//! module sends them to their node's mxfsd, never to the owner.
 //!
 //! Hand-over: an owner told to shut down while it has clients first
 //! drains (requests it has started are answered; new ones get
@@ -80,7 +80,7 @@ use crate::metrics::LockMetrics;
 use crate::peer::{self, LinkConfig, LinkEvent, LinkHandle, Listener};
 use crate::volume_keys::VolumeSecret;
 use crate::wire::announce::AnnouncedRole;
-use crate::wire::fileop::{FileReply, FileRequest, Op};
+use crate::wire::fileop::{FileReply, FileRequest};
 use crate::wire::{FileOp, FileOpReply, Membership, Message, Origin};
 
 /// The first TCP port tried for the peer listener; the next ones are
@@ -206,14 +206,13 @@ pub struct Config {
     /// Longest a client request waits for the owner's link and reply.
     pub request_timeout: Duration,
     /// Owner: how long a client's link may stay down before its open
-    /// files are closed and its locks dropped (a link that comes back
-    /// sooner keeps them).
+    /// files are closed (a link that comes back sooner keeps them).
     pub client_grace: Duration,
     /// Client: how it finds (or becomes) the next owner.  None: it does
     /// not, and its requests fail once the owner is gone.
     pub succession: Option<Arc<dyn Succession>>,
-    /// Owner: where the lock requests it serves are counted (a client's
-    /// FUSE server counts its own).
+    /// Where this node's applications' fcntl and flock lock calls are
+    /// counted: each node counts its own ([`crate::file_locks`]).
     pub lock_metrics: Arc<LockMetrics>,
     /// A member silent this long on the network and on disk is dead.
     pub dead_interval: Duration,
@@ -377,11 +376,14 @@ impl ClusterHandle {
         st
     }
 
-    /// This node's DLM (the in-process tests take locks through it; the
-    /// daemon's file locks will).
-    #[allow(dead_code)]
+    /// This node's DLM (the module's file locks go through it).
     pub fn dlm(&self) -> &Dlm {
         &self.shared.dlm
+    }
+
+    /// Where this node's file-lock calls are counted (D-Bus).
+    pub fn lock_metrics(&self) -> Arc<LockMetrics> {
+        self.shared.lock_metrics.clone()
     }
 }
 
@@ -647,7 +649,7 @@ struct Runtime {
     /// Client: requests waiting for the owner's link.
     waiting: VecDeque<Outgoing>,
     /// Owner: clients whose link went down, and when their open files
-    /// and locks go unless the link is back.
+    /// go unless the link is back.
     departed: HashMap<u64, Instant>,
     client_grace: Duration,
     succession: Option<Arc<dyn Succession>>,
@@ -1116,7 +1118,7 @@ impl Runtime {
 
     /// A peer's link is gone (down, or its lease expired): a client
     /// whose owner it was sends what it had in flight again to the next
-    /// owner; an owner gives a client's files and locks the grace.
+    /// owner; an owner gives a client's open files the grace.
     fn link_lost(&mut self, node_id: u64) {
         if node_id == self.owner && matches!(self.role, Role::Client { .. }) {
             let mut ids: Vec<u64> = self.pending.keys().copied().collect();
@@ -1326,8 +1328,8 @@ impl Runtime {
         });
     }
 
-    /// A fence ended: forget the victim, drop its files and locks (on
-    /// the owner), and if it owned the volume let the probe take over.
+    /// A fence ended: forget the victim, close its files (on the owner),
+    /// and if it owned the volume let the probe take over.
     fn on_fenced(&mut self, victim: u64, outcome: FenceOutcome) {
         self.fencing = false;
         let who = format!("{victim:016x}");
@@ -1364,12 +1366,10 @@ impl Runtime {
                     .render(),
                 };
                 if self.service.is_some() {
-                    // step 3: the victim's open files and locks, at once
+                    // step 3: the victim's open files, at once (its file
+                    // locks go with the DLM's purge of it)
                     self.departed.remove(&victim);
-                    self.release_client(
-                        victim,
-                        "recovery step 3: its open files closed and its locks dropped".into(),
-                    );
+                    self.release_client(victim, "recovery step 3: its open files closed".into());
                 }
                 if (was_owner || victim == self.owner) && !matches!(self.role, Role::Owner { .. }) {
                     info!(victim = %who, "recovery: the owner was fenced; this node takes the volume over");
@@ -1522,21 +1522,8 @@ impl Runtime {
         self.in_flight += 1;
         let tx = self.served_tx.clone();
         let id = op.request_id;
-        let lock_metrics = self.shared.lock_metrics.clone();
         tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let grant = match &req.op {
-                Op::Getlk { .. } => Some(false),
-                Op::Setlk { lock, .. } => Some(lock.typ != libc::F_UNLCK),
-                _ => None,
-            };
             let reply = service.handle_from(from, req);
-            if let Some(grant) = grant {
-                lock_metrics.request();
-                if grant && reply == FileReply::Ok {
-                    lock_metrics.granted(started.elapsed());
-                }
-            }
             let wire = reply
                 .to_file_op_reply(epoch, id)
                 .unwrap_or_else(|_| error_reply(epoch, id, libc::EIO));
@@ -1594,7 +1581,7 @@ impl Runtime {
     }
 
     /// Owner: close what clients gone for longer than the grace had
-    /// open, and drop their locks, so that other nodes can have them.
+    /// open.
     fn release_departed(&mut self, now: Instant) {
         if self.service.is_none() {
             return;
@@ -1610,26 +1597,25 @@ impl Runtime {
             self.release_client(
                 node,
                 format!(
-                    "cluster: member gone for {} s: its open files are closed and its locks dropped",
+                    "cluster: member gone for {} s: its open files are closed",
                     self.client_grace.as_secs()
                 ),
             );
         }
     }
 
-    /// Owner: close `node`'s open files and drop its locks, on a blocking
-    /// thread, and log `what` with the counts and the time it took.
+    /// Owner: close `node`'s open files, on a blocking thread, and log
+    /// `what` with the count and the time it took.
     fn release_client(&self, node: u64, what: String) {
         let Some(service) = self.service.clone() else {
             return;
         };
         tokio::task::spawn_blocking(move || {
             let t = Instant::now();
-            let (files, lock_owners) = service.release_client(node);
+            let files = service.release_client(node);
             info!(
                 peer = %format!("{node:016x}"),
                 files,
-                lock_owners,
                 ms = t.elapsed().as_millis() as u64,
                 "{what}"
             );

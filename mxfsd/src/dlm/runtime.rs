@@ -386,33 +386,44 @@ impl Dlm {
     /// unlock or a release is done at once: `Granted`).  Dropping the
     /// future while a lock waits withdraws it; a grant that comes anyway
     /// is unlocked over its range.
-    pub async fn plock(&self, call: FileLockCall) -> Result<PlockResult, LockError> {
+    ///
+    /// The call is handed to the driver now, before the future is first
+    /// polled: calls made one after the other reach their masters in
+    /// that order, however their futures are then awaited.
+    pub fn plock(
+        &self,
+        call: FileLockCall,
+    ) -> impl std::future::Future<Output = Result<PlockResult, LockError>> + Send + 'static {
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let (reply, rx) = oneshot::channel();
-        self.cmd(Cmd::Plock {
+        let sent = self.cmd(Cmd::Plock {
             call,
             events: events_tx,
             reply,
-        })?;
-        let Some(id) = rx.await.map_err(|_| LockError::Shutdown)?? else {
-            return Ok(PlockResult::Granted);
-        };
-        let mut guard = Guard {
-            dlm: self,
-            cmd: Some(Cmd::PlockCancel(id)),
-        };
-        loop {
-            match events.recv().await {
-                None => return Err(LockError::Shutdown),
-                Some(Completion::Plock { result, .. }) => {
-                    guard.cmd = None;
-                    return Ok(result);
+        });
+        let dlm = self.clone();
+        async move {
+            sent?;
+            let Some(id) = rx.await.map_err(|_| LockError::Shutdown)?? else {
+                return Ok(PlockResult::Granted);
+            };
+            let mut guard = Guard {
+                dlm: &dlm,
+                cmd: Some(Cmd::PlockCancel(id)),
+            };
+            loop {
+                match events.recv().await {
+                    None => return Err(LockError::Shutdown),
+                    Some(Completion::Plock { result, .. }) => {
+                        guard.cmd = None;
+                        return Ok(result);
+                    }
+                    Some(Completion::Refused { reason, .. }) => {
+                        guard.cmd = None;
+                        return Err(reason.into());
+                    }
+                    Some(_) => {}
                 }
-                Some(Completion::Refused { reason, .. }) => {
-                    guard.cmd = None;
-                    return Err(reason.into());
-                }
-                Some(_) => {}
             }
         }
     }

@@ -32,7 +32,6 @@
 //! blocking thread pool, one request per call.
 
 mod creds;
-mod locks;
 mod sys;
 #[cfg(test)]
 mod tests;
@@ -69,8 +68,6 @@ pub struct FileService {
     /// are not the volume's.
     mount_id: libc::c_int,
     table: Mutex<OpenTable>,
-    /// Clients' fcntl and flock locks.
-    locks: locks::ClientLocks,
 }
 
 struct OpenTable {
@@ -145,7 +142,6 @@ impl FileService {
                 next,
                 files: HashMap::new(),
             }),
-            locks: locks::ClientLocks::default(),
         })
     }
 
@@ -169,20 +165,13 @@ impl FileService {
         }
     }
 
-    /// Close everything `client` has open and drop its locks (it left or
-    /// died).  Returns how many opens were closed and how many of its
-    /// lock owners held locks.
-    pub fn release_client(&self, client: u64) -> (usize, usize) {
-        let lock_owners = self.locks.release_client(client);
+    /// Close everything `client` has open (it left or died).  Returns
+    /// how many opens were closed.
+    pub fn release_client(&self, client: u64) -> usize {
         let mut t = lock(&self.table);
         let before = t.files.len();
         t.files.retain(|_, f| f.client != client);
-        (before - t.files.len(), lock_owners)
-    }
-
-    /// How many clients' lock owners hold locks.
-    pub fn lock_owners(&self) -> usize {
-        self.locks.owners()
+        before - t.files.len()
     }
 
     /// How many files and directories clients have open.
@@ -497,16 +486,14 @@ impl FileService {
                 let n = sys::write_dsync(f.fd.as_fd(), buf, (!append).then_some(offset))?;
                 Ok(R::Written(n as u32))
             }
-            Op::Flush { fh, lock_owner } => {
+            Op::Flush { fh } => {
                 // Writes went straight to the owner's XFS: nothing to
-                // push.  A close drops the closer's fcntl locks.
-                let (f, _, _) = self.file(client, fh)?;
-                self.locks.flush(client, f.fd.as_fd(), lock_owner)?;
+                // push.
+                self.get(client, fh)?;
                 Ok(R::Ok)
             }
             Op::Release { fh, .. } => {
                 self.remove(client, fh)?;
-                self.locks.release(client, fh);
                 Ok(R::Ok)
             }
             Op::Releasedir { fh } => {
@@ -617,19 +604,6 @@ impl FileService {
                 let f = self.resolve(&handle)?;
                 let _c = AsCaller::enter(creds)?;
                 sys::faccess(f.as_fd(), mask)?;
-                Ok(R::Ok)
-            }
-            // Locks are the daemon's own (the client's kernel checked the
-            // caller's access mode to its file): no caller credentials.
-            Op::Getlk { fh, lock } => {
-                let (f, _, _) = self.file(client, fh)?;
-                Ok(R::Lock(self.locks.test(client, f.fd.as_fd(), &lock)?))
-            }
-            Op::Setlk {
-                fh, lock, flock, ..
-            } => {
-                let (f, _, _) = self.file(client, fh)?;
-                self.locks.set(client, fh, f.fd.as_fd(), &lock, flock)?;
                 Ok(R::Ok)
             }
             Op::Fallocate {

@@ -556,31 +556,6 @@ pub fn umask(mask: libc::mode_t) -> libc::mode_t {
     unsafe { libc::umask(mask) }
 }
 
-/// An open file description lock (`F_OFD_SETLK`, never waits) or the
-/// first lock that conflicts with `fl` (`F_OFD_GETLK`, written back into
-/// `fl`).
-pub fn ofd_lock(fd: BorrowedFd<'_>, test: bool, fl: &mut libc::flock) -> SysResult<()> {
-    let cmd = if test {
-        libc::F_OFD_GETLK
-    } else {
-        libc::F_OFD_SETLK
-    };
-    // SAFETY: `fl` is a valid struct flock for reads and writes.
-    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), cmd, fl as *mut libc::flock) }).map(|_| ())
-}
-
-/// flock(2); `op` is LOCK_SH, LOCK_EX or LOCK_UN, with LOCK_NB or not.
-pub fn flock(fd: BorrowedFd<'_>, op: libc::c_int) -> SysResult<()> {
-    // SAFETY: plain call on a valid fd.
-    cvt(unsafe { libc::flock(fd.as_raw_fd(), op) }).map(|_| ())
-}
-
-/// The open flags of a descriptor (`F_GETFL`).
-pub fn getfl(fd: BorrowedFd<'_>) -> SysResult<libc::c_int> {
-    // SAFETY: plain call on a valid fd.
-    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })
-}
-
 /// `makedev` / `major` / `minor` of userspace dev_t.
 pub fn makedev(major: u32, minor: u32) -> u64 {
     libc::makedev(major, minor)

@@ -4,9 +4,8 @@
 
 use super::*;
 use crate::test_support::TempDir;
-use crate::wire::fileop::{opcode, LockSpec};
+use crate::wire::fileop::opcode;
 use std::collections::HashSet;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 
@@ -150,7 +149,6 @@ impl Fx {
         self.ok(Op::Release {
             fh,
             flags: 0,
-            lock_owner: None,
             flush: true,
         });
     }
@@ -971,7 +969,7 @@ fn open_ids_belong_to_their_client() {
         ),
         libc::EISDIR
     );
-    assert_eq!(fx.fs.release_client(7), (1, 0));
+    assert_eq!(fx.fs.release_client(7), 1);
     assert_eq!(fx.fs.handle_from(7, read()), FileReply::Errno(libc::EBADF));
     assert_eq!(fx.fs.open_count(), 1);
     assert_eq!(
@@ -980,22 +978,10 @@ fn open_ids_belong_to_their_client() {
             Op::Release {
                 fh: 12345,
                 flags: 0,
-                lock_owner: None,
                 flush: false
             }
         ),
         libc::EBADF
-    );
-    // locks are taken on files, not directories
-    assert_eq!(
-        fx.errno(
-            root_creds(),
-            Op::Getlk {
-                fh: dfh,
-                lock: LockSpec::default()
-            }
-        ),
-        libc::EISDIR
     );
     // forget is accepted and does nothing
     fx.ok(Op::Forget {
@@ -1114,222 +1100,4 @@ fn the_service_is_shared_by_worker_threads() {
     // the runtime calls handle() from a blocking pool, several at once
     fn shared<T: Send + Sync>() {}
     shared::<FileService>();
-}
-
-/// A client's lock request through the service.
-fn setlk(
-    fx: &Fx,
-    client: u64,
-    fh: u64,
-    owner: u64,
-    range: (u64, u64),
-    typ: i32,
-    flock: bool,
-) -> FileReply {
-    fx.fs.handle_from(
-        client,
-        FileRequest {
-            creds: root_creds(),
-            op: Op::Setlk {
-                fh,
-                lock: LockSpec {
-                    lock_owner: owner,
-                    start: range.0,
-                    end: range.1,
-                    typ,
-                    pid: 9,
-                },
-                sleep: false,
-                flock,
-            },
-        },
-    )
-}
-
-fn getlk(fx: &Fx, client: u64, fh: u64, owner: u64, range: (u64, u64), typ: i32) -> LockSpec {
-    let r = fx.fs.handle_from(
-        client,
-        FileRequest {
-            creds: root_creds(),
-            op: Op::Getlk {
-                fh,
-                lock: LockSpec {
-                    lock_owner: owner,
-                    start: range.0,
-                    end: range.1,
-                    typ,
-                    pid: 9,
-                },
-            },
-        },
-    );
-    match r {
-        FileReply::Lock(l) => l,
-        r => panic!("getlk: {r:?}"),
-    }
-}
-
-fn open_as(fx: &Fx, client: u64, h: &Handle, flags: i32) -> u64 {
-    match fx.fs.handle_from(
-        client,
-        FileRequest {
-            creds: root_creds(),
-            op: Op::Open {
-                handle: h.clone(),
-                flags,
-            },
-        },
-    ) {
-        FileReply::Opened { fh } => fh,
-        r => panic!("open as {client}: {r:?}"),
-    }
-}
-
-#[test]
-fn client_locks_conflict_across_clients_and_with_local_processes() {
-    use super::locks::LOCK_EOF;
-    let fx = Fx::new("locks");
-    let root = fx.root();
-    let (h, _, fh0) = fx.create(&root, "f", libc::O_RDWR);
-    fx.release(fh0);
-    let a = open_as(&fx, 7, &h, libc::O_RDWR);
-    let b = open_as(&fx, 8, &h, libc::O_RDWR);
-    let eof = LOCK_EOF;
-
-    // client 7 owner 1 write-locks 0..=99; client 8 cannot, client 7's
-    // other owner cannot, the same owner can extend it
-    assert_eq!(
-        setlk(&fx, 7, a, 1, (0, 99), libc::F_WRLCK, false),
-        FileReply::Ok
-    );
-    assert_eq!(
-        setlk(&fx, 8, b, 1, (50, 60), libc::F_RDLCK, false),
-        FileReply::Errno(libc::EAGAIN)
-    );
-    assert_eq!(
-        setlk(&fx, 7, a, 2, (99, 99), libc::F_WRLCK, false),
-        FileReply::Errno(libc::EAGAIN)
-    );
-    assert_eq!(
-        setlk(&fx, 7, a, 1, (0, 199), libc::F_WRLCK, false),
-        FileReply::Ok
-    );
-    assert_eq!(
-        setlk(&fx, 8, b, 1, (200, eof), libc::F_WRLCK, false),
-        FileReply::Ok
-    );
-    // getlk sees the other's lock, and never one's own
-    let l = getlk(&fx, 8, b, 1, (0, eof), libc::F_RDLCK);
-    assert_eq!((l.typ, l.start, l.end), (libc::F_WRLCK, 0, 199));
-    assert_eq!(l.pid, 0, "a holder on another node has no pid here");
-    // another lock owner of the same client learns the holder's pid
-    let l = getlk(&fx, 7, a, 3, (0, 10), libc::F_WRLCK);
-    assert_eq!((l.typ, l.pid), (libc::F_WRLCK, 9));
-    assert_eq!(
-        getlk(&fx, 7, a, 1, (0, 199), libc::F_WRLCK).typ,
-        libc::F_UNLCK
-    );
-    // a partial unlock splits: 100..=199 is free for client 8 now
-    assert_eq!(
-        setlk(&fx, 7, a, 1, (100, 199), libc::F_UNLCK, false),
-        FileReply::Ok
-    );
-    assert_eq!(
-        setlk(&fx, 8, b, 1, (100, 150), libc::F_WRLCK, false),
-        FileReply::Ok
-    );
-
-    // a process on the owner (this test, through its own descriptor)
-    // meets the clients' locks, and they meet its
-    let local = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(fx.path("f"))
-        .unwrap();
-    let mut fl = libc::flock {
-        l_type: libc::F_WRLCK as libc::c_short,
-        l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: 10,
-        l_len: 1,
-        l_pid: 0,
-    };
-    // SAFETY: a valid fd and struct flock.
-    let r = unsafe { libc::fcntl(local.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
-    assert_eq!(r, -1, "a client holds 0..=99");
-    fl.l_start = 1000;
-    // SAFETY: as above.
-    let r = unsafe { libc::fcntl(local.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
-    assert_eq!(r, -1, "client 8 holds 200..");
-
-    // flock locks are another kind: no conflict with fcntl ones, but
-    // with each other's, and with the owner's own flock
-    assert_eq!(
-        setlk(&fx, 7, a, 5, (0, eof), libc::F_WRLCK, true),
-        FileReply::Ok
-    );
-    assert_eq!(
-        setlk(&fx, 8, b, 5, (0, eof), libc::F_RDLCK, true),
-        FileReply::Errno(libc::EAGAIN)
-    );
-    // SAFETY: a valid fd.
-    let r = unsafe { libc::flock(local.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
-    assert_eq!(r, -1, "client 7 holds the flock");
-    // a flock is whole-file only
-    assert_eq!(
-        setlk(&fx, 7, a, 5, (0, 9), libc::F_WRLCK, true),
-        FileReply::Errno(libc::EINVAL)
-    );
-    assert_eq!(
-        setlk(&fx, 7, a, 5, (0, 9), 9, false),
-        FileReply::Errno(libc::EINVAL)
-    );
-
-    // client 7's close by owner 1 (FLUSH) drops its fcntl locks, not the
-    // flock; the release of the open drops the flock
-    let flush = fx.fs.handle_from(
-        7,
-        FileRequest {
-            creds: root_creds(),
-            op: Op::Flush {
-                fh: a,
-                lock_owner: 1,
-            },
-        },
-    );
-    assert_eq!(flush, FileReply::Ok);
-    assert_eq!(
-        setlk(&fx, 8, b, 1, (0, 99), libc::F_WRLCK, false),
-        FileReply::Ok
-    );
-    assert_eq!(
-        setlk(&fx, 8, b, 5, (0, eof), libc::F_RDLCK, true),
-        FileReply::Errno(libc::EAGAIN)
-    );
-    let release = fx.fs.handle_from(
-        7,
-        FileRequest {
-            creds: root_creds(),
-            op: Op::Release {
-                fh: a,
-                flags: libc::O_RDWR,
-                lock_owner: None,
-                flush: false,
-            },
-        },
-    );
-    assert_eq!(release, FileReply::Ok);
-    assert_eq!(
-        setlk(&fx, 8, b, 5, (0, eof), libc::F_RDLCK, true),
-        FileReply::Ok
-    );
-
-    // a client that goes drops everything it held
-    assert!(fx.fs.lock_owners() >= 2);
-    assert_eq!(fx.fs.release_client(8).0, 1);
-    assert_eq!(fx.fs.lock_owners(), 0);
-    fl.l_start = 0;
-    fl.l_len = 0;
-    // SAFETY: as above.
-    let r = unsafe { libc::fcntl(local.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
-    assert_eq!(r, 0, "nothing is held any more");
 }

@@ -36,7 +36,7 @@ pub const READDIR_SIZE: u32 = 4096;
 const NOT_ON_REOPEN: i32 = libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC;
 
 /// A file or directory open through the FUSE mount.
-pub(super) struct OpenFile {
+struct OpenFile {
     handle: Handle,
     /// The open's flags, less [`NOT_ON_REOPEN`].
     flags: i32,
@@ -45,7 +45,7 @@ pub(super) struct OpenFile {
     /// caller's of the moment (the descriptor may have been passed on).
     creds: Creds,
     /// The owner's open id.
-    pub(super) owner_fh: AtomicU64,
+    owner_fh: AtomicU64,
     /// One reopen at a time.
     reopen: Mutex<()>,
     /// Our `fh` of it, and its slot in the keep.
@@ -68,13 +68,11 @@ pub enum Xattr {
 }
 
 pub struct Client<F> {
-    /// Shared with the threads that wait for locks.
-    pub(super) fwd: Arc<F>,
+    fwd: F,
     pub(super) nodes: Nodes,
     opens: Mutex<HashMap<u64, Arc<OpenFile>>>,
     next_fh: AtomicU64,
     pub(super) groups: Groups,
-    pub(super) lock_metrics: Arc<crate::metrics::LockMetrics>,
     /// What a restarted daemon needs (none in tests).
     keep: Option<Arc<Keep>>,
     /// The origin session of this connection's requests: the kept one,
@@ -131,12 +129,7 @@ fn ok(op: &'static str, r: FileReply) -> R<()> {
 impl<F: Forward> Client<F> {
     /// A client of the volume whose root handle is `root`: one getattr of
     /// it (as root), which must answer a directory.
-    pub fn new(
-        fwd: F,
-        root: Handle,
-        lock_metrics: Arc<crate::metrics::LockMetrics>,
-        keep: Option<Arc<Keep>>,
-    ) -> io::Result<Client<F>> {
+    pub fn new(fwd: F, root: Handle, keep: Option<Arc<Keep>>) -> io::Result<Client<F>> {
         let creds = Creds {
             uid: 0,
             gid: 0,
@@ -164,12 +157,11 @@ impl<F: Forward> Client<F> {
             return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
         }
         Ok(Client {
-            fwd: Arc::new(fwd),
+            fwd,
             nodes: Nodes::with_keep(root, attr.ino, keep.clone()),
             opens: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             groups: Groups::default(),
-            lock_metrics,
             session: keep
                 .as_ref()
                 .map_or_else(|| uuid::Uuid::new_v4().as_u64_pair().0 | 1, |k| k.session()),
@@ -305,7 +297,7 @@ impl<F: Forward> Client<F> {
         fh
     }
 
-    pub(super) fn open_file(&self, fh: u64) -> R<Arc<OpenFile>> {
+    fn open_file(&self, fh: u64) -> R<Arc<OpenFile>> {
         lock(&self.opens).get(&fh).cloned().ok_or_else(|| {
             warn!(fh, "request for an unknown FUSE file handle");
             Errno::from_i32(libc::EBADF)
@@ -355,7 +347,7 @@ impl<F: Forward> Client<F> {
 
     /// Forward `op(owner open id)` for our `fh`; on EBADF (the owner does
     /// not know the id: a new owner) reopen and try once more.
-    pub(super) fn on_open(&self, creds: &Creds, fh: u64, op: impl Fn(u64) -> Op) -> R<FileReply> {
+    fn on_open(&self, creds: &Creds, fh: u64, op: impl Fn(u64) -> Op) -> R<FileReply> {
         let f = self.open_file(fh)?;
         let used = f.owner_fh.load(Ordering::Acquire);
         let r = self.call(creds, op(used));
@@ -578,7 +570,6 @@ impl<F: Forward> Client<F> {
                             Op::Release {
                                 fh,
                                 flags,
-                                lock_owner: None,
                                 flush: false,
                             },
                         );
@@ -621,11 +612,10 @@ impl<F: Forward> Client<F> {
         }
     }
 
-    pub fn flush(&self, c: &Creds, fh: u64, lock_owner: u64) -> R<()> {
+    pub fn flush(&self, c: &Creds, fh: u64) -> R<()> {
         let f = self.open_file(fh)?;
         let op = Op::Flush {
             fh: f.owner_fh.load(Ordering::Acquire),
-            lock_owner,
         };
         match self.call(c, op) {
             // A new owner that does not know the file has nothing of it
@@ -637,14 +627,7 @@ impl<F: Forward> Client<F> {
 
     /// release and releasedir: the file leaves our table whatever the
     /// owner says (the kernel ignores release errors).
-    pub fn release(
-        &self,
-        c: &Creds,
-        fh: u64,
-        flags: i32,
-        lock_owner: Option<u64>,
-        flush: bool,
-    ) -> R<()> {
+    pub fn release(&self, c: &Creds, fh: u64, flags: i32, flush: bool) -> R<()> {
         let Some(f) = lock(&self.opens).remove(&fh) else {
             warn!(fh, "release of an unknown FUSE file handle");
             return Err(Errno::from_i32(libc::EBADF));
@@ -659,7 +642,6 @@ impl<F: Forward> Client<F> {
             Op::Release {
                 fh: owner_fh,
                 flags,
-                lock_owner,
                 flush,
             }
         };

@@ -56,7 +56,6 @@ pub fn reply_kind(r: &FileReply) -> &'static str {
         FileReply::Statfs(_) => "Statfs",
         FileReply::XattrSize(_) => "XattrSize",
         FileReply::Offset(_) => "Offset",
-        FileReply::Lock(_) => "Lock",
         FileReply::Errno(_) => "Errno",
     }
 }

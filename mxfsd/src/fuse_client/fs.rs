@@ -11,30 +11,29 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLock,
-    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tracing::{debug, warn};
 
 use super::client::{Client, Xattr};
 use super::convert::{time_set, timespec};
-use super::locks::SetLk;
 use super::Forward;
-use crate::wire::fileop::{Creds, LockSpec, SetAttr, MAX_IO};
+use crate::wire::fileop::{Creds, SetAttr, MAX_IO};
 
 /// Entry and attribute timeout: nothing is cached (coherence contract).
 const TTL: Duration = Duration::ZERO;
 
 /// INIT flags asked for when the kernel has them (fuser adds
 /// ASYNC_READ, BIG_WRITES and MAX_PAGES itself).  Left out on purpose:
-/// FLOCK_LOCKS (the module sends flock as a marked POSIX lock instead,
-/// see `locks`), DO_READDIRPLUS and WRITEBACK_CACHE (they cache), POSIX_ACL (the owner's
-/// XFS checks ACLs; the kernel forwards their xattrs as they are),
-/// CACHE_SYMLINKS, DIRECT_IO_ALLOW_MMAP (shared mmap would cache).
-const WANTED: [(InitFlags, &str); 5] = [
-    // fcntl locks (and the module's flock) go to the owner, so that they
-    // conflict with every other node's.
-    (InitFlags::FUSE_POSIX_LOCKS, "POSIX_LOCKS"),
+/// POSIX_LOCKS and FLOCK_LOCKS (fcntl and flock calls on the mxfs mount
+/// go through the module's FILE_LOCK to this node's DLM, see
+/// `crate::file_locks`, and never reach FUSE; without these flags the
+/// FUSE kernel keeps any lock it is asked for locally), DO_READDIRPLUS
+/// and WRITEBACK_CACHE (they cache), POSIX_ACL (the owner's XFS checks
+/// ACLs; the kernel forwards their xattrs as they are), CACHE_SYMLINKS,
+/// DIRECT_IO_ALLOW_MMAP (shared mmap would cache).
+const WANTED: [(InitFlags, &str); 4] = [
     // The owner applies the caller's umask itself, so a default ACL on
     // the parent wins over it as locally.
     (InitFlags::FUSE_DONT_MASK, "DONT_MASK"),
@@ -62,16 +61,6 @@ fn reply_entry(reply: ReplyEntry, r: Result<(fuser::FileAttr, Generation), Errno
     match r {
         Ok((attr, generation)) => reply.entry(&TTL, &attr, generation),
         Err(e) => reply.error(e),
-    }
-}
-
-fn lock_spec(owner: LockOwner, start: u64, end: u64, typ: i32, pid: u32) -> LockSpec {
-    LockSpec {
-        lock_owner: owner.0,
-        start,
-        end,
-        typ,
-        pid,
     }
 }
 
@@ -295,10 +284,10 @@ impl<F: Forward> Filesystem for Client<F> {
         req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
-        lock_owner: LockOwner,
+        _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.flush(&self.creds_of(req), fh.0, lock_owner.0));
+        reply_empty(reply, self.flush(&self.creds_of(req), fh.0));
     }
 
     fn release(
@@ -307,17 +296,11 @@ impl<F: Forward> Filesystem for Client<F> {
         _ino: INodeNo,
         fh: FileHandle,
         flags: OpenFlags,
-        lock_owner: Option<LockOwner>,
+        _lock_owner: Option<LockOwner>,
         flush: bool,
         reply: ReplyEmpty,
     ) {
-        let r = self.release(
-            &self.creds_of(req),
-            fh.0,
-            flags.0,
-            lock_owner.map(|l| l.0),
-            flush,
-        );
+        let r = self.release(&self.creds_of(req), fh.0, flags.0, flush);
         reply_empty(reply, r);
     }
 
@@ -373,7 +356,7 @@ impl<F: Forward> Filesystem for Client<F> {
         flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        let r = self.release(&self.creds_of(req), fh.0, flags.0, None, false);
+        let r = self.release(&self.creds_of(req), fh.0, flags.0, false);
         reply_empty(reply, r);
     }
 
@@ -449,53 +432,6 @@ impl<F: Forward> Filesystem for Client<F> {
                 FopenFlags::FOPEN_DIRECT_IO,
             ),
             Err(e) => reply.error(e),
-        }
-    }
-
-    fn getlk(
-        &self,
-        req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        lock_owner: LockOwner,
-        start: u64,
-        end: u64,
-        typ: i32,
-        pid: u32,
-        reply: ReplyLock,
-    ) {
-        let lock = lock_spec(lock_owner, start, end, typ, pid);
-        match self.getlk(&self.creds_of(req), fh.0, lock) {
-            Ok(l) => reply.locked(l.start, l.end, l.typ, l.pid),
-            Err(e) => reply.error(e),
-        }
-    }
-
-    fn setlk(
-        &self,
-        req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        lock_owner: LockOwner,
-        start: u64,
-        end: u64,
-        typ: i32,
-        pid: u32,
-        sleep: bool,
-        reply: ReplyEmpty,
-    ) {
-        let lock = lock_spec(lock_owner, start, end, typ, pid);
-        match self.setlk(&self.creds_of(req), fh.0, lock, sleep) {
-            SetLk::Done(r) => reply_empty(reply, r),
-            SetLk::Wait(waiter) => {
-                // Off the FUSE workers: the holder's unlock needs one.
-                let spawned = std::thread::Builder::new()
-                    .name("mxfs-lockwait".into())
-                    .spawn(move || reply_empty(reply, waiter.wait()));
-                if let Err(e) = spawned {
-                    warn!("no thread to wait for a lock: {e}");
-                }
-            }
         }
     }
 

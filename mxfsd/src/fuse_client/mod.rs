@@ -21,10 +21,11 @@
 //!   read from `/proc/<pid>/status`, umask with `FUSE_DONT_MASK`), so XFS
 //!   checks modes and ACLs exactly as for a local process.  `allow_other`,
 //!   since every user works through the mxfs mount above.
-//! - **Locks are the owner's**: `FUSE_POSIX_LOCKS` sends fcntl locks to
-//!   us, and the module sends flock as a marked POSIX lock (FUSE's own
-//!   flock flag does not reach fuser's API); both go to the owner, whose
-//!   kernel arbitrates ([`locks`], `fileserv::locks`).
+//! - **Locks are not ours**: no `FUSE_POSIX_LOCKS` or `FUSE_FLOCK_LOCKS`,
+//!   so no lock request reaches us; the module sends the fcntl and flock
+//!   calls on the mxfs mount's regular files to this node's mxfsd over
+//!   netlink (FILE_LOCK), which serves them through the DLM
+//!   ([`crate::file_locks`]).
 //! - **Node ids are the owner's inode numbers** (the root excepted, which
 //!   FUSE numbers 1), with the generation from the handle: `st_ino` is the
 //!   same on every node, hard links share one kernel inode, and a reused
@@ -45,7 +46,6 @@ mod convert;
 mod creds;
 mod fs;
 pub mod keep;
-mod locks;
 mod nodes;
 #[cfg(test)]
 mod tests;
@@ -94,16 +94,11 @@ pub struct MountConfig {
     /// FUSE worker threads: each blocks on one forwarded request, so this
     /// is how many requests can be in flight to the owner.
     pub threads: usize,
-    /// Where lock requests and their grant latency are counted.
-    pub lock_metrics: std::sync::Arc<crate::metrics::LockMetrics>,
 }
 
 impl Default for MountConfig {
     fn default() -> Self {
-        MountConfig {
-            threads: 8,
-            lock_metrics: Default::default(),
-        }
+        MountConfig { threads: 8 }
     }
 }
 
@@ -138,12 +133,7 @@ pub fn mount<F: Forward>(
     config: &MountConfig,
 ) -> io::Result<FuseMount> {
     let keep = Arc::new(Keep::create()?);
-    let client = Client::new(
-        forward,
-        root,
-        config.lock_metrics.clone(),
-        Some(keep.clone()),
-    )?;
+    let client = Client::new(forward, root, Some(keep.clone()))?;
     let dev = Arc::new(conn::open_and_mount(mountpoint, FSNAME, &kernel_options())?);
     // From here a failure unmounts again.
     serve(mountpoint, client, dev, keep, None, config).inspect_err(|_| {
@@ -169,12 +159,7 @@ pub fn resume<F: Forward>(
         );
     }
     let keep = Arc::new(keep);
-    let client = Client::new(
-        forward,
-        root,
-        config.lock_metrics.clone(),
-        Some(keep.clone()),
-    )?;
+    let client = Client::new(forward, root, Some(keep.clone()))?;
     client.restore(&kept);
     info!(
         nodes = kept.nodes.len(),

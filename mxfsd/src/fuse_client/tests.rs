@@ -284,7 +284,7 @@ impl Script {
 fn client() -> (&'static Script, Client<&'static Script>) {
     let s: &'static Script = Box::leak(Box::default());
     s.push(FileReply::Attr(attr(128, libc::S_IFDIR | 0o755)));
-    let c = Client::new(s, h(0), Default::default(), None).unwrap();
+    let c = Client::new(s, h(0), None).unwrap();
     (s, c)
 }
 
@@ -301,14 +301,12 @@ fn who() -> Creds {
 fn start_needs_a_root_directory() {
     let s: &'static Script = Box::leak(Box::default());
     s.push(FileReply::Attr(attr(128, libc::S_IFREG | 0o644)));
-    assert!(Client::new(s, h(0), Default::default(), None).is_err());
+    assert!(Client::new(s, h(0), None).is_err());
     s.push(FileReply::Errno(libc::ESTALE));
-    let e = Client::new(s, h(0), Default::default(), None)
-        .err()
-        .unwrap();
+    let e = Client::new(s, h(0), None).err().unwrap();
     assert_eq!(e.raw_os_error(), Some(libc::ESTALE));
     s.push(FileReply::Ok);
-    assert!(Client::new(s, h(0), Default::default(), None).is_err());
+    assert!(Client::new(s, h(0), None).is_err());
     assert!(matches!(&s.ops()[0], Op::Getattr { handle, fh: None } if *handle == h(0)));
 }
 
@@ -545,22 +543,21 @@ fn flush_and_release_take_ebadf_as_done() {
     let (s, c) = client();
     let fh = opened(s, &c, libc::O_RDONLY);
     s.push(FileReply::Errno(libc::EBADF));
-    c.flush(&who(), fh, 3).unwrap();
+    c.flush(&who(), fh).unwrap();
     assert_eq!(c.open_count(), 1);
     s.push(FileReply::Errno(libc::EBADF));
-    c.release(&who(), fh, libc::O_RDONLY, None, false).unwrap();
+    c.release(&who(), fh, libc::O_RDONLY, false).unwrap();
     assert_eq!(c.open_count(), 0);
     assert_eq!(
         s.last().op,
         Op::Release {
             fh: 10,
             flags: libc::O_RDONLY,
-            lock_owner: None,
             flush: false
         }
     );
     assert_eq!(
-        c.release(&who(), fh, 0, None, false).unwrap_err(),
+        c.release(&who(), fh, 0, false).unwrap_err(),
         Errno::from_i32(libc::EBADF)
     );
 }
@@ -637,7 +634,7 @@ fn readdir_maps_dot_entries_and_asks_for_unknown_types() {
     s.push(FileReply::Dirents(vec![de(5, 1, libc::DT_REG, "a/b")]));
     assert_eq!(c.readdir(&who(), ROOT, fh, 3).unwrap_err(), Errno::EIO);
     s.push(FileReply::Ok);
-    c.release(&who(), fh, 0, None, false).unwrap();
+    c.release(&who(), fh, 0, false).unwrap();
     assert_eq!(s.last().op, Op::Releasedir { fh: 20 });
 }
 

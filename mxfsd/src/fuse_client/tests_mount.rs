@@ -72,10 +72,7 @@ impl Fx {
         let back = TempDir::new(&format!("{tag}-back"));
         let mnt = TempDir::new(&format!("{tag}-mnt"));
         let (owner, root) = Loopback::open(&back.0);
-        let config = MountConfig {
-            threads: 4,
-            ..MountConfig::default()
-        };
+        let config = MountConfig { threads: 4 };
         let mount = mount(&mnt.0, root, owner.clone(), &config)
             .expect("FUSE mount (needs root and /dev/fuse)");
         Fx {
@@ -716,93 +713,6 @@ fn a_default_acl_wins_over_the_umask() {
         fs::metadata(fx.b("g")).unwrap().mode() & 0o777,
         0o666 & !current_umask()
     );
-    fx.done();
-}
-
-fn ofd(file: &File, cmd: libc::c_int, typ: libc::c_int, start: i64, len: i64) -> i32 {
-    let mut fl = libc::flock {
-        l_type: typ as libc::c_short,
-        l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: start,
-        l_len: len,
-        l_pid: 0,
-    };
-    // SAFETY: a valid fd and struct flock.
-    let r = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl) };
-    if r < 0 {
-        return last_errno();
-    }
-    if cmd == libc::F_OFD_GETLK {
-        return i32::from(fl.l_type);
-    }
-    0
-}
-
-#[test]
-fn fcntl_locks_go_to_the_owner_and_a_waiting_lock_is_granted_on_unlock() {
-    let fx = Fx::new("locks");
-    fs::write(fx.m("f"), b"x").unwrap();
-    let rw = |p: PathBuf| OpenOptions::new().read(true).write(true).open(p).unwrap();
-    let one = rw(fx.m("f"));
-    let two = rw(fx.m("f"));
-    // the owner's side: a process there, on the backing file
-    let local = rw(fx.b("f"));
-
-    // OFD locks through the mount: two open files are two owners
-    assert_eq!(ofd(&one, libc::F_OFD_SETLK, libc::F_WRLCK, 0, 10), 0);
-    assert_eq!(
-        ofd(&two, libc::F_OFD_SETLK, libc::F_WRLCK, 5, 1),
-        libc::EAGAIN
-    );
-    assert_eq!(
-        ofd(&two, libc::F_OFD_GETLK, libc::F_RDLCK, 0, 0),
-        libc::F_WRLCK
-    );
-    assert_eq!(ofd(&two, libc::F_OFD_SETLK, libc::F_WRLCK, 10, 5), 0);
-    // ... and they are the owner's kernel's: a local process meets them
-    assert_eq!(
-        ofd(&local, libc::F_OFD_SETLK, libc::F_RDLCK, 3, 1),
-        libc::EAGAIN
-    );
-    assert_eq!(ofd(&local, libc::F_OFD_SETLK, libc::F_RDLCK, 20, 1), 0);
-    // and the mount meets the local one
-    assert_eq!(
-        ofd(&one, libc::F_OFD_GETLK, libc::F_WRLCK, 20, 1),
-        libc::F_RDLCK
-    );
-
-    // a waiting lock through the mount is granted when the local holder
-    // lets go, without holding up other requests meanwhile
-    let waiter = std::thread::spawn(move || {
-        let r = ofd(&two, libc::F_OFD_SETLKW, libc::F_WRLCK, 20, 1);
-        (r, two)
-    });
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(
-        !waiter.is_finished(),
-        "SETLKW returned while the lock was held"
-    );
-    assert_eq!(fs::read(fx.m("f")).unwrap(), b"x", "other requests go on");
-    assert_eq!(ofd(&local, libc::F_OFD_SETLK, libc::F_UNLCK, 20, 1), 0);
-    let (r, two) = waiter.join().unwrap();
-    assert_eq!(r, 0);
-    assert_eq!(
-        ofd(&local, libc::F_OFD_SETLK, libc::F_RDLCK, 20, 1),
-        libc::EAGAIN
-    );
-
-    // closing the mount's files gives everything back
-    drop(one);
-    drop(two);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while ofd(&local, libc::F_OFD_SETLK, libc::F_WRLCK, 0, 0) != 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "locks outlived their files"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    drop(local);
     fx.done();
 }
 

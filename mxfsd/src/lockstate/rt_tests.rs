@@ -1031,13 +1031,6 @@ fn records_are_written_cleared_and_purged() {
 
 // ---- the DLM's grants recorded ----
 
-/// A DLM alone in its view sends nothing.
-struct Nowhere;
-
-impl crate::dlm::Transport for Nowhere {
-    fn send(&mut self, _to: u64, _msg: crate::dlm::DlmMsg) {}
-}
-
 /// The lock records in `range` on the device, by lock slot.
 fn records_in(dev: &LockstateDevice, range: std::ops::Range<u32>) -> Vec<(u32, LockRecord)> {
     let ids: Vec<SlotId> = range.map(SlotId::Lock).collect();
@@ -1085,7 +1078,7 @@ fn the_dlm_records_each_grant_before_answering_and_clears_it_on_release() {
         .unwrap();
     rt.block_on(async {
         let (records, recorded) = watch::channel(RecorderState::Opening);
-        let (dlm, _task) = Dlm::spawn_recorded(a.id, Nowhere, recorded);
+        let (dlm, _task) = Dlm::spawn_recorded(a.id, crate::test_support::Nowhere, recorded);
         let view = (5u64 << 32) | 1;
         dlm.set_members(view, &[a.id]).await.unwrap();
         let q = RequestFlags { noqueue: false };

@@ -6,7 +6,9 @@
 //! `payload` (and of the reply's `errno`); the container, framing, epoch
 //! and request id belong to [`super`].  The request set maps one-to-one
 //! onto the FUSE low-level operations (fuser 0.18's `Filesystem`), so a
-//! client's FUSE server forwards each call as it comes.
+//! client's FUSE server forwards each call as it comes; fcntl and flock
+//! locks are not among them (they go through the DLM, see
+//! `crate::file_locks`).
 //!
 //! Objects are named by [`Handle`]: the owner's XFS file handle
 //! (`name_to_handle_at`), opaque to the client and valid on any owner of
@@ -106,17 +108,6 @@ const SA_MTIME_NOW: u32 = 128;
 const SA_CTIME: u32 = 256;
 const SA_ALL: u32 = 511;
 
-/// A POSIX byte-range lock (FUSE `getlk`/`setlk`; `typ` is F_RDLCK,
-/// F_WRLCK or F_UNLCK).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct LockSpec {
-    pub lock_owner: u64,
-    pub start: u64,
-    pub end: u64,
-    pub typ: i32,
-    pub pid: u32,
-}
-
 /// One forwarded call: who asks, and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileRequest {
@@ -211,12 +202,10 @@ pub enum Op {
     },
     Flush {
         fh: u64,
-        lock_owner: u64,
     },
     Release {
         fh: u64,
         flags: i32,
-        lock_owner: Option<u64>,
         flush: bool,
     },
     Fsync {
@@ -279,20 +268,6 @@ pub enum Op {
         mode: u32,
         umask: u32,
         flags: i32,
-    },
-    Getlk {
-        fh: u64,
-        lock: LockSpec,
-    },
-    /// Never blocks on the owner: a lock it cannot have at once is
-    /// EAGAIN, and the client retries while `sleep` says its caller
-    /// waits.  `flock`: a flock(2) lock (whole file, owned by the open
-    /// file) rather than an fcntl one; the two kinds never conflict.
-    Setlk {
-        fh: u64,
-        lock: LockSpec,
-        sleep: bool,
-        flock: bool,
     },
     Fallocate {
         fh: u64,
@@ -400,8 +375,6 @@ pub enum FileReply {
     XattrSize(u32),
     /// lseek.
     Offset(i64),
-    /// getlk: the conflicting lock, or `typ` F_UNLCK.
-    Lock(LockSpec),
     /// A positive errno, carried in the container's `errno` field.
     Errno(i32),
 }
@@ -438,8 +411,8 @@ pub mod opcode {
     pub const REMOVEXATTR: u32 = 27;
     pub const ACCESS: u32 = 28;
     pub const CREATE: u32 = 29;
-    pub const GETLK: u32 = 30;
-    pub const SETLK: u32 = 31;
+    // 30 and 31 were GETLK and SETLK (peer protocol version 3 and
+    // earlier): fcntl and flock locks now go through the DLM.
     pub const FALLOCATE: u32 = 32;
     pub const LSEEK: u32 = 33;
     pub const COPY_FILE_RANGE: u32 = 34;
@@ -450,8 +423,8 @@ pub mod opcode {
     /// running it twice differs from running it once (an O_APPEND write
     /// appends twice, a create answers EEXIST): what a client sends with
     /// an origin and the owner keeps the answer of (`wire::Origin`).
-    /// Reads, lookups, opens, releases and locks are left out: running
-    /// them again is harmless.
+    /// Reads, lookups, opens and releases are left out: running them
+    /// again is harmless.
     pub fn changes_state(opcode: u32) -> bool {
         matches!(
             opcode,
@@ -486,7 +459,7 @@ const R_DIRENTS: u8 = 7;
 const R_STATFS: u8 = 8;
 const R_XATTR_SIZE: u8 = 9;
 const R_OFFSET: u8 = 10;
-const R_LOCK: u8 = 11;
+// 11 was a getlk's lock (peer protocol version 3 and earlier).
 
 /// Smallest encoded dirent (ino, next, kind, name length, one byte),
 /// for bounding a count before allocating.
@@ -602,13 +575,6 @@ impl Wr {
         self.u32(t.nsec);
         Ok(())
     }
-    fn lock(&mut self, l: &LockSpec) {
-        self.u64(l.lock_owner);
-        self.u64(l.start);
-        self.u64(l.end);
-        self.i32(l.typ);
-        self.u32(l.pid);
-    }
     fn attr(&mut self, a: &Attr) -> Result<()> {
         for v in [a.ino, a.size, a.blocks] {
             self.u64(v);
@@ -700,15 +666,6 @@ impl Rd<'_> {
         check_time(&t)?;
         Ok(t)
     }
-    fn lockspec(&mut self) -> Result<LockSpec> {
-        Ok(LockSpec {
-            lock_owner: self.u64("lock")?,
-            start: self.u64("lock")?,
-            end: self.u64("lock")?,
-            typ: self.i32("lock")?,
-            pid: self.u32("lock")?,
-        })
-    }
     fn attr(&mut self) -> Result<Attr> {
         Ok(Attr {
             ino: self.u64("attr")?,
@@ -787,8 +744,6 @@ impl Op {
             Op::Removexattr { .. } => REMOVEXATTR,
             Op::Access { .. } => ACCESS,
             Op::Create { .. } => CREATE,
-            Op::Getlk { .. } => GETLK,
-            Op::Setlk { .. } => SETLK,
             Op::Fallocate { .. } => FALLOCATE,
             Op::Lseek { .. } => LSEEK,
             Op::CopyFileRange { .. } => COPY_FILE_RANGE,
@@ -914,19 +869,10 @@ impl Op {
                 w.bytes32(data);
                 w.u32(*write_flags);
             }
-            Op::Flush { fh, lock_owner } => {
-                w.u64(*fh);
-                w.u64(*lock_owner);
-            }
-            Op::Release {
-                fh,
-                flags,
-                lock_owner,
-                flush,
-            } => {
+            Op::Flush { fh } => w.u64(*fh),
+            Op::Release { fh, flags, flush } => {
                 w.u64(*fh);
                 w.i32(*flags);
-                w.opt_u64(*lock_owner);
                 w.bool(*flush);
             }
             Op::Fsync { fh, datasync } | Op::Fsyncdir { fh, datasync } => {
@@ -979,21 +925,6 @@ impl Op {
                 w.u32(*mode);
                 w.u32(*umask);
                 w.i32(*flags);
-            }
-            Op::Getlk { fh, lock } => {
-                w.u64(*fh);
-                w.lock(lock);
-            }
-            Op::Setlk {
-                fh,
-                lock,
-                sleep,
-                flock,
-            } => {
-                w.u64(*fh);
-                w.lock(lock);
-                w.bool(*sleep);
-                w.bool(*flock);
             }
             Op::Fallocate {
                 fh,
@@ -1185,14 +1116,10 @@ impl Op {
                 data: r.bytes32_max(MAX_IO, "write data")?,
                 write_flags: r.u32("write flags")?,
             },
-            FLUSH => Op::Flush {
-                fh: r.u64("fh")?,
-                lock_owner: r.u64("lock owner")?,
-            },
+            FLUSH => Op::Flush { fh: r.u64("fh")? },
             RELEASE => Op::Release {
                 fh: r.u64("fh")?,
                 flags: r.i32("flags")?,
-                lock_owner: r.opt_u64("lock owner")?,
                 flush: r.bool("flush")?,
             },
             FSYNC => Op::Fsync {
@@ -1242,16 +1169,6 @@ impl Op {
                 mode: r.u32("create")?,
                 umask: r.u32("create")?,
                 flags: r.i32("create")?,
-            },
-            GETLK => Op::Getlk {
-                fh: r.u64("fh")?,
-                lock: r.lockspec()?,
-            },
-            SETLK => Op::Setlk {
-                fh: r.u64("fh")?,
-                lock: r.lockspec()?,
-                sleep: r.bool("sleep")?,
-                flock: r.bool("flock")?,
             },
             FALLOCATE => Op::Fallocate {
                 fh: r.u64("fh")?,
@@ -1422,10 +1339,6 @@ impl FileReply {
                 w.u8(R_OFFSET);
                 w.i64(*o);
             }
-            FileReply::Lock(l) => {
-                w.u8(R_LOCK);
-                w.lock(l);
-            }
         }
         Ok(w.0)
     }
@@ -1481,7 +1394,6 @@ impl FileReply {
             }),
             R_XATTR_SIZE => FileReply::XattrSize(r.u32("xattr size")?),
             R_OFFSET => FileReply::Offset(r.i64("offset")?),
-            R_LOCK => FileReply::Lock(r.lockspec()?),
             _ => return Err(WireError::Invalid("reply kind")),
         };
         r.end()?;
@@ -1581,15 +1493,6 @@ mod tests {
                 mtime,
                 ctime,
             })
-    }
-    fn lockspec() -> impl Strategy<Value = LockSpec> {
-        any::<(u64, u64, u64, i32, u32)>().prop_map(|(lock_owner, start, end, typ, pid)| LockSpec {
-            lock_owner,
-            start,
-            end,
-            typ,
-            pid,
-        })
     }
     fn attr() -> impl Strategy<Value = Attr> {
         (
@@ -1695,17 +1598,12 @@ mod tests {
                         write_flags
                     }
                 ),
-                any::<(u64, u64)>().prop_map(|(fh, lock_owner)| Op::Flush { fh, lock_owner }),
-                any::<(u64, i32, Option<u64>, bool)>().prop_map(
-                    |(fh, flags, lock_owner, flush)| {
-                        Op::Release {
-                            fh,
-                            flags,
-                            lock_owner,
-                            flush,
-                        }
-                    }
-                ),
+                any::<u64>().prop_map(|fh| Op::Flush { fh }),
+                any::<(u64, i32, bool)>().prop_map(|(fh, flags, flush)| Op::Release {
+                    fh,
+                    flags,
+                    flush
+                }),
                 any::<(u64, bool)>().prop_map(|(fh, datasync)| Op::Fsync { fh, datasync }),
                 (handle(), any::<i32>()).prop_map(|(handle, flags)| Op::Opendir { handle, flags }),
                 (any::<(u64, u64)>(), 0..=MAX_IO as u32)
@@ -1740,15 +1638,6 @@ mod tests {
                     mode,
                     umask,
                     flags
-                }
-            ),
-            (any::<u64>(), lockspec()).prop_map(|(fh, lock)| Op::Getlk { fh, lock }),
-            (any::<u64>(), lockspec(), any::<bool>(), any::<bool>()).prop_map(
-                |(fh, lock, sleep, flock)| Op::Setlk {
-                    fh,
-                    lock,
-                    sleep,
-                    flock
                 }
             ),
             any::<(u64, u64, u64, i32)>().prop_map(|(fh, offset, length, mode)| Op::Fallocate {
@@ -1827,7 +1716,6 @@ mod tests {
             ),
             any::<u32>().prop_map(FileReply::XattrSize),
             any::<i64>().prop_map(FileReply::Offset),
-            lockspec().prop_map(FileReply::Lock),
             (1..=i32::MAX).prop_map(FileReply::Errno),
         ]
     }
@@ -2038,6 +1926,10 @@ mod tests {
         // both "now" and a time for one field, a non-0/1 bool
         let p = with(Op::Releasedir { fh: 1 }).encode_payload().unwrap();
         assert!(FileRequest::decode(999, &p).is_err());
+        // retired: GETLK, SETLK and the getlk reply
+        assert!(FileRequest::decode(30, &p).is_err());
+        assert!(FileRequest::decode(31, &p).is_err());
+        assert!(FileReply::decode(0, &[11]).is_err());
         assert!(FileReply::decode(0, &[99]).is_err());
         assert!(FileReply::decode(5, &[0]).is_err());
         let mut sa = with(Op::Setattr {

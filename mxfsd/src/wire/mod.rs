@@ -25,8 +25,11 @@
 //! cache.
 //!
 //! Version 2 added [`FileOp::origin`], version 3 the file-lock messages
-//! ([`PlockRequest`], [`PlockAnswer`], [`PlockRecover`]); a peer of
-//! another version is refused at the handshake.
+//! ([`PlockRequest`], [`PlockAnswer`], [`PlockRecover`]), version 4
+//! dropped the forwarded lock operations (GETLK, SETLK, the getlk reply
+//! and the lock owners of FLUSH and RELEASE: fcntl and flock locks go
+//! through the DLM only); a peer of another version is refused at the
+//! handshake.
 
 pub mod announce;
 pub mod fileop;
@@ -35,7 +38,7 @@ use crate::dlm::plock::Kind;
 use crate::dlm::{LockId, Mode, MAX_RESOURCE_NAME};
 
 /// The protocol version this daemon speaks.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// Largest frame, length prefix included: room for a 1 MiB FUSE write
 /// and its header.
 pub const MAX_FRAME: usize = 2 << 20;

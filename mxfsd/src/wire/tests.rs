@@ -57,8 +57,9 @@ fn the_file_op_format_is_pinned() {
     .concat();
     assert_eq!(b, expect);
     assert_eq!(Message::decode_frame(&b).unwrap(), Some((m, b.len())));
-    // 2 added the origin, 3 the file-lock messages
-    assert_eq!(VERSION, 3);
+    // 2 added the origin, 3 the file-lock messages, 4 dropped the
+    // forwarded lock operations
+    assert_eq!(VERSION, 4);
 }
 
 fn recorded(
@@ -284,6 +285,9 @@ fn bad_frames_are_errors() {
     // version 1 (before FileOp had its origin) is refused too
     v[4] = 1;
     assert_eq!(Message::decode_frame(&v), Err(WireError::Version(1)));
+    // and 3, whose peers still forward fcntl and flock locks to the owner
+    v[4] = 3;
+    assert_eq!(Message::decode_frame(&v), Err(WireError::Version(3)));
     let mut t = good.clone();
     t[5] = 99;
     assert_eq!(Message::decode_frame(&t), Err(WireError::UnknownType(99)));
