@@ -878,6 +878,25 @@ pub fn paused_owner_is_fenced(c: &mut Cluster) -> Result<()> {
         ))?;
         c.node(1).must("dmesg -C")?;
         let cursor = journal_cursor(c, 1)?;
+        // a daemon writes its lock records once its heartbeat slot is
+        // claimed, a few seconds after the mount: pause it after that,
+        // so that the fence has records to purge
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let records = prop(c, 1, &object, "LockRecords")?;
+            let n = records
+                .rsplit(' ')
+                .next()
+                .and_then(|n| n.parse::<i64>().ok());
+            if n.is_some_and(|n| n >= 2) {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "node1 (owner) keeps no lock records 30 s after its mount: LockRecords {records}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
 
         c.node(1).pause()?;
         let paused = Instant::now();
@@ -896,6 +915,7 @@ pub fn paused_owner_is_fenced(c: &mut Cluster) -> Result<()> {
             "node2's LastRecovery is empty after its take-over"
         );
         say(format!("node2's LastRecovery: {recovery}"));
+        dead_owner_records_purged(c, 2, &object, ids[&1])?;
 
         c.node(1).resume()?;
         let resumed = Instant::now();
