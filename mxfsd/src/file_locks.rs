@@ -98,11 +98,7 @@ fn kind_of(typ: Option<u32>) -> Result<Kind, WireError> {
 
 /// A FILE_LOCK command's attributes, for our volume and token.
 pub fn decode_call(attrs: &Attrs, session: &Session) -> Result<KernelLockCall, WireError> {
-    let token = attrs.token.ok_or(WireError::Missing("TOKEN"))?;
-    let uuid = attrs.volume_uuid.ok_or(WireError::Missing("VOLUME_UUID"))?;
-    if token != session.token || uuid != session.uuid {
-        return Err(WireError::NotOurs);
-    }
+    crate::netlink::check_session(attrs, session.token, &session.uuid)?;
     let id = attrs.lock_id.ok_or(WireError::Missing("LOCK_ID"))?;
     let flags = attrs.lock_flags.unwrap_or(0);
     if flags & !(MXFS_FILE_LOCK_FLOCK | MXFS_FILE_LOCK_WAIT) != 0 {

@@ -221,12 +221,22 @@ pub fn check_shutdown(
     token: u64,
     uuid: &[u8; MXFS_UUID_LEN],
 ) -> Result<Option<String>, WireError> {
+    check_session(attrs, token, uuid)?;
+    Ok(attrs.reason.clone())
+}
+
+/// Is a command from the module for our volume and token?
+pub fn check_session(
+    attrs: &Attrs,
+    token: u64,
+    uuid: &[u8; MXFS_UUID_LEN],
+) -> Result<(), WireError> {
     let t = attrs.token.ok_or(WireError::Missing("TOKEN"))?;
     let u = attrs.volume_uuid.ok_or(WireError::Missing("VOLUME_UUID"))?;
     if t != token || &u != uuid {
         return Err(WireError::NotOurs);
     }
-    Ok(attrs.reason.clone())
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
