@@ -4,15 +4,15 @@
 //! This module owns the decision and the preparation; `main.rs` owns the
 //! conversation with the kernel.
 //!
-//! - **Who owns.**  The device decides, atomically: the node whose PR
-//!   RESERVE made the registrants-only reservation is the owner
+//! - **Who owns first.**  The device decides, atomically: the node whose
+//!   PR RESERVE made the registrants-only reservation is the first owner
 //!   ([`crate::fence::Joined::Reserved`]); a node that finds it held is a
 //!   client of the holder (the reservation key is the holder's node id).
 //!   Two nodes mounting a fresh volume at the same time therefore end
-//!   with one owner, and only the owner makes the lockstate.  (The design
-//!   has the DLM's `owner` resource decide once members exist; until the
-//!   DLM runs between daemons, the reservation is the only arbiter, at
-//!   the first mount and at each hand-over.)
+//!   with one owner, and only the owner makes the lockstate.  There is no
+//!   DLM between the daemons yet at that point (they have not found each
+//!   other), so it cannot decide; from then on the DLM's `owner` resource
+//!   does ([`Successor`]), and the reservation follows it.
 //! - **Owner.**  Mounts its private view of the XFS ([`XfsView`]), makes
 //!   `.mxfs/lockstate` if the volume has none (then freezes and thaws the
 //!   XFS once, so the raw walk finds it), bumps the owner epoch in the
@@ -20,12 +20,19 @@
 //! - **Client.**  Waits for the owner's lockstate to appear on the raw
 //!   device (the owner may be making it), takes the volume secret from its
 //!   header, and follows the owner.
-//! - **Hand-over.**  An owner that unmounts drains its clients' requests,
-//!   unmounts its XFS view and only then releases the reservation.  Its
-//!   clients ([`Successor`]) keep trying the reservation meanwhile: the
-//!   first whose RESERVE succeeds mounts the XFS (cleanly unmounted, so
-//!   no log recovery), bumps the epoch and serves; the others follow the
-//!   new holder.
+//! - **Hand-over and failover.**  Every client queues for `owner` EX.  An
+//!   owner that unmounts drains its clients' requests, leaves the DLM,
+//!   unmounts its XFS view and only then releases the reservation; a dead
+//!   owner is fenced by the lowest survivor, which the preempt makes the
+//!   reservation's holder.  The old owner's `owner` lock goes with it
+//!   (released as its DLM stops, or purged by the view without it that
+//!   the lowest survivor then issues), and the DLM grants the lock to the
+//!   next in line (at a rebuild, the lowest node id: the fencer).  That
+//!   node
+//!   ([`Successor::take_over`]) reserves (waiting while a leaving owner
+//!   finishes) or finds the reservation already its own, mounts the XFS
+//!   (cleanly unmounted, or replaying a dead owner's log), bumps the
+//!   epoch and serves; the others follow the reservation's new holder.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -34,7 +41,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use tracing::{info, warn};
 
-use crate::cluster::{Claim, Role, Succession, Takeover};
+use crate::cluster::{Role, Succession, Takeover};
 use crate::fence::{Joined, NodeFence};
 use crate::fileserv::FileService;
 use crate::lockstate::{self, Header, Layout, LockstateDevice, Opened};
@@ -148,8 +155,15 @@ fn wait_for_lockstate(device: &Path, wait: Duration) -> anyhow::Result<Header> {
     }
 }
 
-/// A client's way to the volume when its owner leaves: the reservation
-/// decides who is next, as it decided the first owner.
+/// How long a client granted `owner` waits for the old owner to give the
+/// reservation back (it unmounts its XFS first).
+pub const TAKEOVER_WAIT: Duration = Duration::from_secs(30);
+
+/// A client's way to the volume when its owner leaves: the DLM's `owner`
+/// lock decides who takes it over; the reservation follows (the winner
+/// reserves once the old owner has released it, or holds it already
+/// because its fence moved it there), and the other clients follow the
+/// reservation's holder.
 pub struct Successor {
     pub device: std::path::PathBuf,
     pub volume: uuid::Uuid,
@@ -158,41 +172,64 @@ pub struct Successor {
 }
 
 impl Succession for Successor {
-    fn claim(&self) -> Claim {
-        let holder = match self.fence.claim() {
-            Ok(Joined::Reserved) => self.node_id,
-            Ok(Joined::AlreadyReserved { holder }) => holder,
-            Ok(Joined::Unfenced) => return Claim::Wait,
-            Err(e) => {
-                warn!("reading the reservation for a new owner: {e}");
-                return Claim::Wait;
+    fn holder(&self) -> Option<u64> {
+        self.fence.reservation_holder().filter(|h| *h != 0)
+    }
+
+    fn take_over(
+        &self,
+        old_owner: u64,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Takeover, String> {
+        let deadline = Instant::now() + TAKEOVER_WAIT;
+        loop {
+            if *stop.borrow() {
+                return Err("this node is unmounting".into());
             }
-        };
-        if holder == 0 {
-            return Claim::Wait; // NVMe: the holder cannot be read
+            match self.fence.claim() {
+                Ok(Joined::Reserved) => break,
+                Ok(Joined::AlreadyReserved { holder }) if holder == self.node_id => break,
+                Ok(Joined::AlreadyReserved { holder: 0 }) => {
+                    return Err("the reservation's holder cannot be read (NVMe)".into())
+                }
+                Ok(Joined::AlreadyReserved { holder }) if holder != old_owner => {
+                    return Err(format!(
+                        "node {holder:016x} holds the reservation, not the old owner"
+                    ))
+                }
+                // the old owner is still unmounting its XFS
+                Ok(Joined::AlreadyReserved { .. }) => {}
+                Ok(Joined::Unfenced) => return Err("no reservation to take (fence=none)".into()),
+                Err(e) => warn!("reading the reservation to take the volume over: {e}"),
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the old owner {old_owner:016x} still holds the reservation after {} s",
+                    TAKEOVER_WAIT.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(500));
         }
-        if holder != self.node_id {
-            return Claim::Follow(holder);
-        }
-        // The reservation is ours: the old owner unmounted its XFS
-        // before it released it.
+        // The reservation is ours: the old owner unmounted its XFS before
+        // it released it, or was fenced.
         match as_owner(&self.device, &self.volume, self.node_id, false) {
             Ok(Plan {
                 role,
                 owner: Some(parts),
                 ..
-            }) => Claim::Owner(Takeover {
+            }) => Ok(Takeover {
                 epoch: role.epoch(),
                 service: parts.service,
                 hold: Box::new(parts.view),
             }),
-            Ok(_) => Claim::Wait,
-            Err(e) => {
+            other => {
                 // Holding the reservation without serving would stall
-                // everyone: give it back for another node to try.
-                warn!("taking the volume over failed: {e:#}; releasing the reservation");
+                // everyone: give it back for the next in line.
                 self.fence.release();
-                Claim::Wait
+                Err(match other {
+                    Err(e) => format!("{e:#}"),
+                    Ok(_) => "no XFS view".into(),
+                })
             }
         }
     }

@@ -80,6 +80,9 @@ const SOAK_ROUNDS_VAR: &str = "MXFS_SOAK_ROUNDS";
 /// moved a median by 0.06.
 const BENCH_FILES: usize = 4000;
 const BENCH_ROUNDS: usize = 5;
+/// Sets the benchmark's rounds instead (for a quicker look while working
+/// on speed; the tiers keep five).
+const BENCH_ROUNDS_VAR: &str = "MXFS_BENCH_ROUNDS";
 
 /// The client-against-owner benchmark: fewer files (every metadata op
 /// of a client is a round trip to the owner), two rounds.
@@ -185,7 +188,12 @@ fn main() {
                             for n in others.clone() {
                                 c.node(n).pause()?;
                             }
-                            let figures = single::bench(c.node(1), BENCH_FILES, BENCH_ROUNDS);
+                            let rounds = std::env::var(BENCH_ROUNDS_VAR)
+                                .ok()
+                                .and_then(|v| v.parse().ok())
+                                .filter(|n| *n > 0)
+                                .unwrap_or(BENCH_ROUNDS);
+                            let figures = single::bench(c.node(1), BENCH_FILES, rounds);
                             for n in others {
                                 c.node(n).resume()?;
                             }

@@ -112,6 +112,81 @@ pub fn figures(node: &mut Node, dir: &str, files: usize) -> Result<Vec<f64>> {
     Ok(v)
 }
 
+/// The environment variable that asks [`profile_meta`] for a profiled
+/// metadata pass after the benchmark's rounds.
+pub const PROFILE_VAR: &str = "MXFS_BENCH_PROFILE";
+
+/// The system calls a profiled pass traces: the create phase's open and
+/// close, and the unlink phase's unlink.
+const PROFILED_CALLS: &[&str] = &[
+    "__x64_sys_openat",
+    "__x64_sys_close",
+    "__x64_sys_unlink",
+    "__x64_sys_unlinkat",
+];
+
+/// How deep below those calls a profiled pass traces: deep enough to
+/// reach XFS's own operations under the stacking layer's.
+const PROFILE_DEPTH: u32 = 9;
+
+/// Files in a profiled pass: fewer than the benchmark's, so that the
+/// trace fits its buffer.
+const PROFILE_FILES: usize = 1000;
+
+/// One metadata pass on `dir` under the kernel's function-graph tracer
+/// (Debian's kernels have no function profiler), limited to the
+/// `PROFILED_CALLS` and `PROFILE_DEPTH` calls below them; prints the
+/// functions with the most inclusive time (calls, total and mean
+/// microseconds), and the CPU time mxfsd used meanwhile (when one runs).
+/// For finding where a filesystem spends its time; the rates of a
+/// profiled pass are not compared (tracing slows every traced call).
+pub fn profile_meta(node: &mut Node, dir: &str, label: &str) -> Result<()> {
+    let script = format!(
+        r#"set -e
+T=/sys/kernel/tracing
+[ -e $T/current_tracer ] || mount -t tracefs nodev $T
+echo 0 > $T/tracing_on
+echo function_graph > $T/current_tracer
+echo funcgraph-tail > $T/trace_options
+echo nofuncgraph-irqs > $T/trace_options
+echo {depth} > $T/max_graph_depth
+echo '{calls}' > $T/set_graph_function
+echo 65536 > $T/buffer_size_kb
+echo > $T/trace
+ticks() {{ p=$(pidof mxfsd || true); [ -n "$p" ] && awk '{{print $14+$15}}' /proc/$p/stat || echo 0; }}
+t0=$(ticks)
+echo 1 > $T/tracing_on
+{GUEST_ARTIFACTS}/mxfs-opcheck --meta-bench {dir}/meta {files}
+echo 0 > $T/tracing_on
+echo "mxfsd cpu ticks during the pass: $(( $(ticks) - t0 )) (of $(getconf CLK_TCK)/s)"
+echo "trace entries lost: $(grep -h 'overrun' $T/per_cpu/cpu*/stats | awk '{{s+=$2}} END {{print s+0}}')"
+awk -F'|' '
+  $1 ~ /us/ {{
+    d = $1; sub(/ *us.*/, "", d); sub(/.*[^0-9.]/, "", d)
+    f = $2; gsub(/^ +| +$/, "", f)
+    if (f ~ /^\}}/) {{ sub(/^\}} \/\* /, "", f); sub(/ \*\/$/, "", f) }}
+    else {{ sub(/\(\);$/, "", f) }}
+    t[f] += d; n[f]++
+  }}
+  END {{ for (f in t) printf "%12.0f us %8d calls %9.2f us/call  %s\n", t[f], n[f], t[f]/n[f], f }}
+' $T/trace | sort -rn | head -45
+echo 0 > $T/tracing_on
+echo nop > $T/current_tracer
+echo > $T/set_graph_function
+echo 0 > $T/max_graph_depth
+echo > $T/trace
+"#,
+        depth = PROFILE_DEPTH,
+        calls = PROFILED_CALLS.join(" "),
+        files = PROFILE_FILES,
+    );
+    let out = node.must_within(&script, JOB_TIMEOUT)?;
+    for line in out.lines().filter(|l| !l.trim().is_empty()) {
+        say(format!("profile {label}: {line}"));
+    }
+    Ok(())
+}
+
 /// The median of some figures (the mean of the middle two for an even
 /// count).
 fn median(mut v: Vec<f64>) -> f64 {

@@ -19,7 +19,9 @@ use crate::checks::lun_device;
 use crate::cluster::Cluster;
 use crate::dbus::{self, elements, number};
 use crate::host::say;
-use crate::multinode::{finish_background, prop, start_background, stopped_and_clean};
+use crate::multinode::{
+    finish_background, prop, start_background, stopped_and_clean, took_over_by_owner_lock,
+};
 use crate::single::{self, MNT};
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
@@ -631,6 +633,10 @@ fn kill_owner_under_load(
         "the new owner node{new_owner}'s LastRecovery is empty: {recovery}"
     );
     say(format!("node{new_owner}'s LastRecovery: {recovery}"));
+    let new_epoch = took_over_by_owner_lock(c, new_owner, object)?;
+    say(format!(
+        "node{new_owner}, which fenced the owner, was granted the owner lock and took over at epoch {new_epoch}"
+    ));
     dead_owner_records_purged(c, new_owner, object, ids[&owner])?;
 
     // the survivors' writers go on through the new owner

@@ -14,6 +14,29 @@ pub(crate) fn prop(c: &mut Cluster, n: usize, object: &str, name: &str) -> Resul
     dbus::property(c.node(n), object, name)
 }
 
+/// The DLM decided that node `n` takes over: its daemon logged holding
+/// the `owner` lock it was granted (as a queued client), at the epoch its
+/// D-Bus object shows, and not merely the lock a first owner queues for.
+/// Returns that epoch.
+pub(crate) fn took_over_by_owner_lock(c: &mut Cluster, n: usize, object: &str) -> Result<u64> {
+    let epoch = dbus::number(&prop(c, n, object, "Epoch")?)?;
+    let want = format!("\"EPOCH\":\"{epoch}\"");
+    let mut seen = String::new();
+    for _ in 0..20 {
+        seen = c.node(n).must(
+            "journalctl -b -o json 'MESSAGE=dlm: this node holds the owner lock it was granted' \
+             | grep -o '\"EPOCH\":\"[0-9]*\"' || true",
+        )?;
+        if seen.lines().any(|l| l == want) {
+            return Ok(epoch);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    anyhow::bail!(
+        "node{n} owns at epoch {epoch}, but its daemon never logged holding the owner lock it was granted at that epoch (it logged {seen:?})"
+    )
+}
+
 fn both_see(c: &mut Cluster, what: &str, script: &str) -> Result<String> {
     let a = c.node(1).must(script)?;
     let b = c.node(2).must(script)?;
@@ -733,6 +756,7 @@ fn hand_over_steps(c: &mut Cluster) -> Result<()> {
         epoch2 != epoch1,
         "the epoch did not move: {epoch1} -> {epoch2}"
     );
+    took_over_by_owner_lock(c, 2, &object)?;
     let recovery = c
         .node(2)
         .must("dmesg | grep -c 'Starting recovery' || true")?;
@@ -752,8 +776,8 @@ fn hand_over_steps(c: &mut Cluster) -> Result<()> {
         "node1: mxfsd still running after umount"
     );
     say(format!(
-        "node2 took the volume over: Role owner, epoch {epoch1} -> {epoch2}, no log recovery; \
-         its 40 writes during the hand-over all succeeded"
+        "node2 took the volume over, granted the owner lock: Role owner, epoch {epoch1} -> {epoch2}, \
+         no log recovery; its 40 writes during the hand-over all succeeded"
     ));
 
     // 1b: the new owner's daemon, which has served its own FUSE mount

@@ -644,6 +644,15 @@ pub fn bench(node: &mut Node, files: usize, rounds: usize) -> Result<Vec<bench::
     }
     let rows = bench::rows(&xfs_runs, &mxfs_runs, true);
     bench::print(&rows, "xfs", "mxfs", rounds);
+    if std::env::var_os(bench::PROFILE_VAR).is_some() {
+        for (fstype, dir) in [("xfs", XFS_MNT), ("mxfs", MNT)] {
+            let dev = fresh_volume(node)?;
+            node.must(&format!("mount -t {fstype} {dev} {dir}"))?;
+            let profiled = bench::profile_meta(node, dir, fstype);
+            node.must(&format!("umount {dir}"))?;
+            profiled?;
+        }
+    }
     Ok(rows)
 }
 

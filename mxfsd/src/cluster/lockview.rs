@@ -13,7 +13,12 @@
 //! view and sends it to them ([`Coordinator`]).
 //!
 //! View numbers carry the owner epoch in their high 32 bits, so a new
-//! owner's views come after every view of the one before.  Within an
+//! owner's views come after every view of the one before.  While the
+//! volume has no owner (it left, or was fenced, and nobody has taken over
+//! yet) the lowest surviving node coordinates, numbering on within the
+//! old epoch ([`Coordinator::succeeding`], [`interim_coordinator`]): its
+//! view drops the old owner, whose `owner` lock the rebuild then grants
+//! to the next owner.  Within an
 //! epoch the owner numbers on from the highest view a member reports, so
 //! an owner daemon that was restarted (its DLM starts at view 0) goes on
 //! after its old views instead of sending views the members refuse.
@@ -26,8 +31,24 @@ pub fn first_view(epoch: u64) -> u64 {
 }
 
 /// The owner epoch a view number belongs to.
-fn epoch_of(view: u64) -> u64 {
+pub fn epoch_of(view: u64) -> u64 {
     view >> 32
+}
+
+/// Who coordinates the views while the volume has no owner: the lowest
+/// node id among this node and the peers it has links with, the old
+/// owner left out.  That is the node the liveness judge picks to fence a
+/// dead owner, and the one whose queued `owner` request the rebuild
+/// grants first (lowest lock id), so one node fences, purges and takes
+/// over.
+pub fn interim_coordinator(me: u64, linked: &BTreeSet<u64>, old_owner: u64) -> u64 {
+    linked
+        .iter()
+        .copied()
+        .chain([me])
+        .filter(|n| *n != old_owner && *n != 0)
+        .min()
+        .unwrap_or(me)
 }
 
 /// What a client last reported.
@@ -45,6 +66,8 @@ struct Report {
 pub struct Coordinator {
     me: u64,
     epoch: u64,
+    /// Coordinating for a volume without an owner ([`Self::succeeding`]).
+    interim: bool,
     /// The last view issued (0: none yet), and its members.
     view: u64,
     members: Vec<u64>,
@@ -56,10 +79,38 @@ impl Coordinator {
         Coordinator {
             me,
             epoch: epoch & 0xffff_ffff,
+            interim: false,
             view: 0,
             members: Vec::new(),
             reports: HashMap::new(),
         }
+    }
+
+    /// A client that coordinates while the volume has no owner (its
+    /// owner left or was fenced, and nobody has taken over yet): it
+    /// numbers on from `view`, the view its DLM is in, within that view's
+    /// epoch, so its views come after the old owner's and before any new
+    /// owner's.  Its first view drops whoever it has no link with, which
+    /// purges the old owner's locks and lets `owner` be granted.
+    pub fn succeeding(me: u64, view: u64) -> Self {
+        Coordinator {
+            me,
+            epoch: epoch_of(view),
+            interim: true,
+            view,
+            members: Vec::new(),
+            reports: HashMap::new(),
+        }
+    }
+
+    /// Whether this coordinates for a volume without an owner.
+    pub fn is_interim(&self) -> bool {
+        self.interim
+    }
+
+    /// The epoch its views are numbered in.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// The last view issued and its members.
@@ -249,6 +300,26 @@ mod tests {
         }
         let mut new = Coordinator::new(5, 2);
         assert!(new.next(&set(&[])).unwrap().0 > old.current().0);
+    }
+
+    #[test]
+    fn an_interim_coordinator_numbers_between_the_old_owner_and_the_next() {
+        // the old owner (1, epoch 2) issued views up to this one
+        let last = first_view(2) + 6;
+        let mut interim = Coordinator::succeeding(5, last);
+        interim.report(7, last, &[5]);
+        let (v, m) = interim.next(&set(&[7])).unwrap();
+        assert_eq!((v, m), (last + 1, vec![5, 7]));
+        // the next owner's first view (epoch 3) comes after it
+        assert!(first_view(3) > v);
+    }
+
+    #[test]
+    fn the_interim_coordinator_is_the_lowest_survivor() {
+        assert_eq!(interim_coordinator(7, &set(&[1, 5]), 1), 5);
+        assert_eq!(interim_coordinator(3, &set(&[1, 5]), 1), 3);
+        assert_eq!(interim_coordinator(9, &set(&[]), 1), 9);
+        assert_eq!(interim_coordinator(9, &set(&[0, 1]), 1), 9);
     }
 
     #[test]

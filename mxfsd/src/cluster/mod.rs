@@ -6,9 +6,10 @@
 //! volume: which peers discovery has heard ([`crate::discovery`]), which
 //! of them have an authenticated link up ([`crate::peer`]), who the owner
 //! is and at what epoch, and the requests in flight between a client and
-//! the owner.  It does not decide who the owner is (the caller passes the
-//! [`Role`] in; see `main.rs` for how the first owner of a volume is
-//! chosen), and it does not run file operations itself: on the owner they
+//! the owner.  The caller passes the first [`Role`] in (see `main.rs` and
+//! `join.rs` for how the first owner of a volume is chosen); from then on
+//! the DLM's `owner` resource decides who takes the volume over (below).
+//! It does not run file operations itself: on the owner they
 //! go to a [`FileService`], on a client they come from the FUSE server
 //! through [`ClusterHandle::call_blocking`].
 //!
@@ -34,14 +35,21 @@
 //! has lost its lease and is dropped.  With the disk heartbeats
 //! ([`DiskView`]) the runtime judges the silent members, and the lowest
 //! survivor fences the dead ones through its [`Fencer`].  An owner that
-//! is fenced loses the reservation to the fencer, which then takes the
-//! volume over like a hand-over's successor (its XFS mount replays the
-//! dead owner's log); the other clients follow.
+//! is fenced loses the reservation to the fencer, which then coordinates
+//! a DLM view without it, is granted `owner` and takes the volume over
+//! like a hand-over's successor (its XFS mount replays the dead owner's
+//! log); the other clients follow.
 //!
 //! The DLM ([`crate::dlm`]): every member runs one over its peer links.
 //! The owner decides its membership views ([`lockview`]) and holds the
 //! `owner` resource in EX; every member finds the holder by probing
-//! (D-Bus LockOwner).  Its grants are recorded on disk
+//! (D-Bus LockOwner).  Every client queues for `owner`
+//! ([`contend_for_owner`]): when the owner goes, the lowest survivor
+//! coordinates the views until a new owner does
+//! ([`lockview::Coordinator::succeeding`]), its first view purges the
+//! old owner's locks, and the node granted `owner` (the lowest survivor,
+//! by the rebuild's order) takes the volume over; the lock, not a race
+//! for the reservation, decides.  Its grants are recorded on disk
 //! ([`crate::lockstate::Recorder`], D-Bus LockRecords).  Applications'
 //! fcntl and flock locks go through it too ([`crate::file_locks`]): the
 //! module sends them to their node's mxfsd, never to the owner.
@@ -50,9 +58,10 @@
 //! drains (requests it has started are answered; new ones get
 //! [`OWNER_LEAVING`], which a client queues again for the next owner),
 //! then stops.  A client whose owner leaves (that errno, or its link
-//! down) asks its [`Succession`] every [`PROBE_INTERVAL`] who owns now:
-//! it follows the new owner, or takes the volume over itself and from
-//! then serves its own requests and everyone else's.
+//! down) asks its [`Succession`] every [`PROBE_INTERVAL`] who holds the
+//! volume now and follows that node; the client granted `owner` instead
+//! takes the volume over ([`Succession::take_over`]) and from then serves
+//! its own requests and everyone else's.
 
 pub mod liveness;
 pub mod lockview;
@@ -73,7 +82,9 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::discovery;
-use crate::dlm::{Dlm, LinkTransport, LockError, OwnerElection};
+use crate::dlm::{
+    Dlm, LinkTransport, LockError, LockHandle, Mode, OwnerElection, RequestFlags, OWNER_RESOURCE,
+};
 use crate::fileserv::FileService;
 use crate::lockstate::RecorderState;
 use crate::metrics::LockMetrics;
@@ -143,17 +154,6 @@ const LEAVING_QUIET: Duration = Duration::from_secs(1);
 /// The request id of a leaving owner's notice (ids start at 1).
 const NOTICE_ID: u64 = 0;
 
-/// What a client learns when it asks who owns the volume now.
-pub enum Claim {
-    /// Nobody can be told (the reservation could not be read): ask again.
-    Wait,
-    /// That node holds the volume (the old owner, still leaving or only
-    /// cut off, or the one that took it over).
-    Follow(u64),
-    /// This node took it over.
-    Owner(Takeover),
-}
-
 /// What a node that took the volume over serves with.
 pub struct Takeover {
     pub epoch: u64,
@@ -163,10 +163,19 @@ pub struct Takeover {
     pub hold: Box<dyn Send>,
 }
 
-/// Who is next when the owner leaves (see `join::Successor`).  Blocking:
-/// called on a blocking thread.
+/// How a client follows, or becomes, the next owner when its owner goes
+/// (see `join::Successor`).  Who becomes it is the DLM's decision: the
+/// node granted `owner` ([`contend_for_owner`]).  Blocking: called on a
+/// blocking thread.
 pub trait Succession: Send + Sync + 'static {
-    fn claim(&self) -> Claim;
+    /// The node that holds the volume now, as the device says (read
+    /// only); None: nobody does, or it cannot be read.
+    fn holder(&self) -> Option<u64>;
+    /// This node was granted `owner`: take the volume over from
+    /// `old_owner` (waiting while it finishes leaving, unless `stop`
+    /// turns true: this node is unmounting).  Err: why not; the caller
+    /// then gives `owner` back to the next in line.
+    fn take_over(&self, old_owner: u64, stop: &watch::Receiver<bool>) -> Result<Takeover, String>;
 }
 
 /// This node's part in the volume.
@@ -478,8 +487,13 @@ pub async fn start(cfg: Config, service: Option<Arc<FileService>>) -> anyhow::Re
     let (link_tx, link_rx) = mpsc::channel(1024);
     let (served_tx, served_rx) = mpsc::channel(1024);
     let (claim_tx, claim_rx) = mpsc::channel(4);
+    let (granted_tx, granted_rx) = mpsc::channel(1);
+    let (takeover_tx, takeover_rx) = mpsc::channel(1);
     let (fenced_tx, fenced_rx) = mpsc::channel(16);
-    let listener_task = tokio::spawn(listener.run(link_tx.clone(), stop_rx.clone()));
+    // The listener's links stay up until the runtime ends, not only until
+    // it is told to stop: a leaving owner tells its clients over them.
+    let (listener_stop, listener_stop_rx) = watch::channel(false);
+    let listener_task = tokio::spawn(listener.run(link_tx.clone(), listener_stop_rx));
     info!(
         port,
         role = cfg.role.name(),
@@ -503,6 +517,7 @@ pub async fn start(cfg: Config, service: Option<Arc<FileService>>) -> anyhow::Re
         succession: cfg.succession,
         probe: None,
         owner_leaving: false,
+        said_leaving: None,
         leaving: None,
         in_flight: 0,
         held: None,
@@ -510,7 +525,13 @@ pub async fn start(cfg: Config, service: Option<Arc<FileService>>) -> anyhow::Re
         link_tx,
         served_tx,
         claim_tx,
+        granted_tx,
+        owner_grant: None,
+        takeover_tx,
+        takeover: None,
+        peer_reports: HashMap::new(),
         stop_rx,
+        listener_stop,
         dead_interval: cfg.dead_interval,
         disk: cfg.disk,
         fencer: cfg.fencer,
@@ -525,8 +546,10 @@ pub async fn start(cfg: Config, service: Option<Arc<FileService>>) -> anyhow::Re
         coordinator: None,
         replies: cfg.replies,
     };
-    if let Role::Owner { epoch } = cfg.role {
-        runtime.coordinate(epoch);
+    match cfg.role {
+        Role::Owner { epoch } => runtime.coordinate(epoch, None),
+        Role::Client { .. } if runtime.succession.is_some() => runtime.contend(Duration::ZERO),
+        Role::Client { .. } => {}
     }
     let channels = Channels {
         disc_rx,
@@ -534,6 +557,8 @@ pub async fn start(cfg: Config, service: Option<Arc<FileService>>) -> anyhow::Re
         req_rx,
         served_rx,
         claim_rx,
+        granted_rx,
+        takeover_rx,
         fenced_rx,
     };
     let task = tokio::spawn(runtime.run(disc, channels, listener_task));
@@ -608,9 +633,8 @@ impl RecoveryLine {
     }
 }
 
-/// The task that asks who owns now.  It is never aborted (a claim it
-/// is making may hold the reservation and a mounted XFS): cancelled, it
-/// stops between tries.
+/// The task that asks the device who holds the volume now; cancelled,
+/// it stops between tries.
 struct Probe {
     cancel: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -657,6 +681,9 @@ struct Runtime {
     probe: Option<Probe>,
     /// Client: the owner said it is leaving; nothing more goes to it.
     owner_leaving: bool,
+    /// Client: the last owner that said it is leaving (a probe that
+    /// finds it still holding the volume does not make it stay).
+    said_leaving: Option<u64>,
     /// Owner: shutting down: (give up draining at, answer
     /// [`OWNER_LEAVING`] at least until).
     leaving: Option<(Instant, Instant)>,
@@ -669,9 +696,23 @@ struct Runtime {
     /// Owner: replies to send to node (and whether a started request
     /// ends with it).
     served_tx: mpsc::Sender<Served>,
-    /// Client: what the probe found.
-    claim_tx: mpsc::Sender<Claim>,
+    /// Client: the owner the probe found.
+    claim_tx: mpsc::Sender<u64>,
+    /// Client: where [`contend_for_owner`] hands the `owner` grant.
+    granted_tx: mpsc::Sender<LockHandle>,
+    /// Client taking the volume over: the `owner` grant, held meanwhile.
+    owner_grant: Option<LockHandle>,
+    /// How the take-over ended.
+    takeover_tx: mpsc::Sender<Result<Takeover, String>>,
+    /// The take-over, on a blocking thread: never aborted (it may hold
+    /// the reservation and a mounted XFS), waited for at the end.
+    takeover: Option<JoinHandle<()>>,
+    /// Client: the last report each peer sent (its DLM view and links),
+    /// for the views this node may have to coordinate.
+    peer_reports: HashMap<u64, (u64, Vec<u64>)>,
     stop_rx: watch::Receiver<bool>,
+    /// Stops the peer listener and the links it accepted, at the end.
+    listener_stop: watch::Sender<bool>,
     dead_interval: Duration,
     disk: Option<Arc<dyn DiskView>>,
     fencer: Option<Arc<dyn Fencer>>,
@@ -700,7 +741,9 @@ struct Channels {
     link_rx: mpsc::Receiver<LinkEvent>,
     req_rx: mpsc::Receiver<Outgoing>,
     served_rx: mpsc::Receiver<Served>,
-    claim_rx: mpsc::Receiver<Claim>,
+    claim_rx: mpsc::Receiver<u64>,
+    granted_rx: mpsc::Receiver<LockHandle>,
+    takeover_rx: mpsc::Receiver<Result<Takeover, String>>,
     fenced_rx: mpsc::Receiver<(u64, FenceOutcome)>,
 }
 
@@ -749,7 +792,9 @@ impl Runtime {
                         break;
                     }
                 }
-                Some(c) = ch.claim_rx.recv() => self.on_claim(c).await,
+                Some(owner) = ch.claim_rx.recv() => self.on_follow(owner).await,
+                Some(h) = ch.granted_rx.recv() => self.on_owner_granted(h),
+                Some(r) = ch.takeover_rx.recv() => self.on_takeover(r),
                 Some((victim, outcome)) = ch.fenced_rx.recv() => self.on_fenced(victim, outcome),
                 _ = ping.tick() => self.ping(),
                 _ = tick.tick() => {
@@ -772,8 +817,19 @@ impl Runtime {
                 warn!("cluster: the next-owner probe did not stop");
             }
         }
+        if let Some(t) = self.takeover.take() {
+            // ends on its own (the reservation wait is bounded); what it
+            // took is undone as it finds the runtime gone
+            if tokio::time::timeout(Duration::from_secs(120), t)
+                .await
+                .is_err()
+            {
+                warn!("cluster: the take-over did not end");
+            }
+        }
         // Stop dialling and accepting, then drain the links' last events
         // so their tasks can finish.
+        let _ = self.listener_stop.send(true);
         self.connectors.clear();
         disc.shutdown().await;
         for (_, p) in self.pending.drain() {
@@ -852,8 +908,9 @@ impl Runtime {
         self.start_probe(true);
     }
 
-    /// Client: the owner is gone or going; ask who owns now until someone
-    /// does.  `news`: say so in the log (not when asking again).
+    /// Client: the owner is gone or going; ask the device who holds the
+    /// volume until another node does.  `news`: say so in the log (not
+    /// when asking again).
     fn start_probe(&mut self, news: bool) {
         let (Role::Client { owner, .. }, Some(succession)) = (self.role, self.succession.clone())
         else {
@@ -865,6 +922,7 @@ impl Runtime {
         if news {
             info!(owner = %format!("{owner:016x}"), "cluster: the owner is gone or leaving; looking for the next owner");
         }
+        let me = self.node_id;
         let tx = self.claim_tx.clone();
         let (cancel, mut cancel_rx) = watch::channel(false);
         let mut stop_rx = self.stop_rx.clone();
@@ -879,85 +937,181 @@ impl Runtime {
                     _ = stop_rx.changed() => return,
                 }
                 let s = succession.clone();
-                let claim = match tokio::task::spawn_blocking(move || s.claim()).await {
-                    Ok(Claim::Wait) | Err(_) => continue,
-                    Ok(c) => c,
-                };
-                if let Err(unsent) = tx.send(claim).await {
-                    // The runtime is gone: a take-over made meanwhile is
-                    // undone here (its XFS view unmounted) before the
-                    // daemon gives the reservation back.
-                    let _ = tokio::task::spawn_blocking(move || drop(unsent)).await;
+                // This node holding it (a fence moved it here) is no
+                // answer: the `owner` grant decides whether it serves.
+                match tokio::task::spawn_blocking(move || s.holder()).await {
+                    Ok(Some(holder)) if holder != me => {
+                        let _ = tx.send(holder).await;
+                        return;
+                    }
+                    _ => continue,
                 }
-                return;
             }
         });
         self.probe = Some(Probe { cancel, task });
     }
 
-    /// Client: the probe found the next owner.
-    async fn on_claim(&mut self, claim: Claim) {
-        self.probe = None; // it has ended: it sends one claim
+    /// Client: the probe found who holds the volume now.
+    async fn on_follow(&mut self, owner: u64) {
+        self.probe = None; // it has ended: it sends one answer
+        if !matches!(self.role, Role::Client { .. }) {
+            return;
+        }
         self.owner_leaving = false;
         let epoch = self.role.epoch();
-        match claim {
-            Claim::Wait => {}
-            Claim::Follow(owner) => {
-                if owner != self.owner {
-                    info!(owner = %format!("{owner:016x}"), "cluster: following the new owner");
-                }
-                self.owner = owner;
-                self.role = Role::Client { owner, epoch };
-                {
-                    let mut st = self.shared.status();
-                    st.owner = owner;
-                    st.role = self.role;
-                }
-                if self.links.contains_key(&owner) {
-                    // It answers, or says OWNER_LEAVING again (still
-                    // leaving, or not serving yet) and we ask again.
-                    while let Some(out) = self.waiting.pop_front() {
-                        self.send_request(out).await;
-                    }
-                } else {
-                    self.start_probe(false);
-                }
-            }
-            Claim::Owner(t) => {
-                info!(
-                    epoch = t.epoch,
-                    "cluster: this node took the volume over and serves it"
-                );
-                self.owner = self.node_id;
-                self.role = Role::Owner { epoch: t.epoch };
-                self.service = Some(t.service);
-                self.held = Some(t.hold);
-                self.coordinate(t.epoch);
-                {
-                    let mut st = self.shared.status();
-                    st.owner = self.node_id;
-                    st.role = self.role;
-                    if let Some(r) = self
-                        .recovery
-                        .as_mut()
-                        .filter(|r| r.victim_owned && r.takeover.is_none())
-                    {
-                        r.takeover = Some(r.started.elapsed());
-                        let line = r.render();
-                        info!(
-                            epoch = t.epoch,
-                            "recovery step 4: this node owns the volume after the old owner's death ({line})"
-                        );
-                        st.last_recovery = line;
-                    }
-                }
-                // Requests sent to the old owner and never answered get
-                // their EIO at their deadline; the queued ones run here.
-                while let Some(out) = self.waiting.pop_front() {
-                    self.serve_local(out);
-                }
+        if owner != self.owner {
+            info!(owner = %format!("{owner:016x}"), "cluster: following the new owner");
+            self.said_leaving = None;
+            // the new owner coordinates the views from now on
+            if self.coordinator.as_ref().is_some_and(|c| c.is_interim()) {
+                self.coordinator = None;
             }
         }
+        self.owner = owner;
+        self.role = Role::Client { owner, epoch };
+        {
+            let mut st = self.shared.status();
+            st.owner = owner;
+            st.role = self.role;
+        }
+        if self.links.contains_key(&owner) {
+            // It answers, or says OWNER_LEAVING again (still leaving, or
+            // not serving yet) and we ask again.
+            while let Some(out) = self.waiting.pop_front() {
+                self.send_request(out).await;
+            }
+        } else {
+            self.start_probe(false);
+        }
+    }
+
+    /// Client: queue for `owner` after `delay` (at the start, and after
+    /// a grant this node gave back: the task that queued ended with it).
+    fn contend(&mut self, delay: Duration) {
+        tokio::spawn(contend_for_owner(
+            self.dlm.clone(),
+            self.granted_tx.clone(),
+            delay,
+            self.dlm_stop.subscribe(),
+        ));
+    }
+
+    /// Client: the DLM granted this node `owner`.  It takes the volume
+    /// over, unless its owner is still there and serving (a restarted
+    /// owner daemon's lock was lost with it, and the rebuild granted a
+    /// waiter): then it gives the lock back at once.
+    fn on_owner_granted(&mut self, grant: LockHandle) {
+        let (Role::Client { owner, .. }, Some(succession)) = (self.role, self.succession.clone())
+        else {
+            return; // dropped: released
+        };
+        if self.links.contains_key(&owner) && self.said_leaving != Some(owner) {
+            info!(
+                owner = %format!("{owner:016x}"),
+                "dlm: granted the owner lock while the owner still serves; given back"
+            );
+            drop(grant);
+            self.contend(OWNER_GIVEN_BACK_DELAY);
+            return;
+        }
+        if *self.stop_rx.borrow() || self.takeover.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        info!(
+            old_owner = %format!("{owner:016x}"),
+            "dlm: this node was granted the owner lock; it takes the volume over"
+        );
+        self.owner_grant = Some(grant);
+        let tx = self.takeover_tx.clone();
+        let stop = self.stop_rx.clone();
+        self.takeover = Some(tokio::task::spawn_blocking(move || {
+            let r = succession.take_over(owner, &stop);
+            if let Err(unsent) = tx.blocking_send(r) {
+                // The runtime is gone: a take-over made meanwhile is
+                // undone here (its XFS view unmounted) before the daemon
+                // gives the reservation back.
+                drop(unsent);
+            }
+        }));
+    }
+
+    /// Client: how taking the volume over ended.
+    fn on_takeover(&mut self, r: Result<Takeover, String>) {
+        let grant = self.owner_grant.take();
+        let t = match r {
+            Ok(t) => t,
+            Err(why) => {
+                warn!("cluster: taking the volume over failed: {why}; the owner lock goes to the next in line");
+                drop(grant);
+                self.contend(OWNER_GIVEN_BACK_DELAY);
+                return;
+            }
+        };
+        info!(
+            epoch = t.epoch,
+            "cluster: this node took the volume over and serves it"
+        );
+        if let Some(p) = self.probe.take() {
+            let _ = p.cancel.send(true);
+        }
+        self.owner = self.node_id;
+        self.owner_leaving = false;
+        self.said_leaving = None;
+        self.role = Role::Owner { epoch: t.epoch };
+        self.service = Some(t.service);
+        self.held = Some(t.hold);
+        self.coordinate(t.epoch, grant);
+        {
+            let mut st = self.shared.status();
+            st.owner = self.node_id;
+            st.role = self.role;
+            if let Some(r) = self
+                .recovery
+                .as_mut()
+                .filter(|r| r.victim_owned && r.takeover.is_none())
+            {
+                r.takeover = Some(r.started.elapsed());
+                let line = r.render();
+                info!(
+                    epoch = t.epoch,
+                    "recovery step 4: this node owns the volume after the old owner's death ({line})"
+                );
+                st.last_recovery = line;
+            }
+        }
+        // Requests sent to the old owner and never answered get their EIO
+        // at their deadline; the queued ones run here.
+        while let Some(out) = self.waiting.pop_front() {
+            self.serve_local(out);
+        }
+    }
+
+    /// Client: its owner is gone for good (it left, or this node fenced
+    /// it).  The lowest survivor coordinates the DLM's views until a new
+    /// owner does: its first view drops the old owner, whose `owner` lock
+    /// the rebuild then grants to the next in line (lockview module docs).
+    fn owner_departed(&mut self) {
+        if !matches!(self.role, Role::Client { .. }) || self.coordinator.is_some() {
+            return;
+        }
+        let linked: BTreeSet<u64> = self.links.keys().copied().collect();
+        if lockview::interim_coordinator(self.node_id, &linked, self.owner) != self.node_id {
+            return;
+        }
+        let (view, _) = self.dlm.members();
+        let mut c = lockview::Coordinator::succeeding(self.node_id, view);
+        for (from, (v, linked)) in &self.peer_reports {
+            if *from != self.owner {
+                c.report(*from, *v, linked);
+            }
+        }
+        info!(
+            old_owner = %format!("{:016x}", self.owner),
+            view = %format!("{view:#x}"),
+            "dlm: the owner is gone; this node coordinates the lock views until the next owner does"
+        );
+        self.coordinator = Some(c);
+        self.views_changed();
     }
 
     /// A node that took over runs its own FUSE server's requests itself,
@@ -1135,7 +1289,12 @@ impl Runtime {
                 );
             }
             self.start_probe(true);
+            if self.said_leaving == Some(node_id) {
+                // it said it was leaving: gone, nothing to fence
+                self.owner_departed();
+            }
         }
+        self.peer_reports.remove(&node_id);
         if self.service.is_some() {
             self.departed
                 .insert(node_id, Instant::now() + self.client_grace);
@@ -1160,12 +1319,14 @@ impl Runtime {
     }
 
     /// Owner: become the DLM's view coordinator at `epoch` and hold the
-    /// `owner` resource.
-    fn coordinate(&mut self, epoch: u64) {
+    /// `owner` resource: `grant`, when the DLM granted it to this node
+    /// before it took over; else queue for it (a first owner).
+    fn coordinate(&mut self, epoch: u64, grant: Option<LockHandle>) {
         self.coordinator = Some(lockview::Coordinator::new(self.node_id, epoch));
         tokio::spawn(hold_owner_lock(
             self.dlm.clone(),
             epoch,
+            grant,
             self.dlm_stop.subscribe(),
         ));
         self.views_changed();
@@ -1204,27 +1365,53 @@ impl Runtime {
                     let _ = l.try_send(&m);
                 }
             }
-        } else if let Some(l) = self.links.get(&self.owner) {
+        } else {
+            // A client's report goes to every peer, not only its owner:
+            // whoever coordinates next (the lowest survivor, or the next
+            // owner) has it when it starts.
             let mut members = linked;
             members.insert(self.node_id);
-            let _ = l.try_send(&Message::Membership(Membership {
+            let report = Message::Membership(Membership {
                 view: self.dlm.members().0,
                 owner: self.owner,
                 owner_epoch: epoch,
                 members: members.into_iter().collect(),
-            }));
+            });
+            for l in self.links.values() {
+                let _ = l.try_send(&report);
+            }
         }
     }
 
-    /// A Membership message: an owner takes it as a client's report, a
-    /// client enters the view its owner sent.
+    /// A Membership message: a view when its sender names itself as the
+    /// coordinator (`owner`), else a client's report.  A coordinator
+    /// takes reports; a client keeps them (it may coordinate next) and
+    /// enters the views of its owner, or of whoever coordinates once its
+    /// owner is gone.
     fn on_membership(&mut self, from: u64, m: Membership) {
+        let is_view = m.owner == from;
         if let Some(c) = self.coordinator.as_mut() {
-            c.report(from, m.view, &m.members);
-            self.views_changed();
+            if !is_view {
+                c.report(from, m.view, &m.members);
+                self.views_changed();
+                return;
+            }
+            // Another coordinator: only a new owner's views end an
+            // interim coordination.
+            if !c.is_interim() || lockview::epoch_of(m.view) <= c.epoch() {
+                debug!(peer = %format!("{from:016x}"), "dlm: a view from another coordinator, ignored");
+                return;
+            }
+            info!(peer = %format!("{from:016x}"), "dlm: a new owner coordinates the lock views; this node stops");
+            self.coordinator = None;
+        } else if !is_view {
+            self.peer_reports.insert(from, (m.view, m.members));
             return;
         }
-        if from != self.owner || m.owner != from || m.owner_epoch < self.role.epoch() {
+        let owner_gone = self.said_leaving == Some(self.owner)
+            || self.owner_leaving
+            || !self.links.contains_key(&self.owner);
+        if (from != self.owner && !owner_gone) || m.owner_epoch < self.role.epoch() {
             debug!(peer = %format!("{from:016x}"), "dlm: a view not from our owner, ignored");
             return;
         }
@@ -1340,6 +1527,9 @@ impl Runtime {
             FenceOutcome::NotRegistered => {
                 info!(victim = %who, "cluster: member gone and not registered (it left): nothing to fence");
                 self.last_heard.remove(&victim);
+                if victim == self.owner {
+                    self.owner_departed();
+                }
             }
             FenceOutcome::Fenced {
                 was_owner,
@@ -1372,8 +1562,9 @@ impl Runtime {
                     self.release_client(victim, "recovery step 3: its open files closed".into());
                 }
                 if (was_owner || victim == self.owner) && !matches!(self.role, Role::Owner { .. }) {
-                    info!(victim = %who, "recovery: the owner was fenced; this node takes the volume over");
+                    info!(victim = %who, "recovery: the owner was fenced; its locks go at the next lock view, and the owner lock to the next in line");
                     self.start_probe(true);
+                    self.owner_departed();
                 }
                 self.shared.status().last_recovery = summary;
             }
@@ -1410,6 +1601,7 @@ impl Runtime {
                 }
                 if r.errno == OWNER_LEAVING && r.request_id == NOTICE_ID {
                     info!("cluster: the owner says it is leaving");
+                    self.said_leaving = Some(from);
                     self.owner_gone();
                     return;
                 }
@@ -1645,10 +1837,32 @@ impl Runtime {
     }
 }
 
-/// Owner: queue for `owner` EX (granted once the old owner's lock is
-/// gone from the view) and hold it until the runtime stops.
-async fn hold_owner_lock(dlm: Dlm, epoch: u64, mut stop: watch::Receiver<bool>) {
+/// Owner: hold `owner` EX until the runtime stops: `grant`, the lock the
+/// DLM granted this node before it took over, or else (a first owner,
+/// chosen by the reservation) a request queued now, granted once any
+/// earlier holder's lock is gone from the view.
+async fn hold_owner_lock(
+    dlm: Dlm,
+    epoch: u64,
+    grant: Option<LockHandle>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut election = OwnerElection::new(dlm);
+    if let Some(grant) = grant {
+        let r = tokio::select! {
+            r = election.adopt(grant, epoch) => r,
+            _ = stop.changed() => return,
+        };
+        match r {
+            Ok(()) => {
+                info!(epoch, "dlm: this node holds the owner lock it was granted");
+                let _ = stop.changed().await;
+                election.release();
+            }
+            Err(e) => warn!("dlm: the owner marker was not granted: {e}"),
+        }
+        return;
+    }
     loop {
         let r = tokio::select! {
             r = election.wait_for_ownership(|| epoch.wrapping_sub(1)) => r,
@@ -1669,6 +1883,68 @@ async fn hold_owner_lock(dlm: Dlm, epoch: u64, mut stop: watch::Receiver<bool>) 
     info!(epoch, "dlm: this node holds the owner lock");
     let _ = stop.changed().await;
     election.release();
+}
+
+/// How long a client waits before it queues for `owner` again after
+/// giving it back (a grant it could not use): the holder it gave way to
+/// gets it first.
+const OWNER_GIVEN_BACK_DELAY: Duration = Duration::from_secs(2);
+
+/// How long a client waits to find an owner holding `owner` before it
+/// queues anyway (the owner may have died before this node ever saw it
+/// hold the lock).
+const OWNER_FIND_WAIT: Duration = Duration::from_secs(10);
+
+/// Client: after `delay`, queue for `owner` EX and hand the grant to the
+/// runtime, which takes the volume over ([`Runtime::on_owner_granted`]).
+/// It queues once it sees an owner holding the lock (or after
+/// [`OWNER_FIND_WAIT`]), so that a client that joins does not get it
+/// ahead of the owner it joined.  Every survivor is queued when the
+/// owner goes: the rebuild of the view that drops the owner grants the
+/// lowest node id, which is also the survivor that fenced it.
+async fn contend_for_owner(
+    dlm: Dlm,
+    granted: mpsc::Sender<LockHandle>,
+    delay: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = stop.changed() => return,
+    }
+    let give_up = Instant::now() + OWNER_FIND_WAIT;
+    while Instant::now() < give_up {
+        match tokio::time::timeout(Duration::from_secs(2), OwnerElection::holder(&dlm)).await {
+            Ok(Ok(Some(_))) => break,
+            Ok(Err(LockError::Shutdown)) => return,
+            _ => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+    }
+    loop {
+        let r = tokio::select! {
+            r = dlm.lock(OWNER_RESOURCE, Mode::EX, RequestFlags::default()) => r,
+            _ = stop.changed() => return,
+        };
+        match r {
+            Ok(h) => {
+                // a runtime that has stopped drops it: released
+                let _ = granted.send(h).await;
+                return;
+            }
+            Err(LockError::Shutdown) => return,
+            Err(e) => {
+                debug!("dlm: queueing for the owner lock: {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+    }
 }
 
 /// After each DLM view, find who holds `owner` (it is granted a moment

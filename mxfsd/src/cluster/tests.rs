@@ -306,19 +306,34 @@ impl Fencer for RecordingFencer {
     }
 }
 
-/// Follows the old owner until this node has fenced it, then takes over.
+/// The device as a test sets it: the old owner holds the volume until
+/// this node has fenced it; then a take-over (on the owner lock's grant)
+/// serves the same directory.
 struct TakeOverWhenFenced {
     old_owner: u64,
     fenced: Arc<RecordingFencer>,
     dir: std::path::PathBuf,
+    /// Take-overs asked for.
+    taken: Mutex<usize>,
 }
 
 impl Succession for TakeOverWhenFenced {
-    fn claim(&self) -> Claim {
+    fn holder(&self) -> Option<u64> {
+        self.fenced
+            .0
+            .lock()
+            .unwrap()
+            .is_empty()
+            .then_some(self.old_owner)
+    }
+
+    fn take_over(&self, old_owner: u64, _: &watch::Receiver<bool>) -> Result<Takeover, String> {
+        assert_eq!(old_owner, self.old_owner);
         if self.fenced.0.lock().unwrap().is_empty() {
-            return Claim::Follow(self.old_owner);
+            return Err("granted the owner lock before the fence".into());
         }
-        Claim::Owner(Takeover {
+        *self.taken.lock().unwrap() += 1;
+        Ok(Takeover {
             epoch: 2,
             service: Arc::new(FileService::open(&self.dir).unwrap()),
             hold: Box::new(()),
@@ -354,11 +369,13 @@ async fn a_client_fences_its_dead_owner_once_takes_over_and_resends() {
     cfg.request_timeout = Duration::from_secs(20);
     cfg.disk = Some(disk);
     cfg.fencer = Some(fencer.clone());
-    cfg.succession = Some(Arc::new(TakeOverWhenFenced {
+    let succession = Arc::new(TakeOverWhenFenced {
         old_owner: owner_id,
         fenced: fencer.clone(),
         dir: dir.0.clone(),
-    }));
+        taken: Mutex::new(0),
+    });
+    cfg.succession = Some(succession.clone());
     let client = start(cfg, None).await.unwrap();
     let ch = client.handle();
     assert_eq!(wait_members(&ch, 2).await.len(), 2);
@@ -398,9 +415,20 @@ async fn a_client_fences_its_dead_owner_once_takes_over_and_resends() {
         st.last_recovery
     );
     assert_eq!(st.heartbeat_age.len(), 1);
-    // fenced once, not at every tick
+    // fenced once, not at every tick; taken over once, on the owner
+    // lock's grant, which this node now holds
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(*fencer.0.lock().unwrap(), vec![owner_id]);
+    assert_eq!(*succession.taken.lock().unwrap(), 1);
+    let mut st = ch.status();
+    for _ in 0..50 {
+        if st.lock_owner == st.node_id {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        st = ch.status();
+    }
+    assert_eq!(st.lock_owner, st.node_id, "the DLM shows another owner");
 
     // the node that took over serves its own requests through the reply
     // cache too: a changing request served twice (as its restarted
@@ -638,4 +666,153 @@ async fn a_request_sent_twice_with_one_origin_runs_once() {
     );
     client.shutdown().await;
     owner.shutdown().await;
+}
+
+/// The device as a test sets it: who holds the reservation, shared by the
+/// clients, and the take-overs they made.
+struct SharedDevice {
+    holder: Mutex<Option<u64>>,
+    dir: std::path::PathBuf,
+    takeovers: Mutex<Vec<u64>>,
+}
+
+/// One client's view of [`SharedDevice`].
+struct DeviceSuccessor {
+    me: u64,
+    device: Arc<SharedDevice>,
+}
+
+impl Succession for DeviceSuccessor {
+    fn holder(&self) -> Option<u64> {
+        *self.device.holder.lock().unwrap()
+    }
+
+    fn take_over(&self, old_owner: u64, stop: &watch::Receiver<bool>) -> Result<Takeover, String> {
+        // as `join::Successor`: reserve once the old owner has released
+        for _ in 0..100 {
+            if *stop.borrow() {
+                return Err("stopping".into());
+            }
+            {
+                let mut holder = self.device.holder.lock().unwrap();
+                match *holder {
+                    None => *holder = Some(self.me),
+                    Some(h) if h == self.me => {}
+                    Some(h) if h == old_owner => {
+                        drop(holder);
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                    Some(h) => return Err(format!("{h:016x} holds it")),
+                }
+            }
+            self.device.takeovers.lock().unwrap().push(self.me);
+            return Ok(Takeover {
+                epoch: 8,
+                service: Arc::new(FileService::open(&self.device.dir).unwrap()),
+                hold: Box::new(()),
+            });
+        }
+        Err("the old owner kept the reservation".into())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_lock_decides_which_client_takes_over_and_the_other_follows() {
+    let dir = TempDir::new("cluster-succession");
+    std::fs::write(dir.path("kept"), b"handed over").unwrap();
+    let volume = Uuid::new_v4();
+    let secret = [0x46; 32];
+    let disc_port = 17000 + (std::process::id() % 1000) as u16;
+    let (owner, owner_id) = start_owner(&dir, volume, secret, 7, disc_port).await;
+    let device = Arc::new(SharedDevice {
+        holder: Mutex::new(Some(owner_id)),
+        dir: dir.0.clone(),
+        takeovers: Mutex::new(Vec::new()),
+    });
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let uuid = node_uuid();
+        let me = mxfs_core::identity::node_id(&uuid).unwrap();
+        let mut cfg = config(
+            uuid,
+            volume,
+            secret,
+            Role::Client {
+                owner: owner_id,
+                epoch: 7,
+            },
+            disc_port,
+        );
+        cfg.request_timeout = Duration::from_secs(30);
+        cfg.succession = Some(Arc::new(DeviceSuccessor {
+            me,
+            device: device.clone(),
+        }));
+        clients.push((me, start(cfg, None).await.unwrap()));
+    }
+    let (oh, ah, bh) = (owner.handle(), clients[0].1.handle(), clients[1].1.handle());
+    let (_, _, lock_owner) = wait_lock_view(&[&oh, &ah, &bh], 3).await;
+    assert_eq!(lock_owner, owner_id);
+    // both clients queue for `owner` behind the owner
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // the owner hands over: it leaves, then releases the reservation
+    owner.shutdown().await;
+    *device.holder.lock().unwrap() = None;
+
+    // exactly one client takes over, the one the DLM granted `owner`;
+    // the other follows it, and a request made there reaches the files
+    let mut new_owner = None;
+    for _ in 0..300 {
+        let roles: Vec<Role> = [&ah, &bh].iter().map(|h| h.status().role).collect();
+        if let [Role::Owner { .. }, Role::Client { owner, .. }] = roles[..] {
+            if owner == clients[0].0 {
+                new_owner = Some(0);
+                break;
+            }
+        }
+        if let [Role::Client { owner, .. }, Role::Owner { .. }] = roles[..] {
+            if owner == clients[1].0 {
+                new_owner = Some(1);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(n) = new_owner else {
+        panic!(
+            "no single new owner followed by the other: {:?} {:?}",
+            ah.status(),
+            bh.status()
+        );
+    };
+    let (winner, follower) = if n == 0 { (&ah, &bh) } else { (&bh, &ah) };
+    assert_eq!(*device.takeovers.lock().unwrap(), vec![clients[n].0]);
+    assert_eq!(*device.holder.lock().unwrap(), Some(clients[n].0));
+    assert_eq!(winner.status().role, Role::Owner { epoch: 8 });
+    let (_, members, lock_owner) = wait_lock_view(&[winner, follower], 2).await;
+    assert_eq!(
+        lock_owner, clients[n].0,
+        "the DLM's owner is not the new owner"
+    );
+    assert_eq!(members.len(), 2);
+    let FileReply::Entry { handle: root, .. } = call_as_root(follower, Op::Root).await else {
+        panic!("no root through the new owner");
+    };
+    let r = call_as_root(
+        follower,
+        Op::Lookup {
+            parent: root,
+            name: b"kept".to_vec(),
+        },
+    )
+    .await;
+    assert!(matches!(r, FileReply::Entry { .. }), "lookup: {r:?}");
+    // nobody else took over meanwhile
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(device.takeovers.lock().unwrap().len(), 1);
+    for (_, c) in clients {
+        c.shutdown().await;
+    }
 }

@@ -13,12 +13,14 @@
 //! the owner's.  The answer can be stale at once (ownership moves), which
 //! the epoch carried in owner messages catches.
 //!
-//! A client that wants to take over when the owner goes queues for
-//! `owner` EX ([`OwnerElection::wait_for_ownership`]); it is granted when
-//! the owner releases it or departs (its locks are purged), in the
-//! deterministic order of the rebuild, so exactly one survivor wins.  The
-//! owner learns of queued clients by BAST ([`OwnerElection::contested`])
-//! and decides itself whether to hand over (at unmount it does).
+//! Every client queues for `owner` EX once it has found the owner
+//! (`cluster::contend_for_owner`); the request is granted when the owner
+//! releases it or departs (its locks are purged at the view that drops
+//! it), in the deterministic order of the rebuild (the lowest node id
+//! first), so exactly one survivor wins.  The winner takes the volume
+//! over and then [`OwnerElection::adopt`]s the grant.  The owner learns
+//! of queued clients by BAST ([`OwnerElection::contested`]) and decides
+//! itself whether to hand over (at unmount it does).
 
 use super::runtime::{Dlm, LockError, LockHandle};
 use super::{Mode, NodeId, RequestFlags};
@@ -108,20 +110,34 @@ impl OwnerElection {
         owner: LockHandle,
         header_epoch: impl FnOnce() -> u64,
     ) -> Result<u64, LockError> {
-        // Probes hold the marker only for an instant: queue behind them.
-        let marker = self
-            .dlm
-            .lock(
-                &owner_marker(self.dlm.node_id()),
-                Mode::EX,
-                RequestFlags::default(),
-            )
-            .await?;
+        let marker = self.take_marker().await?;
         let epoch = header_epoch().wrapping_add(1);
         self.owner = Some(owner);
         self.marker = Some(marker);
         self.epoch = Some(epoch);
         Ok(epoch)
+    }
+
+    /// Hold `owner`, granted to a contender that has since taken the
+    /// volume over at `epoch` (the caller wrote it to the header): take
+    /// the marker too, so that members find this node as the owner.
+    pub async fn adopt(&mut self, owner: LockHandle, epoch: u64) -> Result<(), LockError> {
+        let marker = self.take_marker().await?;
+        self.owner = Some(owner);
+        self.marker = Some(marker);
+        self.epoch = Some(epoch);
+        Ok(())
+    }
+
+    async fn take_marker(&self) -> Result<LockHandle, LockError> {
+        // Probes hold the marker only for an instant: queue behind them.
+        self.dlm
+            .lock(
+                &owner_marker(self.dlm.node_id()),
+                Mode::EX,
+                RequestFlags::default(),
+            )
+            .await
     }
 
     /// Who holds `owner`, by probing the members' markers.
