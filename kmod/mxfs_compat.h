@@ -156,6 +156,18 @@ static inline struct dentry *mxfs_d_real(struct dentry *dentry,
 #define MXFS_D_REAL_OP
 #endif
 
+/* ---- open a name under a lower directory (5.10: dentry and mount apart) */
+static inline struct file *mxfs_file_open_at(const struct path *dir,
+					     const char *name, int flags,
+					     umode_t mode)
+{
+#if MXFS_KV(5, 12, 0)
+	return file_open_root(dir, name, flags, mode);
+#else
+	return file_open_root(dir->dentry, dir->mnt, name, flags, mode);
+#endif
+}
+
 /* O_DIRECT: 6.0+ needs FMODE_CAN_ODIRECT on the mxfs file too. */
 static inline void mxfs_copy_fmode(struct file *file, struct file *lower)
 {

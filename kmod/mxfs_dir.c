@@ -200,6 +200,66 @@ static int mxfs_create(MXFS_IDMAP_PARAM struct inode *dir,
 			       (mode & 07777) | S_IFREG, 0, NULL, excl);
 }
 
+/*
+ * A client's open(O_CREAT): one FUSE CREATE below when the name is new
+ * (see mxfs_create_lower_file() for why), else what the VFS does without
+ * ->atomic_open: look up, create if still negative, and let the VFS open.
+ * The owner's XFS has no ->atomic_open and its directories not this one.
+ */
+static int mxfs_atomic_open(struct inode *dir, struct dentry *dentry,
+			    struct file *file, unsigned int flags,
+			    umode_t mode)
+{
+	struct dentry *res = NULL;
+	struct inode *inode;
+	struct file *lf;
+	int err;
+
+	err = mxfs_check(dir->i_sb);
+	if (err)
+		return err;
+	if ((flags & O_CREAT) && d_in_lookup(dentry) &&
+	    !mxfs_is_reserved_name(dentry->d_parent, dentry->d_name.name,
+				   dentry->d_name.len)) {
+		lf = mxfs_create_lower_file(dentry, file, mode);
+		if (!IS_ERR(lf)) {
+			inode = mxfs_get_inode(dir->i_sb, file_inode(lf));
+			if (IS_ERR(inode)) {
+				fput(lf);
+				return PTR_ERR(inode);
+			}
+			/* nobody has seen this in-lookup dentry: set it once */
+			dentry->d_fsdata = dget(lf->f_path.dentry);
+			d_add(dentry, inode);
+			mxfs_copy_attr(dir);
+			return mxfs_finish_created(file, dentry, lf);
+		}
+		err = PTR_ERR(lf);
+		if (err != -EEXIST || (flags & O_EXCL))
+			return err;
+		/* it exists: open it as any existing file */
+	}
+	if (d_in_lookup(dentry)) {
+		res = mxfs_lookup(dir, dentry, 0);
+		if (IS_ERR(res))
+			return PTR_ERR(res);
+		if (res)
+			dentry = res;
+	}
+	if ((flags & O_CREAT) && d_really_is_negative(dentry)) {
+		/* a cached negative dentry, or the name went meanwhile */
+		err = mxfs_new_object(dir, dentry, MXFS_NEW_CREATE,
+				      (mode & 07777) | S_IFREG, 0, NULL,
+				      flags & O_EXCL);
+		if (err) {
+			dput(res);
+			return err;
+		}
+		file->f_mode |= FMODE_CREATED;
+	}
+	return finish_no_open(file, res);
+}
+
 static int mxfs_mkdir(MXFS_IDMAP_PARAM struct inode *dir,
 		      struct dentry *dentry, umode_t mode)
 {
@@ -369,23 +429,33 @@ out_drop_write:
 	return err;
 }
 
-const struct inode_operations mxfs_dir_iops = {
-	.lookup = mxfs_lookup,
-	.create = mxfs_create,
-	.link = mxfs_link,
-	.unlink = mxfs_unlink,
-	.symlink = mxfs_symlink,
-	.mkdir = mxfs_mkdir,
-	.rmdir = mxfs_rmdir,
-	.mknod = mxfs_mknod,
-	.rename = mxfs_rename,
-	.tmpfile = mxfs_tmpfile,
-	.permission = mxfs_permission,
-	.getattr = mxfs_getattr,
-	.setattr = mxfs_setattr,
-	.listxattr = mxfs_listxattr,
-	MXFS_ACL_IOPS
+#define MXFS_DIR_IOPS					\
+	.lookup = mxfs_lookup,				\
+	.create = mxfs_create,				\
+	.link = mxfs_link,				\
+	.unlink = mxfs_unlink,				\
+	.symlink = mxfs_symlink,			\
+	.mkdir = mxfs_mkdir,				\
+	.rmdir = mxfs_rmdir,				\
+	.mknod = mxfs_mknod,				\
+	.rename = mxfs_rename,				\
+	.tmpfile = mxfs_tmpfile,			\
+	.permission = mxfs_permission,			\
+	.getattr = mxfs_getattr,			\
+	.setattr = mxfs_setattr,			\
+	.listxattr = mxfs_listxattr,			\
+	MXFS_ACL_IOPS					\
 	MXFS_FILEATTR_IOPS
+
+/* An owner's directories: XFS below, ->create then a lazy ->open. */
+const struct inode_operations mxfs_dir_iops = {
+	MXFS_DIR_IOPS
+};
+
+/* A client's: FUSE below, whose create and open must be one request. */
+const struct inode_operations mxfs_client_dir_iops = {
+	MXFS_DIR_IOPS
+	.atomic_open = mxfs_atomic_open,
 };
 
 /* ---- readdir */

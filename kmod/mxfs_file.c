@@ -103,6 +103,59 @@ int mxfs_open(struct inode *inode, struct file *file)
 	return 0;
 }
 
+/*
+ * A client's open(O_CREAT) of a name it has no dentry for: create and open
+ * the lower file in one step, as FUSE's own atomic_open does (one FUSE
+ * CREATE, which the owner runs as one open(O_CREAT) for the creator).  A
+ * MKNOD and then an OPEN would have the owner check that OPEN against the
+ * new file's mode, and open(O_CREAT | O_RDWR, 0) must succeed.  With O_EXCL
+ * below: a name that exists (another node's file, a symlink) is -EEXIST
+ * and the caller opens it the usual way.  The lower file is FUSE's own,
+ * not a backing file; runs as the opener (current, @file's f_cred).
+ */
+struct file *mxfs_create_lower_file(struct dentry *dentry, struct file *file,
+				    umode_t mode)
+{
+	struct path lparent = {
+		.mnt = mxfs_lower_mnt(dentry->d_sb),
+		.dentry = mxfs_lower_dentry(dentry->d_parent),
+	};
+
+	if (!lparent.dentry)
+		return ERR_PTR(-ESTALE);
+	/* d_name is stable: the VFS holds our parent's lock for O_CREAT */
+	return mxfs_file_open_at(&lparent, dentry->d_name.name,
+				 mxfs_lower_flags(file) | O_CREAT | O_EXCL,
+				 mode);
+}
+
+/* finish_open()'s ->open for mxfs_finish_created(): @file has its lower. */
+static int mxfs_open_created(struct inode *inode, struct file *file)
+{
+	mxfs_copy_fmode(file, file->private_data);
+	return 0;
+}
+
+/*
+ * Open @file on @dentry, whose file this open created below as @lf
+ * (mxfs_create_lower_file()).  Consumes @lf.
+ */
+int mxfs_finish_created(struct file *file, struct dentry *dentry,
+			struct file *lf)
+{
+	int err;
+
+	file->f_mode |= FMODE_CREATED;
+	file->private_data = lf;
+	err = finish_open(file, dentry, mxfs_open_created);
+	/* once FMODE_OPENED is set, mxfs_release() drops @lf */
+	if (err && !(file->f_mode & FMODE_OPENED)) {
+		file->private_data = NULL;
+		fput(lf);
+	}
+	return err;
+}
+
 int mxfs_release(struct inode *inode, struct file *file)
 {
 	struct file *lf = file->private_data;

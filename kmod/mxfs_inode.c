@@ -91,9 +91,24 @@ int mxfs_setattr(MXFS_IDMAP_PARAM struct dentry *dentry, struct iattr *attr)
 	 */
 	if (la.ia_valid & (ATTR_KILL_SUID | ATTR_KILL_SGID))
 		la.ia_valid &= ~ATTR_MODE;
-	/* ia_file is our file, not the lower one: do not pass it down. */
-	la.ia_valid &= ~ATTR_FILE;
+	/*
+	 * ia_file (ftruncate, open's O_TRUNC) is our file: pass down its
+	 * lower file when it is open for writing.  A client's FUSE SETATTR
+	 * then carries that file's handle and the owner truncates through
+	 * it, checked at open like a local ftruncate (a file created with
+	 * mode 0 and opened for writing can be truncated; by path it could
+	 * not).  XFS ignores it; an owner's XFS file not opened yet
+	 * (mxfs_lower_file()) is not opened for this.
+	 */
 	la.ia_file = NULL;
+	if (la.ia_valid & ATTR_FILE) {
+		struct file *lf = READ_ONCE(attr->ia_file->private_data);
+
+		if (lf && (lf->f_mode & FMODE_WRITE))
+			la.ia_file = lf;
+	}
+	if (!la.ia_file)
+		la.ia_valid &= ~ATTR_FILE;
 	/*
 	 * ATTR_OPEN says the open already truncated: our lower open never has
 	 * O_TRUNC, so this truncate must reach the lower.  FUSE with

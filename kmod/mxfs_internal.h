@@ -243,6 +243,7 @@ ssize_t mxfs_listxattr(struct dentry *dentry, char *list, size_t size);
 
 /* mxfs_dir.c */
 extern const struct inode_operations mxfs_dir_iops;
+extern const struct inode_operations mxfs_client_dir_iops;
 extern const struct file_operations mxfs_dir_fops;
 extern const struct dentry_operations mxfs_dentry_ops;
 
@@ -251,6 +252,10 @@ extern const struct file_operations mxfs_file_fops;
 extern const struct address_space_operations mxfs_aops;
 int mxfs_open(struct inode *inode, struct file *file);
 struct file *mxfs_lower_file(struct file *file);
+struct file *mxfs_create_lower_file(struct dentry *dentry, struct file *file,
+				    umode_t mode);
+int mxfs_finish_created(struct file *file, struct dentry *dentry,
+			struct file *lf);
 struct file *mxfs_live_lower_file(struct file *file);
 int mxfs_release(struct inode *inode, struct file *file);
 loff_t mxfs_llseek(struct file *file, loff_t offset, int whence);

@@ -196,8 +196,7 @@ const CLIENT_FSX_CONF: &str = "[weights]\nmapread = 0\nmapwrite = 0\nread = 10\n
 /// On a client: the O_DIRECT exerciser and fsx (`fsx_ops` operations)
 /// pass, and so does mxfs-opcheck's locks group; two nodes appending to
 /// one file through O_APPEND lose and tear no record; pjdfstest gives
-/// what it gives on the same XFS mounted directly but for two known cases
-/// (below).
+/// what it gives on the same XFS mounted directly.
 pub fn client_conformance(c: &mut Cluster, fsx_ops: u32) -> Result<()> {
     use std::collections::BTreeMap;
     let conf = crate::tools::PJDFSTEST_CONF.as_bytes();
@@ -292,27 +291,16 @@ pub fn client_conformance(c: &mut Cluster, fsx_ops: u32) -> Result<()> {
             .filter(|k| xfs.get(*k) != client.get(*k))
             .map(|k| format!("{k}: xfs {:?}, client {:?}", xfs.get(k), client.get(k)))
             .collect();
-        // Known: a file created with O_CREAT and a mode without write
-        // permission, then ftruncate/fallocate on the creating fd.  The
-        // client's kernel creates it with FUSE MKNOD and opens it with a
-        // separate FUSE OPEN, which the owner runs as the caller, and the
-        // truncate travels as a path-based SETATTR: the owner's permission
-        // check refuses what a local fd would allow.  Listed exactly, so
-        // that a fix (or a new difference) fails this test.
-        let known = [
-            "ftruncate::affected_create_flags_only: xfs Some(\"ok\"), client Some(\"FAILED\")",
-            "posix_fallocate::affected_only_create_flags: xfs Some(\"ok\"), client Some(\"FAILED\")",
-        ];
+        // Equal sets, the two "create flags only" cases included: a file
+        // created with O_CREAT and mode 0, then ftruncate or fallocate on
+        // the creating fd, which the client must send as one FUSE CREATE
+        // and a SETATTR through its open file (mxfs_atomic_open).
         ensure!(
-            diffs == known,
-            "pjdfstest on a client differs from XFS other than in the {} known cases:\n{}",
-            known.len(),
+            diffs.is_empty(),
+            "pjdfstest on a client differs from XFS in {} cases:\n{}",
+            diffs.len(),
             diffs.join("\n")
         );
-        say(format!(
-            "pjdfstest differences, all known: {}",
-            diffs.join("; ")
-        ));
 
         Ok(())
     })

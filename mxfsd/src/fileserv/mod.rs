@@ -85,6 +85,8 @@ enum Kind {
     File {
         append: bool,
         direct: bool,
+        /// Opened for writing: ftruncate through it works.
+        writable: bool,
     },
     Dir {
         /// The volume root: its listing hides `.mxfs`.
@@ -203,7 +205,7 @@ impl FileService {
     fn file(&self, client: u64, fh: u64) -> SysResult<(Arc<OpenFile>, bool, bool)> {
         let f = self.get(client, fh)?;
         match f.kind {
-            Kind::File { append, direct } => Ok((f, append, direct)),
+            Kind::File { append, direct, .. } => Ok((f, append, direct)),
             Kind::Dir { .. } => Err(libc::EISDIR),
         }
     }
@@ -693,8 +695,10 @@ impl FileService {
         }
         if let Some(size) = set.size {
             match open {
-                // ftruncate: permission was checked at open
-                Some(o) if matches!(o.kind, Kind::File { .. }) => {
+                // ftruncate: permission was checked at open (a file
+                // created with mode 0 and opened for writing by its
+                // creator can be truncated through that open file)
+                Some(o) if matches!(o.kind, Kind::File { writable: true, .. }) => {
                     sys::ftruncate(o.fd.as_fd(), size)?
                 }
                 _ => sys::truncate(&path, size)?,
@@ -743,6 +747,7 @@ fn file_kind(flags: i32) -> Kind {
     Kind::File {
         append: flags & libc::O_APPEND != 0,
         direct: flags & libc::O_DIRECT != 0,
+        writable: flags & libc::O_ACCMODE != libc::O_RDONLY,
     }
 }
 

@@ -729,6 +729,70 @@ fn append_from_two_open_ids_loses_no_record() {
     assert_eq!(seen.len(), 2 * RECORDS);
 }
 
+/// What pjdfstest's ftruncate and posix_fallocate "create flags only"
+/// cases ask of a client: a file created with mode 0 and opened for
+/// writing can be truncated and allocated through the creating open file
+/// by its unprivileged creator, not by path; a read-only open file
+/// truncates by path, as the caller.
+#[test]
+fn the_creating_open_file_truncates_a_mode_0_file() {
+    let fx = Fx::new("mode0");
+    let root = fx.root();
+    let (rw, _) = fx.mkdir(&root, "rw", 0o777);
+    let alice = user(1000, &[]);
+    let FileReply::Created { handle, fh, .. } = fx.call_as(
+        alice.clone(),
+        Op::Create {
+            parent: rw.clone(),
+            name: "f".into(),
+            mode: 0,
+            umask: 0o022,
+            flags: libc::O_RDWR,
+        },
+    ) else {
+        panic!("create with mode 0");
+    };
+    let truncate = |fh: Option<u64>, size: u64| Op::Setattr {
+        handle: handle.clone(),
+        fh,
+        set: SetAttr {
+            size: Some(size),
+            ..SetAttr::default()
+        },
+    };
+    match fx.call_as(alice.clone(), truncate(Some(fh), 4096)) {
+        FileReply::Attr(a) => assert_eq!(a.size, 4096),
+        r => panic!("ftruncate through the creating file: {r:?}"),
+    }
+    assert_eq!(
+        fx.errno(alice.clone(), truncate(None, 0)),
+        libc::EACCES,
+        "truncate by path is checked against mode 0"
+    );
+    match fx.call_as(
+        alice.clone(),
+        Op::Fallocate {
+            fh,
+            offset: 0,
+            length: 8192,
+            mode: 0,
+        },
+    ) {
+        FileReply::Ok => {}
+        r => panic!("fallocate through the creating file: {r:?}"),
+    }
+    assert_eq!(std::fs::metadata(fx.path("rw/f")).unwrap().len(), 8192);
+    fx.release(fh);
+
+    // a read-only open file is no licence to truncate: by path, as root here
+    let ro = fx.open(&handle, libc::O_RDONLY);
+    match fx.call(truncate(Some(ro), 1)) {
+        FileReply::Attr(a) => assert_eq!(a.size, 1),
+        r => panic!("truncate with a read-only open file: {r:?}"),
+    }
+    fx.release(ro);
+}
+
 #[test]
 fn requests_run_with_the_callers_credentials() {
     let fx = Fx::new("creds");
