@@ -810,22 +810,12 @@ impl Runtime {
         }
         if let Some(p) = self.probe.take() {
             let _ = p.cancel.send(true);
-            if tokio::time::timeout(Duration::from_secs(120), p.task)
-                .await
-                .is_err()
-            {
-                warn!("cluster: the next-owner probe did not stop");
-            }
+            await_ending(p.task, "the next-owner probe").await;
         }
         if let Some(t) = self.takeover.take() {
             // ends on its own (the reservation wait is bounded); what it
             // took is undone as it finds the runtime gone
-            if tokio::time::timeout(Duration::from_secs(120), t)
-                .await
-                .is_err()
-            {
-                warn!("cluster: the take-over did not end");
-            }
+            await_ending(t, "the take-over").await;
         }
         // Stop dialling and accepting, then drain the links' last events
         // so their tasks can finish.
@@ -1837,6 +1827,18 @@ impl Runtime {
     }
 }
 
+/// Wait for a blocking task of the runtime's (the probe, a take-over) to
+/// end as the runtime stops; each has bounded waits, so two minutes
+/// means it is stuck: say so and go on.
+async fn await_ending<T>(task: JoinHandle<T>, what: &str) {
+    if tokio::time::timeout(Duration::from_secs(120), task)
+        .await
+        .is_err()
+    {
+        warn!("cluster: {what} did not end");
+    }
+}
+
 /// Owner: hold `owner` EX until the runtime stops: `grant`, the lock the
 /// DLM granted this node before it took over, or else (a first owner,
 /// chosen by the reservation) a request queued now, granted once any
@@ -1847,42 +1849,53 @@ async fn hold_owner_lock(
     grant: Option<LockHandle>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let granted_before = grant.is_some();
+    let owner = match grant {
+        Some(h) => h,
+        None => match queue_for_owner(&dlm, &mut stop).await {
+            Some(h) => h,
+            None => return,
+        },
+    };
     let mut election = OwnerElection::new(dlm);
-    if let Some(grant) = grant {
-        let r = tokio::select! {
-            r = election.adopt(grant, epoch) => r,
-            _ = stop.changed() => return,
-        };
-        match r {
-            Ok(()) => {
-                info!(epoch, "dlm: this node holds the owner lock it was granted");
-                let _ = stop.changed().await;
-                election.release();
-            }
-            Err(e) => warn!("dlm: the owner marker was not granted: {e}"),
+    let r = tokio::select! {
+        r = election.adopt(owner, epoch) => r,
+        _ = stop.changed() => return,
+    };
+    match r {
+        Ok(()) if granted_before => {
+            info!(epoch, "dlm: this node holds the owner lock it was granted")
         }
-        return;
+        Ok(()) => info!(epoch, "dlm: this node holds the owner lock"),
+        Err(e) => {
+            warn!("dlm: the owner marker was not granted: {e}");
+            return;
+        }
     }
+    let _ = stop.changed().await;
+    election.release();
+}
+
+/// Queue for `owner` EX until it is granted (retrying a refused request
+/// every [`PROBE_INTERVAL`]); `None` once the DLM or the runtime stops.
+async fn queue_for_owner(dlm: &Dlm, stop: &mut watch::Receiver<bool>) -> Option<LockHandle> {
     loop {
         let r = tokio::select! {
-            r = election.wait_for_ownership(|| epoch.wrapping_sub(1)) => r,
-            _ = stop.changed() => return,
+            r = dlm.lock(OWNER_RESOURCE, Mode::EX, RequestFlags::default()) => r,
+            _ = stop.changed() => return None,
         };
         match r {
-            Ok(_) => break,
-            Err(LockError::Shutdown) => return,
+            Ok(h) => return Some(h),
+            Err(LockError::Shutdown) => return None,
             Err(e) => {
-                debug!("dlm: the owner lock is not ours yet: {e}");
+                debug!("dlm: queueing for the owner lock: {e}");
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+                    _ = stop.changed() => return None,
                 }
             }
         }
     }
-    info!(epoch, "dlm: this node holds the owner lock");
-    let _ = stop.changed().await;
-    election.release();
 }
 
 /// How long a client waits before it queues for `owner` again after
@@ -1924,26 +1937,9 @@ async fn contend_for_owner(
             _ = stop.changed() => return,
         }
     }
-    loop {
-        let r = tokio::select! {
-            r = dlm.lock(OWNER_RESOURCE, Mode::EX, RequestFlags::default()) => r,
-            _ = stop.changed() => return,
-        };
-        match r {
-            Ok(h) => {
-                // a runtime that has stopped drops it: released
-                let _ = granted.send(h).await;
-                return;
-            }
-            Err(LockError::Shutdown) => return,
-            Err(e) => {
-                debug!("dlm: queueing for the owner lock: {e}");
-                tokio::select! {
-                    _ = tokio::time::sleep(PROBE_INTERVAL) => {}
-                    _ = stop.changed() => return,
-                }
-            }
-        }
+    if let Some(h) = queue_for_owner(&dlm, &mut stop).await {
+        // a runtime that has stopped drops it: released
+        let _ = granted.send(h).await;
     }
 }
 

@@ -58,17 +58,11 @@ pub enum SlotError {
 }
 
 fn u32_at(b: &[u8], at: usize) -> Result<u32, SlotError> {
-    b.get(at..at + 4)
-        .and_then(|s| s.try_into().ok())
-        .map(u32::from_le_bytes)
-        .ok_or(SlotError::Corrupt("short"))
+    crate::le::u32_at(b, at).ok_or(SlotError::Corrupt("short"))
 }
 
 fn u64_at(b: &[u8], at: usize) -> Result<u64, SlotError> {
-    b.get(at..at + 8)
-        .and_then(|s| s.try_into().ok())
-        .map(u64::from_le_bytes)
-        .ok_or(SlotError::Corrupt("short"))
+    crate::le::u64_at(b, at).ok_or(SlotError::Corrupt("short"))
 }
 
 /// A slot's bytes; None if the payload does not fit.

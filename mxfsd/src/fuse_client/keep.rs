@@ -104,17 +104,11 @@ fn u16_at(b: &[u8], at: usize) -> Result<u16, KeepError> {
 }
 
 fn u32_at(b: &[u8], at: usize) -> Result<u32, KeepError> {
-    b.get(at..at + 4)
-        .and_then(|s| s.try_into().ok())
-        .map(u32::from_le_bytes)
-        .ok_or(KeepError::Corrupt("short slot"))
+    crate::le::u32_at(b, at).ok_or(KeepError::Corrupt("short slot"))
 }
 
 fn u64_at(b: &[u8], at: usize) -> Result<u64, KeepError> {
-    b.get(at..at + 8)
-        .and_then(|s| s.try_into().ok())
-        .map(u64::from_le_bytes)
-        .ok_or(KeepError::Corrupt("short slot"))
+    crate::le::u64_at(b, at).ok_or(KeepError::Corrupt("short slot"))
 }
 
 /// The header's fields.
