@@ -123,8 +123,7 @@ struct inode *mxfs_get_inode(struct super_block *sb, struct inode *lower)
 		inode->i_fop = &mxfs_file_fops;
 		break;
 	case S_IFDIR:
-		inode->i_op = mxfs_is_client(sb) ? &mxfs_client_dir_iops :
-						  &mxfs_dir_iops;
+		inode->i_op = &mxfs_dir_iops;
 		inode->i_fop = &mxfs_dir_fops;
 		break;
 	case S_IFLNK:

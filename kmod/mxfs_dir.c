@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
  * MXFS directories: dentry operations, lookup, the namespace operations
- * (create, O_TMPFILE, mkdir, mknod, symlink, link, unlink, rmdir, rename)
- * and readdir.  /.mxfs, the daemon's directory, is hidden from lookup and
+ * (create and atomic_open, O_TMPFILE, mkdir, mknod, symlink, link, unlink,
+ * rmdir, rename) and readdir.  /.mxfs, the daemon's directory, is hidden from lookup and
  * readdir, and nothing can be created under that name through the mount.
  */
 #include "mxfs_internal.h"	/* first: it defines pr_fmt */
@@ -201,18 +201,108 @@ static int mxfs_create(MXFS_IDMAP_PARAM struct inode *dir,
 }
 
 /*
- * A client's open(O_CREAT): one FUSE CREATE below when the name is new
- * (see mxfs_create_lower_file() for why), else what the VFS does without
- * ->atomic_open: look up, create if still negative, and let the VFS open.
- * The owner's XFS has no ->atomic_open and its directories not this one.
+ * Owner: open(O_CREAT) of a name not in our dcache.  Look the name up
+ * below and create it there under one lock of the lower parent, and give
+ * our dentry its inode at once: the VFS's ->lookup then ->create would
+ * look up below without the lock, then lock again to create.  The VFS
+ * opens the file (mxfs_open()); FMODE_CREATED if we made it.
+ */
+static int mxfs_owner_create_open(struct inode *dir, struct dentry *dentry,
+				  struct file *file, unsigned int flags,
+				  umode_t mode, struct dentry **resp)
+{
+	struct vfsmount *mnt = mxfs_lower_mnt(dir->i_sb);
+	struct dentry *lparent = mxfs_lower_dentry(dentry->d_parent);
+	struct dentry *lower, *res;
+	struct inode *ldir, *inode;
+	bool created = false;
+	int err;
+
+	if (!lparent)
+		return -ESTALE;
+	ldir = d_inode(lparent);
+	err = mnt_want_write(mnt);
+	if (err)
+		return err;
+	inode_lock_nested(ldir, I_MUTEX_PARENT);
+	lower = lookup_one_len(dentry->d_name.name, lparent,
+			       dentry->d_name.len);
+	if (IS_ERR(lower)) {
+		err = PTR_ERR(lower);
+		goto out_unlock;
+	}
+	/* an in-lookup dentry is ours alone; d_release drops @lower */
+	dentry->d_fsdata = lower;
+	if (d_really_is_negative(lower)) {
+		err = vfs_create(MXFS_IDMAP_ARG(mnt) ldir, lower,
+				 (mode & 07777) | S_IFREG, flags & O_EXCL);
+		if (err)
+			goto out_unlock;
+		created = true;
+		if (d_really_is_negative(lower)) {
+			/* XFS always instantiates */
+			pr_warn_ratelimited("lower create of %pd left no inode\n",
+					    dentry);
+			err = -EIO;
+			goto out_unlock;
+		}
+	}
+	inode = mxfs_get_inode(dir->i_sb, d_inode(lower));
+	if (IS_ERR(inode))
+		err = PTR_ERR(inode);
+out_unlock:
+	inode_unlock(ldir);
+	if (created)
+		mxfs_copy_attr(dir);
+	mnt_drop_write(mnt);
+	if (err)
+		return err;
+	res = d_splice_alias(inode, dentry);	/* a directory's alias */
+	if (IS_ERR(res))
+		return PTR_ERR(res);
+	*resp = res;
+	if (created)
+		file->f_mode |= FMODE_CREATED;
+	return 0;
+}
+
+/*
+ * Client: open(O_CREAT) of a name not in our dcache is one FUSE CREATE
+ * below (see mxfs_create_lower_file() for why), and opens our file.
+ * -EEXIST if the name exists below: the caller opens it as any other.
+ */
+static int mxfs_client_create_open(struct inode *dir, struct dentry *dentry,
+				   struct file *file, umode_t mode)
+{
+	struct inode *inode;
+	struct file *lf;
+
+	lf = mxfs_create_lower_file(dentry, file, mode);
+	if (IS_ERR(lf))
+		return PTR_ERR(lf);
+	inode = mxfs_get_inode(dir->i_sb, file_inode(lf));
+	if (IS_ERR(inode)) {
+		fput(lf);
+		return PTR_ERR(inode);
+	}
+	/* an in-lookup dentry is ours alone: set its lower once */
+	dentry->d_fsdata = dget(lf->f_path.dentry);
+	d_add(dentry, inode);
+	mxfs_copy_attr(dir);
+	return mxfs_finish_created(file, dentry, lf);
+}
+
+/*
+ * Opens of names not in our dcache (and of cached negative ones).  An
+ * O_CREAT open of a new name is the role's create_open above; the rest
+ * is what the VFS does without ->atomic_open: look up, create if still
+ * negative and O_CREAT, and let the VFS open.
  */
 static int mxfs_atomic_open(struct inode *dir, struct dentry *dentry,
 			    struct file *file, unsigned int flags,
 			    umode_t mode)
 {
 	struct dentry *res = NULL;
-	struct inode *inode;
-	struct file *lf;
 	int err;
 
 	err = mxfs_check(dir->i_sb);
@@ -221,20 +311,12 @@ static int mxfs_atomic_open(struct inode *dir, struct dentry *dentry,
 	if ((flags & O_CREAT) && d_in_lookup(dentry) &&
 	    !mxfs_is_reserved_name(dentry->d_parent, dentry->d_name.name,
 				   dentry->d_name.len)) {
-		lf = mxfs_create_lower_file(dentry, file, mode);
-		if (!IS_ERR(lf)) {
-			inode = mxfs_get_inode(dir->i_sb, file_inode(lf));
-			if (IS_ERR(inode)) {
-				fput(lf);
-				return PTR_ERR(inode);
-			}
-			/* nobody has seen this in-lookup dentry: set it once */
-			dentry->d_fsdata = dget(lf->f_path.dentry);
-			d_add(dentry, inode);
-			mxfs_copy_attr(dir);
-			return mxfs_finish_created(file, dentry, lf);
+		if (!mxfs_is_client(dir->i_sb)) {
+			err = mxfs_owner_create_open(dir, dentry, file, flags,
+						     mode, &res);
+			return err ? err : finish_no_open(file, res);
 		}
-		err = PTR_ERR(lf);
+		err = mxfs_client_create_open(dir, dentry, file, mode);
 		if (err != -EEXIST || (flags & O_EXCL))
 			return err;
 		/* it exists: open it as any existing file */
@@ -429,33 +511,24 @@ out_drop_write:
 	return err;
 }
 
-#define MXFS_DIR_IOPS					\
-	.lookup = mxfs_lookup,				\
-	.create = mxfs_create,				\
-	.link = mxfs_link,				\
-	.unlink = mxfs_unlink,				\
-	.symlink = mxfs_symlink,			\
-	.mkdir = mxfs_mkdir,				\
-	.rmdir = mxfs_rmdir,				\
-	.mknod = mxfs_mknod,				\
-	.rename = mxfs_rename,				\
-	.tmpfile = mxfs_tmpfile,			\
-	.permission = mxfs_permission,			\
-	.getattr = mxfs_getattr,			\
-	.setattr = mxfs_setattr,			\
-	.listxattr = mxfs_listxattr,			\
-	MXFS_ACL_IOPS					\
-	MXFS_FILEATTR_IOPS
-
-/* An owner's directories: XFS below, ->create then a lazy ->open. */
 const struct inode_operations mxfs_dir_iops = {
-	MXFS_DIR_IOPS
-};
-
-/* A client's: FUSE below, whose create and open must be one request. */
-const struct inode_operations mxfs_client_dir_iops = {
-	MXFS_DIR_IOPS
+	.lookup = mxfs_lookup,
+	.create = mxfs_create,
 	.atomic_open = mxfs_atomic_open,
+	.link = mxfs_link,
+	.unlink = mxfs_unlink,
+	.symlink = mxfs_symlink,
+	.mkdir = mxfs_mkdir,
+	.rmdir = mxfs_rmdir,
+	.mknod = mxfs_mknod,
+	.rename = mxfs_rename,
+	.tmpfile = mxfs_tmpfile,
+	.permission = mxfs_permission,
+	.getattr = mxfs_getattr,
+	.setattr = mxfs_setattr,
+	.listxattr = mxfs_listxattr,
+	MXFS_ACL_IOPS
+	MXFS_FILEATTR_IOPS
 };
 
 /* ---- readdir */

@@ -243,7 +243,6 @@ ssize_t mxfs_listxattr(struct dentry *dentry, char *list, size_t size);
 
 /* mxfs_dir.c */
 extern const struct inode_operations mxfs_dir_iops;
-extern const struct inode_operations mxfs_client_dir_iops;
 extern const struct file_operations mxfs_dir_fops;
 extern const struct dentry_operations mxfs_dentry_ops;
 

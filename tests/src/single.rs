@@ -458,16 +458,7 @@ pub fn pjdfstest_matches_xfs(node: &mut Node) -> Result<()> {
         "/tmp/pjdfstest.toml",
         crate::tools::PJDFSTEST_CONF.as_bytes(),
     )?;
-    let dev = fresh_volume(node)?;
-    node.must(&format!("mount -t xfs {dev} {XFS_MNT}"))?;
-    let xfs = run_pjdfstest(node, XFS_MNT);
-    node.must(&format!("umount {XFS_MNT}"))?;
-    let xfs = xfs?;
-    let dev = fresh_volume(node)?;
-    node.must(&format!("mount -t mxfs {dev} {MNT}"))?;
-    let mxfs = run_pjdfstest(node, MNT);
-    node.must(&format!("umount {MNT}"))?;
-    let mxfs = mxfs?;
+    let (xfs, mxfs) = on_xfs_then_mxfs(node, run_pjdfstest)?;
     let count = |r: &BTreeMap<String, String>, o: &str| r.values().filter(|v| *v == o).count();
     say(format!(
         "pjdfstest: XFS {} ok / {} failed / {} skipped; mxfs {} ok / {} failed / {} skipped",
@@ -535,7 +526,7 @@ pub fn fsx(node: &mut Node, ops: u32) -> Result<()> {
 
 /// mxfs-opcheck's report: group → outcome line, and group → its notes
 /// (smaller features a group found missing).
-type OpReport = (BTreeMap<String, String>, BTreeMap<String, Vec<String>>);
+pub type OpReport = (BTreeMap<String, String>, BTreeMap<String, Vec<String>>);
 
 fn parse_opcheck(out: &str) -> OpReport {
     let mut groups = BTreeMap::new();
@@ -554,28 +545,45 @@ fn parse_opcheck(out: &str) -> OpReport {
     (groups, notes)
 }
 
-/// Every operation group of mxfs-opcheck: what passes on XFS passes on
-/// mxfs, with no feature noted missing on mxfs that XFS has.
-pub fn operation_groups(node: &mut Node) -> Result<()> {
-    let run = |node: &mut Node, dir: &str| -> Result<OpReport> {
-        let out = node.sh(
-            &format!("{GUEST_ARTIFACTS}/mxfs-opcheck {dir} 2>&1"),
-            Duration::from_secs(900),
-        )?;
-        let report = parse_opcheck(&out.stdout);
-        ensure!(
-            !report.0.is_empty(),
-            "mxfs-opcheck printed no groups:\n{}{}",
-            out.stdout,
-            out.stderr
-        );
-        Ok(report)
+/// `check` on a fresh volume mounted as raw XFS, then on another mounted
+/// as mxfs (each unmounted after, whatever the check gave): both results.
+fn on_xfs_then_mxfs<T>(
+    node: &mut Node,
+    check: impl Fn(&mut Node, &str) -> Result<T>,
+) -> Result<(T, T)> {
+    let on = |node: &mut Node, fstype: &str, dir: &str| -> Result<T> {
+        let dev = fresh_volume(node)?;
+        node.must(&format!("mount -t {fstype} {dev} {dir}"))?;
+        let r = check(node, dir);
+        node.must(&format!("umount {dir}"))?;
+        r
     };
-    let dev = fresh_volume(node)?;
-    node.must(&format!("mount -t xfs {dev} {XFS_MNT}"))?;
-    let xfs = run(node, XFS_MNT);
-    node.must(&format!("umount {XFS_MNT}"))?;
-    let (xfs, xfs_notes) = xfs?;
+    let xfs = on(node, "xfs", XFS_MNT)?;
+    Ok((xfs, on(node, "mxfs", MNT)?))
+}
+
+/// Every mxfs-opcheck group run on `dir` of `node`.
+pub fn run_opcheck(node: &mut Node, dir: &str) -> Result<OpReport> {
+    let out = node.sh(
+        &format!("{GUEST_ARTIFACTS}/mxfs-opcheck {dir} 2>&1"),
+        Duration::from_secs(900),
+    )?;
+    let report = parse_opcheck(&out.stdout);
+    ensure!(
+        !report.0.is_empty(),
+        "mxfs-opcheck printed no groups:\n{}{}",
+        out.stdout,
+        out.stderr
+    );
+    Ok(report)
+}
+
+/// Prints each group's outcome on XFS and on `label`'s mount, and returns
+/// where that mount falls short of XFS: a group that passes on XFS and
+/// not there, or a feature noted missing there that XFS has, each as
+/// `group: what`.  Fails if a group fails on XFS itself.
+pub fn opcheck_shortfalls(xfs: &OpReport, other: &OpReport, label: &str) -> Result<Vec<String>> {
+    let ((xfs, xfs_notes), (theirs, their_notes)) = (xfs, other);
     let failed_on_xfs: Vec<_> = xfs
         .iter()
         .filter(|(_, r)| r.starts_with("FAILED"))
@@ -584,27 +592,30 @@ pub fn operation_groups(node: &mut Node) -> Result<()> {
         failed_on_xfs.is_empty(),
         "the checks themselves fail on plain XFS: {failed_on_xfs:?}"
     );
-    let dev = fresh_volume(node)?;
-    node.must(&format!("mount -t mxfs {dev} {MNT}"))?;
-    let mxfs = run(node, MNT);
-    node.must(&format!("umount {MNT}"))?;
-    let (mxfs, mxfs_notes) = mxfs?;
-    let mut bad = Vec::new();
-    for (group, on_xfs) in &xfs {
-        let on_mxfs = mxfs.get(group).map(String::as_str).unwrap_or("missing");
-        say(format!("group {group}: xfs {on_xfs}; mxfs {on_mxfs}"));
-        if on_xfs == "ok" && on_mxfs != "ok" {
-            bad.push(format!("{group}: {on_mxfs}"));
+    let mut short = Vec::new();
+    for (group, on_xfs) in xfs {
+        let on_theirs = theirs.get(group).map(String::as_str).unwrap_or("missing");
+        say(format!("group {group}: xfs {on_xfs}; {label} {on_theirs}"));
+        if on_xfs == "ok" && on_theirs != "ok" {
+            short.push(format!("{group}: {on_theirs}"));
         }
         let none = Vec::new();
         let known = xfs_notes.get(group).unwrap_or(&none);
-        for note in mxfs_notes.get(group).unwrap_or(&none) {
-            say(format!("  note on mxfs: {note}"));
+        for note in their_notes.get(group).unwrap_or(&none) {
+            say(format!("  note on {label}: {note}"));
             if !known.contains(note) {
-                bad.push(format!("{group}: noted on mxfs only: {note}"));
+                short.push(format!("{group}: noted on {label} only: {note}"));
             }
         }
     }
+    Ok(short)
+}
+
+/// Every operation group of mxfs-opcheck: what passes on XFS passes on
+/// mxfs, with no feature noted missing on mxfs that XFS has.
+pub fn operation_groups(node: &mut Node) -> Result<()> {
+    let (xfs, mxfs) = on_xfs_then_mxfs(node, run_opcheck)?;
+    let bad = opcheck_shortfalls(&xfs, &mxfs, "mxfs")?;
     ensure!(
         bad.is_empty(),
         "operation groups where mxfs falls short of XFS:\n{}",
