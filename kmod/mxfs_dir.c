@@ -2,8 +2,9 @@
 /*
  * MXFS directories: dentry operations, lookup, the namespace operations
  * (create and atomic_open, O_TMPFILE, mkdir, mknod, symlink, link, unlink,
- * rmdir, rename) and readdir.  /.mxfs, the daemon's directory, is hidden from lookup and
- * readdir, and nothing can be created under that name through the mount.
+ * rmdir, rename) and readdir.  /.mxfs, the daemon's directory, is hidden
+ * from lookup and readdir, and nothing can be created under that name
+ * through the mount.
  */
 #include "mxfs_internal.h"	/* first: it defines pr_fmt */
 #include <linux/namei.h>

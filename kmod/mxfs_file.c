@@ -306,6 +306,31 @@ int mxfs_fsync(struct file *file, loff_t start, loff_t end, int datasync)
 	return vfs_fsync_range(lf, start, end, datasync);
 }
 
+/* The fallocate modes the kernel's FUSE carries to mxfsd. */
+#define MXFS_FUSE_FALLOC_MODES \
+	(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)
+
+/*
+ * A client's fallocate in a mode FUSE refuses (COLLAPSE_RANGE,
+ * INSERT_RANGE, UNSHARE_RANGE): the private request of mxfs_uapi.h, done
+ * on the owner through this node's open file.  vfs_fallocate() on our file
+ * made the checks the lower one would.
+ */
+static long mxfs_client_fallocate(struct file *lf, int mode, loff_t offset,
+				  loff_t len)
+{
+	struct mxfs_fallocate_req req = {
+		.offset = offset,
+		.length = len,
+		.mode = mode,
+	};
+
+	BUILD_BUG_ON(sizeof(req) != MXFS_FALLOCATE_SIZE);
+	return __vfs_setxattr(MXFS_IDMAP_ARG(lf->f_path.mnt)
+			      lf->f_path.dentry, file_inode(lf),
+			      MXFS_XATTR_FALLOCATE, &req, sizeof(req), 0);
+}
+
 static long mxfs_fallocate(struct file *file, int mode, loff_t offset,
 			   loff_t len)
 {
@@ -316,7 +341,10 @@ static long mxfs_fallocate(struct file *file, int mode, loff_t offset,
 	if (IS_ERR(lf))
 		return PTR_ERR(lf);
 	inode_lock(inode);
-	ret = vfs_fallocate(lf, mode, offset, len);
+	if (mxfs_is_client(inode->i_sb) && (mode & ~MXFS_FUSE_FALLOC_MODES))
+		ret = mxfs_client_fallocate(lf, mode, offset, len);
+	else
+		ret = vfs_fallocate(lf, mode, offset, len);
 	mxfs_copy_attr(inode);
 	inode_unlock(inode);
 	return ret;

@@ -2,7 +2,8 @@
 /*
  * MXFS inode operations common to every file type: permission, getattr,
  * setattr, extended attributes (every namespace, POSIX ACLs included),
- * symlinks, FIEMAP.  Each one is passed to the lower inode.
+ * symlinks, FIEMAP.  Each one is passed to the lower inode; on a client,
+ * FIEMAP is a private request to mxfsd, FUSE having none.
  */
 #include "mxfs_internal.h"	/* first: it defines pr_fmt */
 #include <linux/xattr.h>
@@ -145,6 +146,78 @@ static const char *mxfs_get_link(struct dentry *dentry, struct inode *inode,
 	return vfs_get_link(lower, done);
 }
 
+/* Extents per request to mxfsd: a 4 KiB answer. */
+#define MXFS_FIEMAP_BATCH 128
+
+/*
+ * FIEMAP on a client.  FUSE has no request for it: ask mxfsd with the
+ * private getxattr (mxfs_uapi.h), which the owner answers from XFS, a
+ * batch at a time from where the last one ended, and give each extent to
+ * fiemap_fill_next_extent() as XFS would (it stops at the caller's count
+ * or at the extent flagged LAST).
+ */
+static int mxfs_client_fiemap(struct inode *inode,
+			      struct fiemap_extent_info *fi, u64 start, u64 len)
+{
+	struct inode *lower = mxfs_lower_inode(inode);
+	struct mxfs_fiemap_extent *ext;
+	struct dentry *alias;
+	char name[80];
+	u64 end;
+	int err;
+
+	BUILD_BUG_ON(sizeof(*ext) != MXFS_FIEMAP_EXTENT_SIZE);
+	/* XFS's flags: SYNC is done on the owner, XATTR maps the attr fork */
+	err = fiemap_prep(inode, fi, start, &len,
+			  FIEMAP_FLAG_SYNC | FIEMAP_FLAG_XATTR);
+	if (err)
+		return err;
+	alias = d_find_any_alias(lower);
+	if (!alias)
+		return -ESTALE;
+	ext = kmalloc_array(MXFS_FIEMAP_BATCH, sizeof(*ext), GFP_KERNEL);
+	if (!ext) {
+		dput(alias);
+		return -ENOMEM;
+	}
+	end = start + len;	/* fiemap_prep() keeps it below the max size */
+	for (;;) {
+		ssize_t got;
+		u64 next;
+		int i, n;
+
+		snprintf(name, sizeof(name), MXFS_XATTR_FIEMAP "%llu.%llu.%u",
+			 start, end - start, fi->fi_flags);
+		got = __vfs_getxattr(alias, lower, name, ext,
+				     MXFS_FIEMAP_BATCH * sizeof(*ext));
+		if (got < 0) {
+			err = got;
+			break;
+		}
+		if (got % sizeof(*ext)) {
+			pr_warn_ratelimited("FIEMAP: a %zd-byte answer from mxfsd\n",
+					    got);
+			err = -EIO;
+			break;
+		}
+		n = got / sizeof(*ext);
+		for (i = 0; i < n && !err; i++)
+			err = fiemap_fill_next_extent(fi, ext[i].logical,
+						      ext[i].physical,
+						      ext[i].length,
+						      ext[i].flags);
+		if (err || n < MXFS_FIEMAP_BATCH)
+			break;
+		next = ext[n - 1].logical + ext[n - 1].length;
+		if (next <= start || next >= end)
+			break;
+		start = next;
+	}
+	kfree(ext);
+	dput(alias);
+	return err < 0 ? err : 0;	/* 1: the caller's array is full */
+}
+
 static int mxfs_fiemap(struct inode *inode, struct fiemap_extent_info *fi,
 		       u64 start, u64 len)
 {
@@ -154,14 +227,42 @@ static int mxfs_fiemap(struct inode *inode, struct fiemap_extent_info *fi,
 	err = mxfs_check(inode->i_sb);
 	if (err)
 		return err;
+	if (!lower)
+		return -ESTALE;
+	if (mxfs_is_client(inode->i_sb))
+		return mxfs_client_fiemap(inode, fi, start, len);
 	if (!lower->i_op->fiemap)
 		return -EOPNOTSUPP;
 	return lower->i_op->fiemap(lower, fi, start, len);
 }
 
+/*
+ * Drop trusted.* names from a listxattr answer, in place: XFS lists them
+ * only to CAP_SYS_ADMIN, but a client's come from the owner's mxfsd,
+ * which has it.  This runs as the caller, so capable() is exact.
+ */
+static ssize_t mxfs_xattr_drop_trusted(char *list, ssize_t len)
+{
+	char *src = list, *dst = list, *end = list + len;
+
+	while (src < end) {
+		size_t n = min_t(size_t, strnlen(src, end - src) + 1,
+				 end - src);
+
+		if (strncmp(src, XATTR_TRUSTED_PREFIX,
+			    XATTR_TRUSTED_PREFIX_LEN)) {
+			memmove(dst, src, n);
+			dst += n;
+		}
+		src += n;
+	}
+	return dst - list;
+}
+
 ssize_t mxfs_listxattr(struct dentry *dentry, char *list, size_t size)
 {
 	struct dentry *lower = mxfs_lower_dentry(dentry);
+	ssize_t len;
 	int err;
 
 	err = mxfs_check(dentry->d_sb);
@@ -169,14 +270,21 @@ ssize_t mxfs_listxattr(struct dentry *dentry, char *list, size_t size)
 		return err;
 	if (!lower)
 		return -ESTALE;
-	return vfs_listxattr(lower, list, size);
+	len = vfs_listxattr(lower, list, size);
+	/* a size query may overstate, as overlayfs's does */
+	if (len <= 0 || !size || !mxfs_is_client(dentry->d_sb) ||
+	    capable(CAP_SYS_ADMIN))
+		return len;
+	return mxfs_xattr_drop_trusted(list, len);
 }
 
 /*
  * One catch-all handler (empty prefix): the full name goes to the lower
- * filesystem, which applies its own namespace rules.  Before 6.2 this also
- * carries system.posix_acl_*; from 6.2 the VFS sends those to
- * ->get_acl/->set_acl (mxfs_compat.h).
+ * filesystem, which applies its own namespace rules; but the private
+ * requests' names are refused here (EOPNOTSUPP, as XFS does), since FUSE
+ * would pass them to mxfsd.  Before 6.2 this also carries
+ * system.posix_acl_*; from 6.2 the VFS sends those to ->get_acl/->set_acl
+ * (mxfs_compat.h).
  */
 static int mxfs_xattr_get(const struct xattr_handler *handler,
 			  struct dentry *dentry, struct inode *inode,
@@ -188,7 +296,7 @@ static int mxfs_xattr_get(const struct xattr_handler *handler,
 	err = mxfs_check(inode->i_sb);
 	if (err)
 		return err;
-	if (!lower)
+	if (!lower || mxfs_is_private_xattr(name))
 		return -EOPNOTSUPP;
 	return vfs_getxattr(MXFS_IDMAP_ARG(mxfs_lower_mnt(inode->i_sb))
 			    lower, name, buffer, size);
@@ -206,7 +314,7 @@ static int mxfs_xattr_set(const struct xattr_handler *handler,
 	err = mxfs_check(inode->i_sb);
 	if (err)
 		return err;
-	if (!lower)
+	if (!lower || mxfs_is_private_xattr(name))
 		return -EOPNOTSUPP;
 	err = mnt_want_write(mnt);
 	if (err)

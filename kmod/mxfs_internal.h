@@ -205,6 +205,33 @@ static inline bool mxfs_is_client(struct super_block *sb)
 	return sbi && sbi->role == MXFS_ROLE_CLIENT;
 }
 
+/*
+ * The client's private requests to its mxfsd, for what FUSE has no request
+ * for (mxfs_uapi.h): FIEMAP and fallocate modes beyond FUSE's three.  They
+ * travel as extended attribute calls on the FUSE mount under names no
+ * filesystem accepts, which users therefore may not use (mxfs_xattr_get()).
+ */
+struct mxfs_fiemap_extent {
+	__u64 logical;
+	__u64 physical;
+	__u64 length;
+	__u32 flags;
+	__u32 zero;
+};
+
+struct mxfs_fallocate_req {
+	__u64 offset;
+	__u64 length;
+	__u32 mode;
+	__u32 zero;
+};
+
+static inline bool mxfs_is_private_xattr(const char *name)
+{
+	return !strncmp(name, MXFS_PRIVATE_XATTR_PREFIX,
+			sizeof(MXFS_PRIVATE_XATTR_PREFIX) - 1);
+}
+
 static inline bool mxfs_is_dead_vol(struct mxfs_volume *vol)
 {
 	return READ_ONCE(vol->dead);

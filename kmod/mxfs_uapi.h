@@ -126,4 +126,30 @@ enum mxfs_lock_mode {
 	MXFS_LOCK_EX = 5,
 };
 
+/*
+ * Requests a client's module sends its mxfsd through the FUSE mount, for
+ * operations FUSE has no request for.  Each is an extended attribute name
+ * outside every namespace a filesystem accepts, so no file can hold one:
+ * the module refuses these names from users and mxfsd answers them itself
+ * (never forwarding them as xattrs).  Values are in host byte order: the
+ * module and the daemon share the host.
+ *
+ * getxattr "mxfs.fiemap.START.LENGTH.FLAGS" (decimal; FLAGS the call's
+ * FIEMAP_FLAG_*): the value is the file's extents from START on, as many
+ * as the buffer holds, each MXFS_FIEMAP_EXTENT_SIZE bytes:
+ *   { u64 logical, u64 physical, u64 length, u32 flags, u32 zero }
+ * (flags are FIEMAP_EXTENT_*).  Fewer than fit: there are no more.
+ *
+ * setxattr "mxfs.fallocate", a value of MXFS_FALLOCATE_SIZE bytes:
+ *   { u64 offset, u64 length, u32 mode, u32 zero }
+ * fallocate(2) with a mode FUSE does not carry (COLLAPSE_RANGE,
+ * INSERT_RANGE, UNSHARE_RANGE), done through a file the node has open
+ * for writing.
+ */
+#define MXFS_PRIVATE_XATTR_PREFIX "mxfs."
+#define MXFS_XATTR_FIEMAP "mxfs.fiemap."
+#define MXFS_FIEMAP_EXTENT_SIZE 32
+#define MXFS_XATTR_FALLOCATE "mxfs.fallocate"
+#define MXFS_FALLOCATE_SIZE 24
+
 #endif /* _UAPI_LINUX_MXFS_H */

@@ -1009,6 +1009,13 @@ fn request_values() -> Vec<FileRequest> {
             umask: 0o77,
             flags: 0o2,
         },
+        Op::Fiemap {
+            fh: 5,
+            start: 0,
+            length: u64::MAX,
+            flags: 1,
+            max_extents: 128,
+        },
     ];
     ops.into_iter()
         .map(|op| FileRequest {
@@ -1079,6 +1086,20 @@ fn reply_values() -> Vec<FileReply> {
         }),
         FileReply::XattrSize(40),
         FileReply::Offset(-1),
+        FileReply::Extents(vec![
+            Extent {
+                logical: 0,
+                physical: 1 << 20,
+                length: 4096,
+                flags: 0,
+            },
+            Extent {
+                logical: 1 << 20,
+                physical: 1 << 30,
+                length: 1 << 16,
+                flags: 0x801, // UNWRITTEN | LAST
+            },
+        ]),
         FileReply::Errno(2),
     ]
 }

@@ -231,9 +231,10 @@ fn hostname() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-/// The FUSE mount a client serves, which the module stacks over.
+/// The FUSE mount a client serves, which the module stacks over: in
+/// [`supervision::RUN_DIR`], which only root may enter.
 fn fuse_mountpoint(volume: &Uuid) -> PathBuf {
-    PathBuf::from(format!("/run/mxfs/{}.fuse", volume.hyphenated()))
+    std::path::Path::new(supervision::RUN_DIR).join(format!("{}.fuse", volume.hyphenated()))
 }
 
 /// Start the cluster runtime for `plan`; on a client, wait for the
@@ -336,6 +337,10 @@ fn start_cluster(
         other => anyhow::bail!("the owner did not give the volume root: {other:?}"),
     };
     let dir = fuse_mountpoint(&args.uuid);
+    // Users reach the FUSE mount only through the mxfs mount above: the
+    // module's private requests through it rely on that (also on a
+    // resume, should an older daemon have left the directory open).
+    supervision::private_run_dir()?;
     if resume.is_none() {
         // Not on a resume: the directory is the FUSE mount itself, and
         // looking at it would wait for the server that we are.

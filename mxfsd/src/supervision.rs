@@ -24,7 +24,9 @@ use uuid::Uuid;
 
 use crate::fence::FenceMode;
 
-/// Where the hand-over leaves the kernel's arguments for the unit.
+/// Where the hand-over leaves the kernel's arguments for the unit, and
+/// where a client's FUSE mount and the daemon's XFS view are mounted:
+/// root's alone ([`private_run_dir`]).
 pub const RUN_DIR: &str = "/run/mxfs";
 /// Exit status that tells systemd not to restart (`RestartPreventExitStatus=`):
 /// the daemon gave up on purpose.
@@ -36,6 +38,35 @@ const UNIT_TEMPLATES: &[&str] = &[
     "/usr/lib/systemd/system/mxfsd@.service",
     "/etc/systemd/system/mxfsd@.service",
 ];
+
+/// Make [`RUN_DIR`] a directory only root may enter (mode 0700): made
+/// so, or narrowed to it when an earlier daemon left it wider.  A
+/// client's FUSE mount lives there, and users must reach it only through
+/// the mxfs mount above (the module holds the FUSE mount's path), never
+/// directly: the module's private requests through it (see
+/// `crate::fuse_client`) rely on that.
+pub fn private_run_dir() -> anyhow::Result<()> {
+    private_dir(Path::new(RUN_DIR))
+}
+
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let md = std::fs::symlink_metadata(dir).with_context(|| format!("{}", dir.display()))?;
+    if !md.is_dir() {
+        // a symlink included: a chmod would follow it
+        bail!("{} is not a directory", dir.display());
+    }
+    if md.permissions().mode() & 0o7777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} root's alone (0700)", dir.display()))?;
+    }
+    Ok(())
+}
 
 /// The unit of a volume.
 pub fn unit_name(volume: &Uuid) -> String {
@@ -89,7 +120,7 @@ pub fn env_contents(
 /// (from [`env_contents`]); returns the exit code for this process (that
 /// of `systemctl start`).
 pub fn hand_over(volume: &Uuid, env: &str) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(RUN_DIR).with_context(|| format!("creating {RUN_DIR}"))?;
+    private_run_dir()?;
     let path = env_file(volume);
     let tmp = path.with_extension("env.tmp");
     {
@@ -293,5 +324,36 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_run_directory_is_made_and_kept_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = crate::test_support::TempDir::new("rundir");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        // made 0700, whatever the umask
+        let dir = tmp.path("mxfs");
+        private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        // one left wider (by an earlier daemon) is narrowed, its contents kept
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.join("x.env"), "k").unwrap();
+        private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert!(dir.join("x.env").exists());
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        // a symlink or a file in its place is refused, not followed
+        let elsewhere = tmp.path("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let link = tmp.path("link");
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        assert!(private_dir(&link).is_err());
+        assert_eq!(mode(&elsewhere), 0o755);
+        let file = tmp.path("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(private_dir(&file).is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! Mirror of `kmod/mxfs_uapi.h`, the generic netlink interface between the
-//! mxfs kernel module and mxfsd.  The C header is the source of truth; the
+//! mxfs kernel module and mxfsd (and the module's private requests through
+//! a client's FUSE mount, see [`crate::fuse_client`]).  The C header is the source of truth; the
 //! test at the bottom parses it and checks that every constant agrees.
 
 // A complete mirror: constants of later steps (locks, direct I/O) are unused yet.
@@ -79,6 +80,18 @@ pub const MXFS_LOCK_PR: u32 = 3;
 pub const MXFS_LOCK_PW: u32 = 4;
 pub const MXFS_LOCK_EX: u32 = 5;
 
+// Private requests through a client's FUSE mount (extended-attribute
+// calls with reserved names, answered by mxfsd, never forwarded as xattrs)
+pub const MXFS_PRIVATE_XATTR_PREFIX: &str = "mxfs.";
+/// getxattr `mxfs.fiemap.START.LENGTH.FLAGS`: the file's extents.
+pub const MXFS_XATTR_FIEMAP: &str = "mxfs.fiemap.";
+/// Bytes of one extent in the fiemap value.
+pub const MXFS_FIEMAP_EXTENT_SIZE: usize = 32;
+/// setxattr `mxfs.fallocate`: fallocate(2) with any mode.
+pub const MXFS_XATTR_FALLOCATE: &str = "mxfs.fallocate";
+/// Bytes of the fallocate value.
+pub const MXFS_FALLOCATE_SIZE: usize = 24;
+
 /// Every numeric constant by its C name, for the agreement test.
 pub const NUMERIC: &[(&str, u64)] = &[
     ("MXFS_GENL_VERSION", MXFS_GENL_VERSION as u64),
@@ -143,12 +156,17 @@ pub const NUMERIC: &[(&str, u64)] = &[
     ("MXFS_FILE_LOCK_CANCEL", MXFS_FILE_LOCK_CANCEL as u64),
     ("MXFS_FILE_LOCK_FLOCK", MXFS_FILE_LOCK_FLOCK as u64),
     ("MXFS_FILE_LOCK_WAIT", MXFS_FILE_LOCK_WAIT as u64),
+    ("MXFS_FIEMAP_EXTENT_SIZE", MXFS_FIEMAP_EXTENT_SIZE as u64),
+    ("MXFS_FALLOCATE_SIZE", MXFS_FALLOCATE_SIZE as u64),
 ];
 
 /// Every string constant by its C name.
 pub const STRINGS: &[(&str, &str)] = &[
     ("MXFS_GENL_NAME", MXFS_GENL_NAME),
     ("MXFS_FSTYPE_NAME", MXFS_FSTYPE_NAME),
+    ("MXFS_PRIVATE_XATTR_PREFIX", MXFS_PRIVATE_XATTR_PREFIX),
+    ("MXFS_XATTR_FIEMAP", MXFS_XATTR_FIEMAP),
+    ("MXFS_XATTR_FALLOCATE", MXFS_XATTR_FALLOCATE),
 ];
 
 /// Role the daemon reports in DAEMON_READY.

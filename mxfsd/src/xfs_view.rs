@@ -26,7 +26,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -143,6 +143,7 @@ fn namespace_thread(
             "making the private namespace's mounts slaves",
         )?;
         drop_copied_mxfs_mounts();
+        crate::supervision::private_run_dir()?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let dev = cstr(device)?;
         let target = cstr(dir)?;
@@ -205,7 +206,8 @@ fn namespace_thread(
 impl XfsView {
     /// Mount `device` (XFS) privately for volume `volume`.
     pub fn mount(device: &Path, volume: &uuid::Uuid) -> anyhow::Result<XfsView> {
-        let dir = PathBuf::from(format!("/run/mxfs/{}.xfs", volume.hyphenated()));
+        let dir =
+            Path::new(crate::supervision::RUN_DIR).join(format!("{}.xfs", volume.hyphenated()));
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stop_tx, stop_rx) = mpsc::channel();
         let device = device.to_path_buf();

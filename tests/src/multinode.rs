@@ -193,8 +193,52 @@ const CLIENT_FSX_CONF: &str = "[weights]\nmapread = 0\nmapwrite = 0\nread = 10\n
     truncate = 2\nclose_open = 1\nfsync = 1\nfdatasync = 1\nposix_fallocate = 1\n\
     punch_hole = 1\nsendfile = 1\nposix_fadvise = 1\ncopy_file_range = 1\n";
 
+/// What mxfs-opcheck finds missing on a client that raw XFS has, each the
+/// start of a shortfall line of [`single::opcheck_shortfalls`].  The
+/// list is exact: the step fails on any other shortfall, and on any of
+/// these that is gone.
+const CLIENT_KNOWN_SHORTFALLS: &[&str] = &[
+    // shared writable mmap: refused until client caching exists (README)
+    "mmap: FAILED",
+    // FUSE before 6.6 has no STATX request: no birth time
+    "attrs: noted on client only: statx: no STATX_BTIME",
+    // fuser, mxfsd's FUSE library, has no FUSE_TMPFILE request
+    "create: noted on client only: O_TMPFILE: EOPNOTSUPP",
+    // a client's FUSE files are FOPEN_DIRECT_IO, which has no alignment rule
+    "io: noted on client only: O_DIRECT read into a misaligned buffer succeeded",
+];
+
+/// Sets the clocks of `nodes` to the host's.
+fn sync_clocks(c: &mut Cluster, nodes: &[usize]) -> Result<()> {
+    for &n in nodes {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .context("host clock")?;
+        c.node(n).must(&format!(
+            "date -u -s @{}.{:09} > /dev/null",
+            now.as_secs(),
+            now.subsec_nanos()
+        ))?;
+    }
+    Ok(())
+}
+
+/// How far apart the clocks of nodes `a` and `b` are, in seconds, less
+/// the time between the two reads.
+fn clock_skew(c: &mut Cluster, a: usize, b: usize) -> Result<f64> {
+    let read = |c: &mut Cluster, n: usize| -> Result<(f64, std::time::Instant)> {
+        let at = std::time::Instant::now();
+        let t: f64 = c.node(n).must("date +%s.%N")?.trim().parse()?;
+        Ok((t, at))
+    };
+    let (ta, at_a) = read(c, a)?;
+    let (tb, at_b) = read(c, b)?;
+    Ok((tb - ta - at_b.duration_since(at_a).as_secs_f64()).abs())
+}
+
 /// On a client: the O_DIRECT exerciser and fsx (`fsx_ops` operations)
-/// pass, and so does mxfs-opcheck's locks group; two nodes appending to
+/// pass; every mxfs-opcheck group passes as on raw XFS but
+/// `CLIENT_KNOWN_SHORTFALLS`; two nodes appending to
 /// one file through O_APPEND lose and tear no record; pjdfstest gives
 /// what it gives on the same XFS mounted directly.
 pub fn client_conformance(c: &mut Cluster, fsx_ops: u32) -> Result<()> {
@@ -206,8 +250,9 @@ pub fn client_conformance(c: &mut Cluster, fsx_ops: u32) -> Result<()> {
     c.node(1)
         .must(&format!("mount -t xfs {dev} {}", single::XFS_MNT))?;
     let xfs = single::run_pjdfstest(c.node(1), single::XFS_MNT);
+    let xfs_ops = single::run_opcheck(c.node(1), single::XFS_MNT);
     c.node(1).must(&format!("umount {}", single::XFS_MNT))?;
-    let xfs = xfs?;
+    let (xfs, xfs_ops) = (xfs?, xfs_ops?);
 
     with_two_mounts(c, |c| {
         let out = c.node(2).sh(
@@ -240,19 +285,32 @@ pub fn client_conformance(c: &mut Cluster, fsx_ops: u32) -> Result<()> {
             out.stdout.trim()
         ));
         ensure!(out.ok(), "fsx failed on a client:\n{}", out.stdout);
-        let out = c.node(2).sh(
-            &format!(
-                "{}/mxfs-opcheck {MNT} locks 2>&1",
-                crate::rootfs::GUEST_ARTIFACTS
-            ),
-            std::time::Duration::from_secs(600),
-        )?;
-        say(format!("client opcheck locks: {}", out.stdout.trim()));
+        // Times set to "now" come from the owner's clock, as NFS's do:
+        // the nodes' clocks must agree (NTP; here, the host's time).
+        sync_clocks(c, &[1, 2])?;
+        let client_ops = single::run_opcheck(c.node(2), MNT)?;
+        let skew = clock_skew(c, 1, 2)?;
+        say(format!(
+            "clocks of nodes 1 and 2 after the run: {skew:.1} s apart"
+        ));
+        let short = single::opcheck_shortfalls(&xfs_ops, &client_ops, "client")?;
+        let unexpected: Vec<&String> = short
+            .iter()
+            .filter(|s| !CLIENT_KNOWN_SHORTFALLS.iter().any(|k| s.starts_with(k)))
+            .collect();
+        let fixed: Vec<&&str> = CLIENT_KNOWN_SHORTFALLS
+            .iter()
+            .filter(|k| !short.iter().any(|s| s.starts_with(*k)))
+            .collect();
         ensure!(
-            out.ok() && out.stdout.contains("group locks ok"),
-            "mxfs-opcheck locks failed on a client:\n{}",
-            out.stdout
+            unexpected.is_empty() && fixed.is_empty(),
+            "mxfs-opcheck on a client against raw XFS: unexpected shortfalls {unexpected:#?}; \
+             known shortfalls no longer seen (take them off CLIENT_KNOWN_SHORTFALLS) {fixed:#?}"
         );
+        say(format!(
+            "client opcheck: every group as on XFS but the {} known shortfalls",
+            short.len()
+        ));
 
         // both nodes append 500 records of 64 bytes at once
         let append = |n: usize| {

@@ -395,6 +395,74 @@ pub fn copy_file_range(
     })
 }
 
+/// `FS_IOC_FIEMAP`: `_IOWR('f', 11, struct fiemap)` (libc has no name
+/// for it).
+const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+/// `struct fiemap` without its extents: fm_start, fm_length, fm_flags,
+/// fm_mapped_extents, fm_extent_count, fm_reserved.
+const FIEMAP_HEAD: usize = 8 + 8 + 4 + 4 + 4 + 4;
+/// `struct fiemap_extent`: fe_logical, fe_physical, fe_length,
+/// `fe_reserved64[2]`, fe_flags, `fe_reserved[3]`.
+const FIEMAP_EXTENT: usize = 8 + 8 + 8 + 16 + 4 + 12;
+
+/// One extent `FS_IOC_FIEMAP` mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FiemapExtent {
+    pub logical: u64,
+    pub physical: u64,
+    pub length: u64,
+    pub flags: u32,
+}
+
+/// The extents of the file `fd` is open on from `start`, within
+/// `length` bytes, at most `max` of them (`FIEMAP_FLAG_*` `flags` passed
+/// on: the kernel answers EBADR for those the filesystem does not
+/// support).  A filesystem without fiemap answers EOPNOTSUPP.
+pub fn fiemap(
+    fd: BorrowedFd<'_>,
+    start: u64,
+    length: u64,
+    flags: u32,
+    max: usize,
+) -> SysResult<Vec<FiemapExtent>> {
+    let count = u32::try_from(max).map_err(|_| libc::EINVAL)?;
+    let size = max
+        .checked_mul(FIEMAP_EXTENT)
+        .and_then(|n| n.checked_add(FIEMAP_HEAD))
+        .ok_or(libc::EINVAL)?;
+    // The header and room for `max` extents, as bytes read and written
+    // field by field (no pointer casts; the kernel copies the structure
+    // in and out with copy_{from,to}_user, which needs no alignment).
+    let mut buf = vec![0u8; size];
+    buf[0..8].copy_from_slice(&start.to_ne_bytes());
+    buf[8..16].copy_from_slice(&length.to_ne_bytes());
+    buf[16..20].copy_from_slice(&flags.to_ne_bytes());
+    buf[24..28].copy_from_slice(&count.to_ne_bytes());
+    // SAFETY: `buf` is a `struct fiemap` whose fm_extent_count (`count`)
+    // extents fit in it after the header, valid for reads and writes of
+    // its whole length: the kernel writes at most that many extents and
+    // the header's fm_flags and fm_mapped_extents.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FIEMAP as _, buf.as_mut_ptr()) })?;
+    let u32_at = |at: usize| u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |at: usize| u64::from_ne_bytes(buf[at..at + 8].try_into().expect("8 bytes"));
+    // With room for none the kernel counts the extents instead.
+    let mapped = if max == 0 { 0 } else { u32_at(20) as usize };
+    if mapped > max {
+        return Err(libc::EIO);
+    }
+    Ok((0..mapped)
+        .map(|i| {
+            let at = FIEMAP_HEAD + i * FIEMAP_EXTENT;
+            FiemapExtent {
+                logical: u64_at(at),
+                physical: u64_at(at + 8),
+                length: u64_at(at + 16),
+                flags: u32_at(at + 40),
+            }
+        })
+        .collect())
+}
+
 /// One getdents64 batch into `buf`; 0 at the end of the directory.
 pub fn getdents(fd: BorrowedFd<'_>, buf: &mut [u8]) -> SysResult<usize> {
     // SAFETY: buf is valid for buf.len() bytes.

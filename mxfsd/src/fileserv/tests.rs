@@ -1165,3 +1165,126 @@ fn the_service_is_shared_by_worker_threads() {
     fn shared<T: Send + Sync>() {}
     shared::<FileService>();
 }
+
+/// Whether the fixtures' directory is on tmpfs, which has no FIEMAP.
+fn on_tmpfs(fx: &Fx) -> bool {
+    let s = sys::fstatfs(fx.fs.root.as_fd()).unwrap();
+    // their types differ between targets
+    #[allow(clippy::unnecessary_cast)]
+    let tmpfs = s.f_type as i64 == libc::TMPFS_MAGIC as i64;
+    tmpfs
+}
+
+#[test]
+fn fiemap_maps_the_extents_of_an_open_file() {
+    const FIEMAP_FLAG_SYNC: u32 = 1;
+    const FIEMAP_EXTENT_LAST: u32 = 1;
+    let fx = Fx::new("fiemap");
+    let root = fx.root();
+    let (h, _, fh) = fx.create(&root, "mapped", libc::O_RDWR);
+    // three pieces of data with holes between (written synchronously, so
+    // allocated at once)
+    for i in 0..3u64 {
+        assert_eq!(fx.write(fh, i << 20, &[i as u8 + 1; 8192]), 8192);
+    }
+    fx.release(fh);
+    // a file open for reading will do
+    let fh = fx.open(&h, libc::O_RDONLY);
+    let fiemap = |start, length, flags, max_extents| {
+        fx.call(Op::Fiemap {
+            fh,
+            start,
+            length,
+            flags,
+            max_extents,
+        })
+    };
+    let all = match fiemap(0, u64::MAX, FIEMAP_FLAG_SYNC, 16) {
+        FileReply::Extents(x) => x,
+        // The fixtures' directory is the host's temp_dir(): tmpfs has no
+        // fiemap and answers EOPNOTSUPP, which is accepted there only.
+        FileReply::Errno(libc::EOPNOTSUPP) if on_tmpfs(&fx) => {
+            eprintln!("SKIPPED: the temporary directory is on tmpfs, which has no FIEMAP");
+            return;
+        }
+        r => panic!("fiemap: {r:?}"),
+    };
+    assert!(!all.is_empty());
+    for i in 0..3u64 {
+        let (from, to) = (i << 20, (i << 20) + 8192);
+        assert!(
+            all.iter()
+                .any(|e| e.logical <= from && to <= e.logical + e.length),
+            "{from}..{to} is not mapped: {all:?}"
+        );
+    }
+    assert!(
+        all.windows(2).all(|w| w[0].logical < w[1].logical),
+        "{all:?}"
+    );
+    assert!(
+        all.last().unwrap().flags & FIEMAP_EXTENT_LAST != 0,
+        "{all:?}"
+    );
+    // at most as many as asked for; none asked, none given
+    let FileReply::Extents(one) = fiemap(0, u64::MAX, 0, 1) else {
+        panic!("fiemap of one extent");
+    };
+    assert_eq!(one, all[..1]);
+    assert_eq!(fiemap(0, u64::MAX, 0, 0), FileReply::Extents(vec![]));
+    // from a later start: what overlaps it on
+    let FileReply::Extents(late) = fiemap(2 << 20, 4096, 0, 16) else {
+        panic!("fiemap from 2 MiB");
+    };
+    assert!(
+        !late.is_empty() && late.iter().all(|e| e.logical + e.length > 2 << 20),
+        "{late:?}"
+    );
+    // more than a reply may carry is capped, not refused
+    assert_eq!(fiemap(0, u64::MAX, 0, u32::MAX), FileReply::Extents(all));
+    // flags the filesystem does not know: the kernel's EBADR
+    assert_eq!(
+        fiemap(0, u64::MAX, 0x8000_0000, 16),
+        FileReply::Errno(libc::EBADR)
+    );
+    // only through an open file of this client
+    assert_eq!(
+        fx.errno(
+            root_creds(),
+            Op::Fiemap {
+                fh: fh.wrapping_add(1),
+                start: 0,
+                length: 1,
+                flags: 0,
+                max_extents: 1
+            }
+        ),
+        libc::EBADF
+    );
+    let req = FileRequest {
+        creds: root_creds(),
+        op: Op::Fiemap {
+            fh,
+            start: 0,
+            length: 1,
+            flags: 0,
+            max_extents: 1,
+        },
+    };
+    assert_eq!(fx.fs.handle_from(7, req), FileReply::Errno(libc::EBADF));
+    let d = fx.opendir(&root);
+    assert_eq!(
+        fx.errno(
+            root_creds(),
+            Op::Fiemap {
+                fh: d,
+                start: 0,
+                length: 1,
+                flags: 0,
+                max_extents: 1
+            }
+        ),
+        libc::EISDIR
+    );
+    fx.release(fh);
+}

@@ -19,11 +19,18 @@ use super::creds::Groups;
 use super::keep::{Keep, Kept, OpenRecord};
 use super::nodes::{Nodes, ROOT};
 use super::Forward;
+use crate::uapi::{
+    MXFS_FALLOCATE_SIZE, MXFS_FIEMAP_EXTENT_SIZE, MXFS_PRIVATE_XATTR_PREFIX, MXFS_XATTR_FALLOCATE,
+    MXFS_XATTR_FIEMAP,
+};
 use crate::wire::fileop::{
-    opcode, Creds, FileReply, FileRequest, Handle, Op, SetAttr, Statfs, MAX_IO, MAX_NAME,
-    MAX_SYMLINK, MAX_XATTR, MAX_XATTR_NAME, RENAME_FLAGS,
+    opcode, Creds, Extent, FileReply, FileRequest, Handle, Op, SetAttr, Statfs, MAX_EXTENTS,
+    MAX_IO, MAX_NAME, MAX_SYMLINK, MAX_XATTR, MAX_XATTR_NAME, RENAME_FLAGS,
 };
 use crate::wire::Origin;
+
+// The largest getxattr value holds as many extents as a reply may carry.
+const _: () = assert!(MAX_EXTENTS * MXFS_FIEMAP_EXTENT_SIZE == MAX_XATTR);
 
 pub type R<T> = Result<T, Errno>;
 
@@ -117,6 +124,56 @@ fn xattr_name(n: &OsStr) -> R<Vec<u8>> {
         return Err(Errno::from_i32(libc::ERANGE));
     }
     Ok(b.to_vec())
+}
+
+/// A name of the module's private requests (`mxfs.`): never an xattr.
+fn is_private(n: &OsStr) -> bool {
+    n.as_bytes()
+        .starts_with(MXFS_PRIVATE_XATTR_PREFIX.as_bytes())
+}
+
+/// `START.LENGTH.FLAGS` of a fiemap request's name: decimal, digits only.
+fn fiemap_args(args: &[u8]) -> Option<(u64, u64, u32)> {
+    fn num<T: std::str::FromStr>(b: &[u8]) -> Option<T> {
+        if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(b).ok()?.parse().ok()
+    }
+    let mut it = args.split(|&c| c == b'.');
+    let start = num(it.next()?)?;
+    let length = num(it.next()?)?;
+    let flags = num(it.next()?)?;
+    if it.next().is_some() {
+        return None;
+    }
+    Some((start, length, flags))
+}
+
+/// Extents in the module's layout: per extent, in host byte order,
+/// logical, physical, length (u64), flags (u32) and a zero u32.
+fn fiemap_value(x: &[Extent]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(x.len() * MXFS_FIEMAP_EXTENT_SIZE);
+    for e in x {
+        v.extend_from_slice(&e.logical.to_ne_bytes());
+        v.extend_from_slice(&e.physical.to_ne_bytes());
+        v.extend_from_slice(&e.length.to_ne_bytes());
+        v.extend_from_slice(&e.flags.to_ne_bytes());
+        v.extend_from_slice(&0u32.to_ne_bytes());
+    }
+    v
+}
+
+/// A fallocate request's value: offset, length, mode; the last u32 must
+/// be zero.
+fn fallocate_args(v: &[u8]) -> Option<(u64, u64, i32)> {
+    let v: &[u8; MXFS_FALLOCATE_SIZE] = v.try_into().ok()?;
+    let u64_at = |at: usize| u64::from_ne_bytes(v[at..at + 8].try_into().expect("8 bytes"));
+    let u32_at = |at: usize| u32::from_ne_bytes(v[at..at + 4].try_into().expect("4 bytes"));
+    if u32_at(20) != 0 {
+        return None;
+    }
+    Some((u64_at(0), u64_at(8), u32_at(16) as i32))
 }
 
 fn ok(op: &'static str, r: FileReply) -> R<()> {
@@ -735,6 +792,12 @@ impl<F: Forward> Client<F> {
         flags: i32,
         position: u32,
     ) -> R<()> {
+        if is_private(n) {
+            if n.as_bytes() == MXFS_XATTR_FALLOCATE.as_bytes() {
+                return self.fallocate_request(c, node, value);
+            }
+            return Err(Errno::from_i32(libc::EOPNOTSUPP));
+        }
         if value.len() > MAX_XATTR {
             return Err(Errno::from_i32(libc::E2BIG));
         }
@@ -749,7 +812,15 @@ impl<F: Forward> Client<F> {
     }
 
     /// getxattr and listxattr (`name` None): size 0 asks for the size.
+    /// A name of the module's private requests (`mxfs.`) is answered
+    /// here, never forwarded as an xattr.
     pub fn getxattr(&self, c: &Creds, node: u64, n: Option<&OsStr>, size: u32) -> R<Xattr> {
+        if let Some(n) = n.filter(|n| is_private(n)) {
+            return match n.as_bytes().strip_prefix(MXFS_XATTR_FIEMAP.as_bytes()) {
+                Some(args) => self.fiemap_request(c, node, args, size),
+                None => Err(Errno::from_i32(libc::EOPNOTSUPP)),
+            };
+        }
         let handle = self.handle(node)?;
         let size = size.min(MAX_XATTR as u32);
         let (what, op) = match n {
@@ -771,11 +842,68 @@ impl<F: Forward> Client<F> {
     }
 
     pub fn removexattr(&self, c: &Creds, node: u64, n: &OsStr) -> R<()> {
+        if is_private(n) {
+            return Err(Errno::from_i32(libc::EOPNOTSUPP));
+        }
         let op = Op::Removexattr {
             handle: self.handle(node)?,
             name: xattr_name(n)?,
         };
         ok("removexattr", self.call(c, op))
+    }
+
+    // ---- the module's private requests ----
+
+    /// Our `fh` of a file of `node` open through this mount (not a
+    /// directory) that `want` accepts: the lowest, so the choice is
+    /// stable.  EBADF when there is none.
+    fn open_of(&self, node: u64, want: impl Fn(&OpenFile) -> bool) -> R<u64> {
+        let handle = self.handle(node)?;
+        lock(&self.opens)
+            .values()
+            .filter(|f| !f.dir && f.handle == handle && want(f))
+            .map(|f| f.fh)
+            .min()
+            .ok_or(Errno::from_i32(libc::EBADF))
+    }
+
+    /// getxattr `mxfs.fiemap.START.LENGTH.FLAGS` (`args` is what follows
+    /// the prefix): as many extents as `size` bytes hold, from the owner's
+    /// FIEMAP through an open file of the node.
+    fn fiemap_request(&self, c: &Creds, node: u64, args: &[u8], size: u32) -> R<Xattr> {
+        let einval = Errno::from_i32(libc::EINVAL);
+        let (start, length, flags) = fiemap_args(args).ok_or(einval)?;
+        // The module always gives a buffer: the size alone means nothing.
+        if size == 0 {
+            return Err(einval);
+        }
+        let max = (size as usize).min(MAX_XATTR) / MXFS_FIEMAP_EXTENT_SIZE;
+        if max == 0 {
+            // what getxattr answers for a buffer too small for the value
+            return Err(Errno::from_i32(libc::ERANGE));
+        }
+        let fh = self.open_of(node, |_| true)?;
+        let r = self.on_open(c, fh, |fh| Op::Fiemap {
+            fh,
+            start,
+            length,
+            flags,
+            max_extents: max as u32,
+        })?;
+        match r {
+            FileReply::Extents(x) if x.len() <= max => Ok(Xattr::Data(fiemap_value(&x))),
+            r => Err(unexpected("fiemap", &r)),
+        }
+    }
+
+    /// setxattr `mxfs.fallocate`: fallocate through an open file of the
+    /// node that was opened for writing.
+    fn fallocate_request(&self, c: &Creds, node: u64, value: &[u8]) -> R<()> {
+        let (offset, length, mode) = fallocate_args(value).ok_or(Errno::from_i32(libc::EINVAL))?;
+        let fh = self.open_of(node, |f| {
+            matches!(f.flags & libc::O_ACCMODE, libc::O_WRONLY | libc::O_RDWR)
+        })?;
+        self.fallocate(c, fh, offset, length, mode)
     }
 
     pub fn access(&self, c: &Creds, node: u64, mask: i32) -> R<()> {

@@ -56,6 +56,7 @@ pub fn reply_kind(r: &FileReply) -> &'static str {
         FileReply::Statfs(_) => "Statfs",
         FileReply::XattrSize(_) => "XattrSize",
         FileReply::Offset(_) => "Offset",
+        FileReply::Extents(_) => "Extents",
         FileReply::Errno(_) => "Errno",
     }
 }

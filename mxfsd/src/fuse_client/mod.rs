@@ -39,6 +39,19 @@
 //!   becomes EIO with a warning.
 //! - Requests fit the peer wire: reads and writes are at most
 //!   [`MAX_IO`] (1 MiB; the frame limit is 2 MiB).
+//! - **The module's private requests.**  FUSE has no request for FIEMAP,
+//!   and the FUSE kernel refuses fallocate modes other than KEEP_SIZE,
+//!   PUNCH_HOLE and ZERO_RANGE, so the module sends those calls as
+//!   extended-attribute calls with reserved names (`kmod/mxfs_uapi.h`):
+//!   getxattr `mxfs.fiemap.START.LENGTH.FLAGS` (the extents, as many as
+//!   the buffer holds) and setxattr `mxfs.fallocate` (offset, length,
+//!   mode).  No file can hold an `mxfs.` name, so these are answered
+//!   here, never forwarded as xattrs: through a file of the node open on
+//!   this mount (for writing, for fallocate), as the owner's
+//!   [`Op::Fiemap`](crate::wire::fileop::Op::Fiemap) or fallocate.
+//!   Other `mxfs.` names are EOPNOTSUPP.  The mount lives in `/run/mxfs`,
+//!   which only root may enter, so that users reach it (and these names)
+//!   only through the mxfs mount above.
 
 mod client;
 mod conn;

@@ -14,7 +14,7 @@ use super::creds::{groups_for, parse_status, Groups, StatusIds};
 use super::nodes::{Nodes, ROOT};
 use super::Forward;
 use crate::wire::fileop::{
-    Attr, Creds, Dirent, FileReply, FileRequest, Handle, Op, Timespec, MAX_IO,
+    Attr, Creds, Dirent, Extent, FileReply, FileRequest, Handle, Op, Timespec, MAX_IO,
 };
 
 // ---- /proc/<pid>/status ----
@@ -662,4 +662,299 @@ fn copy_file_range_reopens_both_files() {
         c.copy_file_range(&who(), a, 0, b, 0, 9, 0).unwrap_err(),
         Errno::EIO
     );
+}
+
+// ---- the module's private requests ----
+
+/// A fiemap value back into (logical, physical, length, flags), checking
+/// the zero after each extent.
+fn extents_of(v: &[u8]) -> Vec<(u64, u64, u64, u32)> {
+    assert_eq!(v.len() % 32, 0);
+    v.chunks(32)
+        .map(|e| {
+            let u64_at = |at: usize| u64::from_ne_bytes(e[at..at + 8].try_into().unwrap());
+            let u32_at = |at: usize| u32::from_ne_bytes(e[at..at + 4].try_into().unwrap());
+            assert_eq!(u32_at(28), 0);
+            (u64_at(0), u64_at(8), u64_at(16), u32_at(24))
+        })
+        .collect()
+}
+
+fn ext(logical: u64, physical: u64, length: u64, flags: u32) -> Extent {
+    Extent {
+        logical,
+        physical,
+        length,
+        flags,
+    }
+}
+
+#[test]
+fn fiemap_names_go_to_the_owner_through_an_open_file() {
+    let (s, c) = client();
+    let fh = opened(s, &c, libc::O_RDONLY);
+    let get = |name: &str, size| c.getxattr(&who(), 500, Some(OsStr::new(name)), size);
+    s.push(FileReply::Extents(vec![
+        ext(0, 1 << 20, 8192, 0),
+        ext(1 << 20, 1 << 30, 4096, 0x801),
+    ]));
+    let Ok(Xattr::Data(v)) = get("mxfs.fiemap.0.18446744073709551615.1", 64) else {
+        panic!("fiemap");
+    };
+    assert_eq!(
+        extents_of(&v),
+        vec![(0, 1 << 20, 8192, 0), (1 << 20, 1 << 30, 4096, 0x801)]
+    );
+    let req = s.last();
+    assert_eq!(req.creds, who());
+    assert_eq!(
+        req.op,
+        Op::Fiemap {
+            fh: 10,
+            start: 0,
+            length: u64::MAX,
+            flags: 1,
+            max_extents: 2,
+        }
+    );
+    // as many as the buffer holds (and a value may be)
+    s.push(FileReply::Extents(vec![]));
+    assert_eq!(get("mxfs.fiemap.4096.100.0", 100), Ok(Xattr::Data(vec![])));
+    assert!(matches!(
+        s.last().op,
+        Op::Fiemap {
+            start: 4096,
+            length: 100,
+            flags: 0,
+            max_extents: 3,
+            ..
+        }
+    ));
+    s.push(FileReply::Extents(vec![]));
+    get("mxfs.fiemap.0.1.4294967295", u32::MAX).unwrap();
+    assert!(matches!(
+        s.last().op,
+        Op::Fiemap {
+            flags: u32::MAX,
+            max_extents: 2048,
+            ..
+        }
+    ));
+    // an owner's errno passes; more extents than asked for is EIO
+    s.push(FileReply::Errno(libc::EBADR));
+    assert_eq!(
+        get("mxfs.fiemap.0.1.8", 32).unwrap_err(),
+        Errno::from_i32(libc::EBADR)
+    );
+    s.push(FileReply::Extents(vec![ext(0, 0, 1, 0); 2]));
+    assert_eq!(get("mxfs.fiemap.0.1.0", 32).unwrap_err(), Errno::EIO);
+    s.push(FileReply::Data(vec![0; 32]));
+    assert_eq!(get("mxfs.fiemap.0.1.0", 32).unwrap_err(), Errno::EIO);
+    // a new owner: reopened, and asked again
+    s.push(FileReply::Errno(libc::EBADF));
+    s.push(FileReply::Opened { fh: 11 });
+    s.push(FileReply::Extents(vec![ext(0, 4096, 4096, 1)]));
+    let Ok(Xattr::Data(v)) = get("mxfs.fiemap.0.4096.0", 32) else {
+        panic!("fiemap after a reopen");
+    };
+    assert_eq!(extents_of(&v), vec![(0, 4096, 4096, 1)]);
+    assert!(matches!(s.last().op, Op::Fiemap { fh: 11, .. }));
+
+    let n = s.count();
+    // names that do not parse
+    for bad in [
+        "mxfs.fiemap.",
+        "mxfs.fiemap.1.2",
+        "mxfs.fiemap.1.2.3.4",
+        "mxfs.fiemap.1.2.3.",
+        "mxfs.fiemap.1..3",
+        "mxfs.fiemap.+1.2.3",
+        "mxfs.fiemap.-1.2.3",
+        "mxfs.fiemap. 1.2.3",
+        "mxfs.fiemap.0x10.2.3",
+        "mxfs.fiemap.18446744073709551616.2.3",
+        "mxfs.fiemap.1.2.4294967296",
+    ] {
+        assert_eq!(
+            get(bad, 64).unwrap_err(),
+            Errno::from_i32(libc::EINVAL),
+            "{bad}"
+        );
+    }
+    // the module always gives a buffer; one too small for an extent
+    assert_eq!(
+        get("mxfs.fiemap.0.1.0", 0).unwrap_err(),
+        Errno::from_i32(libc::EINVAL)
+    );
+    assert_eq!(
+        get("mxfs.fiemap.0.1.0", 31).unwrap_err(),
+        Errno::from_i32(libc::ERANGE)
+    );
+    // no file of the node open through this mount: a directory's open
+    // does not count
+    s.push(FileReply::Opened { fh: 20 });
+    c.opendir(&who(), ROOT, libc::O_RDONLY).unwrap();
+    let n2 = s.count();
+    assert_eq!(
+        c.getxattr(&who(), ROOT, Some(OsStr::new("mxfs.fiemap.0.1.0")), 32)
+            .unwrap_err(),
+        Errno::from_i32(libc::EBADF)
+    );
+    assert_eq!(
+        c.getxattr(&who(), 999, Some(OsStr::new("mxfs.fiemap.0.1.0")), 32)
+            .unwrap_err(),
+        Errno::from_i32(libc::ESTALE)
+    );
+    assert_eq!(s.count(), n2, "nothing forwarded");
+    // once the file is closed, none either
+    s.push(FileReply::Ok);
+    c.release(&who(), fh, libc::O_RDONLY, false).unwrap();
+    let n3 = s.count();
+    assert_eq!(
+        get("mxfs.fiemap.0.1.0", 32).unwrap_err(),
+        Errno::from_i32(libc::EBADF)
+    );
+    assert_eq!(s.count(), n3);
+    assert_eq!(n2, n + 1, "only the opendir was forwarded");
+}
+
+#[test]
+fn other_private_names_are_not_xattrs() {
+    let (s, c) = client();
+    opened(s, &c, libc::O_RDWR);
+    let n = s.count();
+    let eopnotsupp = Errno::from_i32(libc::EOPNOTSUPP);
+    for name in [
+        "mxfs.",
+        "mxfs.fallocate",
+        "mxfs.fiemap",
+        "mxfs.other",
+        "mxfs.fallocate.x",
+    ] {
+        assert_eq!(
+            c.getxattr(&who(), 500, Some(OsStr::new(name)), 64)
+                .unwrap_err(),
+            eopnotsupp,
+            "getxattr {name}"
+        );
+        assert_eq!(
+            c.getxattr(&who(), 500, Some(OsStr::new(name)), 0)
+                .unwrap_err(),
+            eopnotsupp,
+            "getxattr {name} size"
+        );
+        assert_eq!(
+            c.removexattr(&who(), 500, OsStr::new(name)).unwrap_err(),
+            eopnotsupp,
+            "removexattr {name}"
+        );
+    }
+    for name in ["mxfs.", "mxfs.fiemap.0.1.0", "mxfs.fallocatex", "mxfs.x"] {
+        assert_eq!(
+            c.setxattr(&who(), 500, OsStr::new(name), &[0; 24], 0, 0)
+                .unwrap_err(),
+            eopnotsupp,
+            "setxattr {name}"
+        );
+    }
+    assert_eq!(s.count(), n, "nothing forwarded");
+    // other names are xattrs as before, also ones that merely look alike
+    s.push(FileReply::Data(b"v".to_vec()));
+    assert_eq!(
+        c.getxattr(&who(), 500, Some(OsStr::new("user.mxfs.fiemap.0.1.0")), 8),
+        Ok(Xattr::Data(b"v".to_vec()))
+    );
+    assert!(matches!(&s.last().op, Op::Getxattr { name, size: 8, .. }
+        if name == b"user.mxfs.fiemap.0.1.0"));
+    s.push(FileReply::Ok);
+    c.setxattr(&who(), 500, OsStr::new("user.mxfs"), b"v", 0, 0)
+        .unwrap();
+    assert!(matches!(&s.last().op, Op::Setxattr { name, .. } if name == b"user.mxfs"));
+}
+
+fn fallocate_value(offset: u64, length: u64, mode: u32, zero: u32) -> Vec<u8> {
+    [
+        &offset.to_ne_bytes()[..],
+        &length.to_ne_bytes(),
+        &mode.to_ne_bytes(),
+        &zero.to_ne_bytes(),
+    ]
+    .concat()
+}
+
+#[test]
+fn fallocate_goes_through_a_file_open_for_writing() {
+    let (s, c) = client();
+    let set = |value: &[u8]| c.setxattr(&who(), 500, OsStr::new("mxfs.fallocate"), value, 0, 0);
+    // no open file of the node at all
+    s.push(FileReply::Entry {
+        handle: h(5),
+        attr: attr(500, libc::S_IFREG | 0o644),
+    });
+    c.lookup(&who(), ROOT, OsStr::new("f")).unwrap();
+    let n = s.count();
+    let v = fallocate_value(4096, 8192, libc::FALLOC_FL_COLLAPSE_RANGE as u32, 0);
+    assert_eq!(set(&v).unwrap_err(), Errno::from_i32(libc::EBADF));
+    // open for reading only: still none
+    s.push(FileReply::Opened { fh: 10 });
+    let ro = c.open(&who(), 500, libc::O_RDONLY).unwrap();
+    assert_eq!(set(&v).unwrap_err(), Errno::from_i32(libc::EBADF));
+    assert_eq!(s.count(), n + 1, "only the open was forwarded");
+    // open for writing (with flags beside the access mode)
+    s.push(FileReply::Opened { fh: 40 });
+    let wo = c
+        .open(&who(), 500, libc::O_WRONLY | libc::O_APPEND)
+        .unwrap();
+    s.push(FileReply::Ok);
+    set(&v).unwrap();
+    let req = s.last();
+    assert_eq!(req.creds, who());
+    assert_eq!(
+        req.op,
+        Op::Fallocate {
+            fh: 40,
+            offset: 4096,
+            length: 8192,
+            mode: libc::FALLOC_FL_COLLAPSE_RANGE,
+        }
+    );
+    // any mode is passed on; the owner's errno comes back
+    s.push(FileReply::Errno(libc::EINVAL));
+    let v2 = fallocate_value(0, 1, libc::FALLOC_FL_INSERT_RANGE as u32, 0);
+    assert_eq!(set(&v2).unwrap_err(), Errno::from_i32(libc::EINVAL));
+    assert!(matches!(
+        s.last().op,
+        Op::Fallocate {
+            fh: 40,
+            mode: libc::FALLOC_FL_INSERT_RANGE,
+            ..
+        }
+    ));
+    // a value of the wrong size, or with its last u32 not zero
+    let n = s.count();
+    for bad in [
+        &v[..23],
+        &[&v[..], &[0][..]].concat()[..],
+        &[][..],
+        &fallocate_value(0, 1, 0, 1)[..],
+    ] {
+        assert_eq!(set(bad).unwrap_err(), Errno::from_i32(libc::EINVAL));
+    }
+    assert_eq!(s.count(), n, "nothing forwarded");
+    // read-write does as well; a new owner reopens it
+    s.push(FileReply::Ok);
+    c.release(&who(), wo, 0, false).unwrap();
+    s.push(FileReply::Opened { fh: 50 });
+    c.open(&who(), 500, libc::O_RDWR).unwrap();
+    s.push(FileReply::Errno(libc::EBADF));
+    s.push(FileReply::Opened { fh: 51 });
+    s.push(FileReply::Ok);
+    set(&v).unwrap();
+    assert!(matches!(s.last().op, Op::Fallocate { fh: 51, .. }));
+    // the read-only file is never the one
+    assert!(s
+        .ops()
+        .iter()
+        .all(|op| !matches!(op, Op::Fallocate { fh: 10, .. })));
+    let _ = ro;
 }

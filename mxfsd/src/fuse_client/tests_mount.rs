@@ -548,6 +548,121 @@ fn copy_file_range_between_files() {
     fx.done();
 }
 
+/// The module's private requests, as it makes them: extended-attribute
+/// calls on the FUSE mount (here by root on the mount directly, which
+/// users cannot reach: `/run/mxfs` is root's alone).
+#[test]
+fn private_requests_through_the_mount() {
+    let fx = Fx::new("private");
+    let path = cpath(&fx.m("f"));
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(fx.m("f"))
+        .unwrap();
+    f.write_all(&[1u8; 4096]).unwrap();
+    f.seek(SeekFrom::Start(1 << 20)).unwrap();
+    f.write_all(&[2u8; 4096]).unwrap();
+    let on_tmpfs = {
+        // SAFETY: statfs is plain data, filled by the call below.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a NUL-terminated path and a valid statfs to fill.
+        assert_eq!(
+            unsafe { libc::statfs(cpath(&fx.back.0).as_ptr(), &mut st) },
+            0
+        );
+        // their types differ between targets
+        #[allow(clippy::unnecessary_cast)]
+        let tmpfs = st.f_type as i64 == libc::TMPFS_MAGIC as i64;
+        tmpfs
+    };
+    let get = |name: &str, buf: &mut [u8]| -> Result<usize, i32> {
+        let name = CString::new(name).unwrap();
+        // SAFETY: NUL-terminated strings; buf is valid for its length.
+        let n = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            Err(last_errno())
+        } else {
+            Ok(n as usize)
+        }
+    };
+    let set = |name: &str, value: &[u8]| -> Result<(), i32> {
+        let name = CString::new(name).unwrap();
+        // SAFETY: NUL-terminated strings; value is valid for its length.
+        let r = unsafe {
+            libc::setxattr(
+                path.as_ptr(),
+                name.as_ptr(),
+                value.as_ptr().cast(),
+                value.len(),
+                0,
+            )
+        };
+        if r < 0 {
+            Err(last_errno())
+        } else {
+            Ok(())
+        }
+    };
+
+    // fiemap: 32-byte extents covering what was written
+    let mut buf = vec![0u8; 4096];
+    match get("mxfs.fiemap.0.18446744073709551615.1", &mut buf) {
+        Ok(n) => {
+            assert!(n > 0 && n % 32 == 0, "{n}");
+            let x: Vec<(u64, u64)> = buf[..n]
+                .chunks(32)
+                .map(|e| {
+                    let at = |i: usize| u64::from_ne_bytes(e[i..i + 8].try_into().unwrap());
+                    (at(0), at(16))
+                })
+                .collect();
+            for from in [0u64, 1 << 20] {
+                assert!(
+                    x.iter()
+                        .any(|&(l, len)| l <= from && from + 4096 <= l + len),
+                    "{from} not mapped: {x:?}"
+                );
+            }
+        }
+        Err(libc::EOPNOTSUPP) if on_tmpfs => {}
+        r => panic!("fiemap: {r:?}"),
+    }
+    assert_eq!(get("mxfs.fiemap.0.1", &mut buf), Err(libc::EINVAL));
+    assert_eq!(get("mxfs.other", &mut buf), Err(libc::EOPNOTSUPP));
+
+    // fallocate in a mode FUSE does not carry: the hole collapses
+    let value = [
+        &4096u64.to_ne_bytes()[..],
+        &((1u64 << 20) - 4096).to_ne_bytes(),
+        &(libc::FALLOC_FL_COLLAPSE_RANGE as u32).to_ne_bytes(),
+        &0u32.to_ne_bytes(),
+    ]
+    .concat();
+    match set("mxfs.fallocate", &value) {
+        Ok(()) => {
+            assert_eq!(fs::metadata(fx.b("f")).unwrap().len(), 8192);
+            let back = fs::read(fx.b("f")).unwrap();
+            assert_eq!(back, [[1u8; 4096], [2u8; 4096]].concat());
+        }
+        Err(libc::EOPNOTSUPP) if on_tmpfs => {}
+        r => panic!("fallocate: {r:?}"),
+    }
+    assert_eq!(set("mxfs.fallocate", &value[..23]), Err(libc::EINVAL));
+    assert_eq!(set("mxfs.other", &value), Err(libc::EOPNOTSUPP));
+    drop(f);
+    fx.done();
+}
+
 /// Runs `f` on a thread of its own as fsuid/fsgid `id` with supplementary
 /// groups `groups` (raw syscalls: that thread only), as a user process
 /// would reach the mount.

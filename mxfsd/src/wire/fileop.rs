@@ -8,7 +8,9 @@
 //! onto the FUSE low-level operations (fuser 0.18's `Filesystem`), so a
 //! client's FUSE server forwards each call as it comes; fcntl and flock
 //! locks are not among them (they go through the DLM, see
-//! `crate::file_locks`).
+//! `crate::file_locks`).  Two requests are not FUSE calls: [`Op::Root`],
+//! and [`Op::Fiemap`], which the kernel module asks a client's mxfsd for
+//! through a private getxattr (see `crate::fuse_client`).
 //!
 //! Objects are named by [`Handle`]: the owner's XFS file handle
 //! (`name_to_handle_at`), opaque to the client and valid on any owner of
@@ -45,6 +47,10 @@ pub const MAX_IO: usize = 1 << 20;
 pub const MAX_GROUPS: usize = 65536;
 /// Most entries in one readdir reply.
 pub const MAX_DIRENTS: usize = 65536;
+/// Most extents in one fiemap reply: as many as the largest getxattr
+/// value holds ([`MAX_XATTR`] at `MXFS_FIEMAP_EXTENT_SIZE`, 32 bytes, each),
+/// the module's way of asking (see `crate::fuse_client`).
+pub const MAX_EXTENTS: usize = 2048;
 
 /// `rename` flags the owner accepts (`RENAME_NOREPLACE | EXCHANGE | WHITEOUT`).
 pub const RENAME_FLAGS: u32 = 1 | 2 | 4;
@@ -295,6 +301,18 @@ pub enum Op {
         umask: u32,
         flags: i32,
     },
+    /// The extents of an open file (`FS_IOC_FIEMAP`), which FUSE has no
+    /// request for: the module asks through a private getxattr.
+    Fiemap {
+        fh: u64,
+        start: u64,
+        length: u64,
+        /// `FIEMAP_FLAG_*`, passed on as they are (the owner's kernel
+        /// answers EBADR for those it does not support).
+        flags: u32,
+        /// At most [`MAX_EXTENTS`].
+        max_extents: u32,
+    },
 }
 
 /// What FUSE needs of an inode (and `generation`, from the handle, for
@@ -317,6 +335,17 @@ pub struct Attr {
     pub rdev: u64,
     pub blksize: u32,
     pub generation: u64,
+}
+
+/// One extent of a fiemap reply (`struct fiemap_extent` less its
+/// reserved fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Extent {
+    pub logical: u64,
+    pub physical: u64,
+    pub length: u64,
+    /// `FIEMAP_EXTENT_*`.
+    pub flags: u32,
 }
 
 /// One directory entry of a readdir reply.
@@ -375,6 +404,9 @@ pub enum FileReply {
     XattrSize(u32),
     /// lseek.
     Offset(i64),
+    /// fiemap: at most the `max_extents` asked for (and [`MAX_EXTENTS`]);
+    /// fewer means there are no more.
+    Extents(Vec<Extent>),
     /// A positive errno, carried in the container's `errno` field.
     Errno(i32),
 }
@@ -418,6 +450,8 @@ pub mod opcode {
     pub const COPY_FILE_RANGE: u32 = 34;
     pub const TMPFILE: u32 = 35;
     pub const ROOT: u32 = 36;
+    /// Peer protocol version 5.
+    pub const FIEMAP: u32 = 37;
 
     /// Whether a request of this kind changes the filesystem, so that
     /// running it twice differs from running it once (an O_APPEND write
@@ -460,10 +494,13 @@ const R_STATFS: u8 = 8;
 const R_XATTR_SIZE: u8 = 9;
 const R_OFFSET: u8 = 10;
 // 11 was a getlk's lock (peer protocol version 3 and earlier).
+const R_EXTENTS: u8 = 12;
 
 /// Smallest encoded dirent (ino, next, kind, name length, one byte),
 /// for bounding a count before allocating.
 const MIN_DIRENT: usize = 8 + 8 + 1 + 2 + 1;
+/// An encoded extent: logical, physical, length, flags.
+const EXTENT: usize = 8 + 8 + 8 + 4;
 
 // ---- checks shared by encoder and decoder ----
 
@@ -499,6 +536,13 @@ fn check_target(t: &[u8]) -> Result<()> {
 fn check_io(n: usize) -> Result<()> {
     if n > MAX_IO {
         return Err(WireError::Invalid("I/O size"));
+    }
+    Ok(())
+}
+
+fn check_extent_count(n: usize) -> Result<()> {
+    if n > MAX_EXTENTS {
+        return Err(WireError::Invalid("extent count"));
     }
     Ok(())
 }
@@ -748,6 +792,7 @@ impl Op {
             Op::Lseek { .. } => LSEEK,
             Op::CopyFileRange { .. } => COPY_FILE_RANGE,
             Op::Tmpfile { .. } => TMPFILE,
+            Op::Fiemap { .. } => FIEMAP,
         }
     }
 
@@ -965,6 +1010,20 @@ impl Op {
                 w.u32(*mode);
                 w.u32(*umask);
                 w.i32(*flags);
+            }
+            Op::Fiemap {
+                fh,
+                start,
+                length,
+                flags,
+                max_extents,
+            } => {
+                check_extent_count(*max_extents as usize)?;
+                w.u64(*fh);
+                w.u64(*start);
+                w.u64(*length);
+                w.u32(*flags);
+                w.u32(*max_extents);
             }
         }
         Ok(())
@@ -1195,6 +1254,19 @@ impl Op {
                 umask: r.u32("tmpfile")?,
                 flags: r.i32("tmpfile")?,
             },
+            FIEMAP => {
+                let op = Op::Fiemap {
+                    fh: r.u64("fh")?,
+                    start: r.u64("fiemap")?,
+                    length: r.u64("fiemap")?,
+                    flags: r.u32("fiemap")?,
+                    max_extents: r.u32("extent count")?,
+                };
+                if let Op::Fiemap { max_extents, .. } = &op {
+                    check_extent_count(*max_extents as usize)?;
+                }
+                op
+            }
             _ => return Err(WireError::Invalid("file op opcode")),
         })
     }
@@ -1339,6 +1411,17 @@ impl FileReply {
                 w.u8(R_OFFSET);
                 w.i64(*o);
             }
+            FileReply::Extents(x) => {
+                check_extent_count(x.len())?;
+                w.u8(R_EXTENTS);
+                w.u32(x.len() as u32);
+                for e in x {
+                    w.u64(e.logical);
+                    w.u64(e.physical);
+                    w.u64(e.length);
+                    w.u32(e.flags);
+                }
+            }
         }
         Ok(w.0)
     }
@@ -1394,6 +1477,19 @@ impl FileReply {
             }),
             R_XATTR_SIZE => FileReply::XattrSize(r.u32("xattr size")?),
             R_OFFSET => FileReply::Offset(r.i64("offset")?),
+            R_EXTENTS => {
+                let n = r.count(MAX_EXTENTS, EXTENT, "extent count")?;
+                let mut x = Vec::with_capacity(n);
+                for _ in 0..n {
+                    x.push(Extent {
+                        logical: r.u64("extent")?,
+                        physical: r.u64("extent")?,
+                        length: r.u64("extent")?,
+                        flags: r.u32("extent")?,
+                    });
+                }
+                FileReply::Extents(x)
+            }
             _ => return Err(WireError::Invalid("reply kind")),
         };
         r.end()?;
@@ -1669,6 +1765,15 @@ mod tests {
                     flags,
                 }
             }),
+            (any::<(u64, u64, u64, u32)>(), 0..=MAX_EXTENTS as u32).prop_map(
+                |((fh, start, length, flags), max_extents)| Op::Fiemap {
+                    fh,
+                    start,
+                    length,
+                    flags,
+                    max_extents
+                }
+            ),
         ];
         prop_oneof![a, b, c]
     }
@@ -1684,6 +1789,23 @@ mod tests {
             kind,
             name,
         })
+    }
+
+    fn extent() -> impl Strategy<Value = Extent> {
+        any::<(u64, u64, u64, u32)>().prop_map(|(logical, physical, length, flags)| Extent {
+            logical,
+            physical,
+            length,
+            flags,
+        })
+    }
+
+    fn extents() -> impl Strategy<Value = Vec<Extent>> {
+        // mostly short, sometimes at the bound
+        prop_oneof![
+            vec(extent(), 0..20),
+            extent().prop_map(|e| vec![e; MAX_EXTENTS]),
+        ]
     }
 
     fn reply() -> impl Strategy<Value = FileReply> {
@@ -1716,6 +1838,7 @@ mod tests {
             ),
             any::<u32>().prop_map(FileReply::XattrSize),
             any::<i64>().prop_map(FileReply::Offset),
+            extents().prop_map(FileReply::Extents),
             (1..=i32::MAX).prop_map(FileReply::Errno),
         ]
     }
@@ -1913,6 +2036,13 @@ mod tests {
                     ..SetAttr::default()
                 },
             },
+            Op::Fiemap {
+                fh: 1,
+                start: 0,
+                length: u64::MAX,
+                flags: 0,
+                max_extents: MAX_EXTENTS as u32 + 1,
+            },
         ];
         for op in bad {
             assert!(with(op.clone()).encode_payload().is_err(), "{op:?}");
@@ -1920,6 +2050,9 @@ mod tests {
         assert!(FileReply::Errno(0).encode_payload().is_err());
         assert!(FileReply::Errno(-1).encode_payload().is_err());
         assert!(FileReply::Data(vec![0; MAX_IO + 1])
+            .encode_payload()
+            .is_err());
+        assert!(FileReply::Extents(vec![Extent::default(); MAX_EXTENTS + 1])
             .encode_payload()
             .is_err());
         // decoders: unknown opcode and reply kind, an errno with a payload,
@@ -1977,5 +2110,113 @@ mod tests {
         let mut data = vec![R_DATA];
         data.extend_from_slice(&u32::MAX.to_be_bytes());
         assert_eq!(FileReply::decode(0, &data), Err(WireError::Invalid("data")));
+    }
+
+    #[test]
+    fn the_fiemap_encoding_is_pinned() {
+        let req = FileRequest {
+            creds: Creds::default(),
+            op: Op::Fiemap {
+                fh: 0x0102_0304_0506_0708,
+                start: 4096,
+                length: u64::MAX,
+                flags: 1,
+                max_extents: 2,
+            },
+        };
+        let expect: Vec<u8> = [
+            &[0u8; 16][..],               // uid, gid, pid, no groups
+            &[1, 2, 3, 4, 5, 6, 7, 8],    // fh
+            &[0, 0, 0, 0, 0, 0, 0x10, 0], // start
+            &[0xff; 8],                   // length
+            &[0, 0, 0, 1],                // flags (FIEMAP_FLAG_SYNC)
+            &[0, 0, 0, 2],                // max_extents
+        ]
+        .concat();
+        assert_eq!(req.opcode(), opcode::FIEMAP);
+        assert_eq!(opcode::FIEMAP, 37);
+        assert!(!opcode::changes_state(opcode::FIEMAP));
+        assert_eq!(req.encode_payload().unwrap(), expect);
+        assert_eq!(FileRequest::decode(opcode::FIEMAP, &expect).unwrap(), req);
+
+        let reply = FileReply::Extents(vec![Extent {
+            logical: 0,
+            physical: 1 << 20,
+            length: 8192,
+            flags: 1, // FIEMAP_EXTENT_LAST
+        }]);
+        let bytes: Vec<u8> = [
+            &[R_EXTENTS, 0, 0, 0, 1][..],
+            &[0; 8],
+            &[0, 0, 0, 0, 0, 0x10, 0, 0],
+            &[0, 0, 0, 0, 0, 0, 0x20, 0],
+            &[0, 0, 0, 1],
+        ]
+        .concat();
+        assert_eq!(reply.encode_payload().unwrap(), bytes);
+        assert_eq!(FileReply::decode(0, &bytes).unwrap(), reply);
+        // no extents: the file has none from there on
+        assert_eq!(
+            FileReply::decode(0, &[R_EXTENTS, 0, 0, 0, 0]).unwrap(),
+            FileReply::Extents(vec![])
+        );
+    }
+
+    #[test]
+    fn fiemap_decoding_refuses_bad_counts() {
+        // a request for more extents than a reply may carry
+        let mut p = FileRequest {
+            creds: Creds::default(),
+            op: Op::Fiemap {
+                fh: 1,
+                start: 0,
+                length: 1,
+                flags: 0,
+                max_extents: MAX_EXTENTS as u32,
+            },
+        }
+        .encode_payload()
+        .unwrap();
+        assert!(FileRequest::decode(opcode::FIEMAP, &p).is_ok());
+        let n = p.len();
+        p[n - 4..].copy_from_slice(&(MAX_EXTENTS as u32 + 1).to_be_bytes());
+        assert_eq!(
+            FileRequest::decode(opcode::FIEMAP, &p),
+            Err(WireError::Invalid("extent count"))
+        );
+        p[n - 4..].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(FileRequest::decode(opcode::FIEMAP, &p).is_err());
+        // a reply count above the bound, or above what the bytes hold,
+        // is refused before allocating
+        let head = |n: u32| [&[R_EXTENTS][..], &n.to_be_bytes()].concat();
+        for n in [u32::MAX, MAX_EXTENTS as u32 + 1] {
+            assert_eq!(
+                FileReply::decode(0, &head(n)),
+                Err(WireError::Invalid("extent count"))
+            );
+        }
+        let mut two = head(2);
+        two.extend_from_slice(&[0; EXTENT * 2 - 1]);
+        assert_eq!(
+            FileReply::decode(0, &two),
+            Err(WireError::Invalid("extent count"))
+        );
+        two.push(0);
+        assert!(FileReply::decode(0, &two).is_ok());
+        two.push(0);
+        assert_eq!(FileReply::decode(0, &two), Err(WireError::Trailing(1)));
+        // the most extents there may be, in one frame
+        let full = FileReply::Extents(vec![
+            Extent {
+                logical: u64::MAX,
+                physical: u64::MAX,
+                length: u64::MAX,
+                flags: u32::MAX,
+            };
+            MAX_EXTENTS
+        ]);
+        let f = full.to_file_op_reply(1, 2).unwrap();
+        let frame = crate::wire::Message::FileOpReply(f).encode().unwrap();
+        assert!(frame.len() <= crate::wire::MAX_FRAME);
     }
 }

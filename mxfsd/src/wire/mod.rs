@@ -28,7 +28,8 @@
 //! ([`PlockRequest`], [`PlockAnswer`], [`PlockRecover`]), version 4
 //! dropped the forwarded lock operations (GETLK, SETLK, the getlk reply
 //! and the lock owners of FLUSH and RELEASE: fcntl and flock locks go
-//! through the DLM only); a peer of another version is refused at the
+//! through the DLM only), version 5 added the FIEMAP file operation and
+//! its extents reply; a peer of another version is refused at the
 //! handshake.
 
 pub mod announce;
@@ -38,7 +39,7 @@ use crate::dlm::plock::Kind;
 use crate::dlm::{LockId, Mode, MAX_RESOURCE_NAME};
 
 /// The protocol version this daemon speaks.
-pub const VERSION: u8 = 4;
+pub const VERSION: u8 = 5;
 /// Largest frame, length prefix included: room for a 1 MiB FUSE write
 /// and its header.
 pub const MAX_FRAME: usize = 2 << 20;

@@ -58,8 +58,8 @@ fn the_file_op_format_is_pinned() {
     assert_eq!(b, expect);
     assert_eq!(Message::decode_frame(&b).unwrap(), Some((m, b.len())));
     // 2 added the origin, 3 the file-lock messages, 4 dropped the
-    // forwarded lock operations
-    assert_eq!(VERSION, 4);
+    // forwarded lock operations, 5 added FIEMAP
+    assert_eq!(VERSION, 5);
 }
 
 fn recorded(
@@ -288,6 +288,9 @@ fn bad_frames_are_errors() {
     // and 3, whose peers still forward fcntl and flock locks to the owner
     v[4] = 3;
     assert_eq!(Message::decode_frame(&v), Err(WireError::Version(3)));
+    // and 4, which would answer a client's FIEMAP with EIO
+    v[4] = 4;
+    assert_eq!(Message::decode_frame(&v), Err(WireError::Version(4)));
     let mut t = good.clone();
     t[5] = 99;
     assert_eq!(Message::decode_frame(&t), Err(WireError::UnknownType(99)));
