@@ -3,7 +3,8 @@
  * MXFS inode operations common to every file type: permission, getattr,
  * setattr, extended attributes (every namespace, POSIX ACLs included),
  * symlinks, FIEMAP.  Each one is passed to the lower inode; on a client,
- * FIEMAP is a private request to mxfsd, FUSE having none.
+ * FIEMAP and statx's birth time are private requests to mxfsd, FUSE
+ * having none.
  */
 #include "mxfs_internal.h"	/* first: it defines pr_fmt */
 #include <linux/xattr.h>
@@ -34,6 +35,32 @@ int mxfs_permission(MXFS_IDMAP_PARAM struct inode *inode, int mask)
 			MXFS_IDMAP_ARG(mxfs_lower_mnt(inode->i_sb)) lower, mask);
 	return generic_permission(MXFS_IDMAP_ARG(mxfs_lower_mnt(inode->i_sb))
 				  lower, mask);
+}
+
+/*
+ * A client's birth time: FUSE before 6.6 carries none, so ask mxfsd (the
+ * private request of mxfs_uapi.h) when the caller wants it.  Without an
+ * answer statx just lacks STATX_BTIME, as on a filesystem keeping none.
+ */
+static void mxfs_client_btime(struct dentry *lower, struct kstat *stat)
+{
+	struct {
+		__s64 sec;
+		__u32 nsec;
+		__u32 zero;
+	} bt;
+	ssize_t got;
+
+	BUILD_BUG_ON(sizeof(bt) != MXFS_BTIME_SIZE);
+	if (stat->result_mask & STATX_BTIME)
+		return;		/* FUSE gave it (6.6+) */
+	got = __vfs_getxattr(lower, d_inode(lower), MXFS_XATTR_BTIME, &bt,
+			     sizeof(bt));
+	if (got != sizeof(bt) || bt.nsec >= NSEC_PER_SEC)
+		return;
+	stat->btime.tv_sec = bt.sec;
+	stat->btime.tv_nsec = bt.nsec;
+	stat->result_mask |= STATX_BTIME;
 }
 
 int mxfs_getattr(MXFS_IDMAP_PARAM const struct path *path, struct kstat *stat,
@@ -68,6 +95,8 @@ int mxfs_getattr(MXFS_IDMAP_PARAM const struct path *path, struct kstat *stat,
 		 * change files too): refresh what the VFS checks on ours.
 		 */
 		mxfs_copy_attr(d_inode(path->dentry));
+		if (request_mask & STATX_BTIME)
+			mxfs_client_btime(lower.dentry, stat);
 	}
 	return 0;
 }

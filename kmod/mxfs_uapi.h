@@ -140,6 +140,11 @@ enum mxfs_lock_mode {
  *   { u64 logical, u64 physical, u64 length, u32 flags, u32 zero }
  * (flags are FIEMAP_EXTENT_*).  Fewer than fit: there are no more.
  *
+ * getxattr "mxfs.btime": the file's birth time, MXFS_BTIME_SIZE bytes
+ *   { s64 seconds, u32 nanoseconds, u32 zero }
+ * (statx's STATX_BTIME, which FUSE before 6.6 does not carry); ENODATA if
+ * the owner's filesystem keeps none.
+ *
  * setxattr "mxfs.fallocate", a value of MXFS_FALLOCATE_SIZE bytes:
  *   { u64 offset, u64 length, u32 mode, u32 zero }
  * fallocate(2) with a mode FUSE does not carry (COLLAPSE_RANGE,
@@ -149,6 +154,8 @@ enum mxfs_lock_mode {
 #define MXFS_PRIVATE_XATTR_PREFIX "mxfs."
 #define MXFS_XATTR_FIEMAP "mxfs.fiemap."
 #define MXFS_FIEMAP_EXTENT_SIZE 32
+#define MXFS_XATTR_BTIME "mxfs.btime"
+#define MXFS_BTIME_SIZE 16
 #define MXFS_XATTR_FALLOCATE "mxfs.fallocate"
 #define MXFS_FALLOCATE_SIZE 24
 

@@ -1016,6 +1016,7 @@ fn request_values() -> Vec<FileRequest> {
             flags: 1,
             max_extents: 128,
         },
+        Op::Birthtime { handle: handle(2) },
     ];
     ops.into_iter()
         .map(|op| FileRequest {
@@ -1100,6 +1101,10 @@ fn reply_values() -> Vec<FileReply> {
                 flags: 0x801, // UNWRITTEN | LAST
             },
         ]),
+        FileReply::Birthtime(Timespec {
+            sec: 1_700_000_000,
+            nsec: 5,
+        }),
         FileReply::Errno(2),
     ]
 }

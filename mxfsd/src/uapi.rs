@@ -87,6 +87,10 @@ pub const MXFS_PRIVATE_XATTR_PREFIX: &str = "mxfs.";
 pub const MXFS_XATTR_FIEMAP: &str = "mxfs.fiemap.";
 /// Bytes of one extent in the fiemap value.
 pub const MXFS_FIEMAP_EXTENT_SIZE: usize = 32;
+/// getxattr `mxfs.btime`: the file's birth time.
+pub const MXFS_XATTR_BTIME: &str = "mxfs.btime";
+/// Bytes of the birth time value.
+pub const MXFS_BTIME_SIZE: usize = 16;
 /// setxattr `mxfs.fallocate`: fallocate(2) with any mode.
 pub const MXFS_XATTR_FALLOCATE: &str = "mxfs.fallocate";
 /// Bytes of the fallocate value.
@@ -158,6 +162,7 @@ pub const NUMERIC: &[(&str, u64)] = &[
     ("MXFS_FILE_LOCK_WAIT", MXFS_FILE_LOCK_WAIT as u64),
     ("MXFS_FIEMAP_EXTENT_SIZE", MXFS_FIEMAP_EXTENT_SIZE as u64),
     ("MXFS_FALLOCATE_SIZE", MXFS_FALLOCATE_SIZE as u64),
+    ("MXFS_BTIME_SIZE", MXFS_BTIME_SIZE as u64),
 ];
 
 /// Every string constant by its C name.
@@ -167,6 +172,7 @@ pub const STRINGS: &[(&str, &str)] = &[
     ("MXFS_PRIVATE_XATTR_PREFIX", MXFS_PRIVATE_XATTR_PREFIX),
     ("MXFS_XATTR_FIEMAP", MXFS_XATTR_FIEMAP),
     ("MXFS_XATTR_FALLOCATE", MXFS_XATTR_FALLOCATE),
+    ("MXFS_XATTR_BTIME", MXFS_XATTR_BTIME),
 ];
 
 /// Role the daemon reports in DAEMON_READY.

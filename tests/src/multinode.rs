@@ -200,10 +200,6 @@ const CLIENT_FSX_CONF: &str = "[weights]\nmapread = 0\nmapwrite = 0\nread = 10\n
 const CLIENT_KNOWN_SHORTFALLS: &[&str] = &[
     // shared writable mmap: refused until client caching exists (README)
     "mmap: FAILED",
-    // FUSE before 6.6 has no STATX request: no birth time
-    "attrs: noted on client only: statx: no STATX_BTIME",
-    // fuser, mxfsd's FUSE library, has no FUSE_TMPFILE request
-    "create: noted on client only: O_TMPFILE: EOPNOTSUPP",
     // a client's FUSE files are FOPEN_DIRECT_IO, which has no alignment rule
     "io: noted on client only: O_DIRECT read into a misaligned buffer succeeded",
 ];

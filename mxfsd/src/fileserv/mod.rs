@@ -439,7 +439,8 @@ impl FileService {
                 flags,
             } => {
                 let p = self.resolve(&parent)?;
-                let flags = open_flags(flags)? | libc::O_TMPFILE;
+                // O_EXCL: a tmpfile that may never be linked
+                let flags = open_flags(flags)? | (flags & libc::O_EXCL) | libc::O_TMPFILE;
                 let _u = Umask::set(umask)?;
                 let _c = AsCaller::enter(creds)?;
                 let fd = sys::openat(p.as_fd(), c".", flags, mode & 0o7777)?;
@@ -660,6 +661,14 @@ impl FileService {
                 )?;
                 sys::fsync(fout.fd.as_fd(), true)?;
                 Ok(R::Written(n as u32))
+            }
+            Op::Birthtime { handle } => {
+                let f = self.resolve(&handle)?;
+                let st = sys::statx_of(f.as_fd(), libc::STATX_BTIME)?;
+                if st.stx_mask & libc::STATX_BTIME == 0 {
+                    return Err(libc::ENODATA);
+                }
+                Ok(R::Birthtime(ts(st.stx_btime)))
             }
             Op::Fiemap {
                 fh,

@@ -163,6 +163,11 @@ pub fn open_path(path: &CStr, flags: libc::c_int) -> SysResult<OwnedFd> {
 
 /// statx of the fd itself (never follows a symlink).
 pub fn statx(fd: BorrowedFd<'_>) -> SysResult<libc::statx> {
+    statx_of(fd, libc::STATX_BASIC_STATS)
+}
+
+/// statx asking for `mask` (`stx_mask` says what the filesystem gave).
+pub fn statx_of(fd: BorrowedFd<'_>, mask: u32) -> SysResult<libc::statx> {
     // SAFETY: statx is plain data; all-zero is a valid value.
     let mut st: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: the path is an empty NUL-terminated string, `st` is valid
@@ -172,7 +177,7 @@ pub fn statx(fd: BorrowedFd<'_>) -> SysResult<libc::statx> {
             fd.as_raw_fd(),
             c"".as_ptr(),
             libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
-            libc::STATX_BASIC_STATS,
+            mask,
             &mut st,
         )
     })?;

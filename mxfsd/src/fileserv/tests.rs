@@ -1288,3 +1288,39 @@ fn fiemap_maps_the_extents_of_an_open_file() {
     );
     fx.release(fh);
 }
+
+#[test]
+fn birthtime_is_the_files_creation_time() {
+    let fx = Fx::new("btime");
+    let root = fx.root();
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let (h, _, fh) = fx.create(&root, "born", libc::O_RDWR);
+    fx.release(fh);
+    match fx.call(Op::Birthtime { handle: h }) {
+        FileReply::Birthtime(t) => {
+            assert!(t.nsec < 1_000_000_000);
+            assert!(
+                (before - 1..=before + 60).contains(&t.sec),
+                "born at {t:?}, created at about {before}"
+            );
+        }
+        // a filesystem that keeps no birth time (tmpfs before 6.x)
+        FileReply::Errno(libc::ENODATA) if on_tmpfs(&fx) => {
+            eprintln!("SKIPPED: the temporary directory's tmpfs keeps no birth time");
+        }
+        r => panic!("birthtime: {r:?}"),
+    }
+    // a handle that names nothing
+    let (gone, _) = fx.mkdir(&root, "gone", 0o755);
+    fx.ok(Op::Rmdir {
+        parent: root.clone(),
+        name: b"gone".to_vec(),
+    });
+    assert!(matches!(
+        fx.call(Op::Birthtime { handle: gone }),
+        FileReply::Errno(libc::ESTALE)
+    ));
+}

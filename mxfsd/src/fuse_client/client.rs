@@ -20,8 +20,8 @@ use super::keep::{Keep, Kept, OpenRecord};
 use super::nodes::{Nodes, ROOT};
 use super::Forward;
 use crate::uapi::{
-    MXFS_FALLOCATE_SIZE, MXFS_FIEMAP_EXTENT_SIZE, MXFS_PRIVATE_XATTR_PREFIX, MXFS_XATTR_FALLOCATE,
-    MXFS_XATTR_FIEMAP,
+    MXFS_BTIME_SIZE, MXFS_FALLOCATE_SIZE, MXFS_FIEMAP_EXTENT_SIZE, MXFS_PRIVATE_XATTR_PREFIX,
+    MXFS_XATTR_BTIME, MXFS_XATTR_FALLOCATE, MXFS_XATTR_FIEMAP,
 };
 use crate::wire::fileop::{
     opcode, Creds, Extent, FileReply, FileRequest, Handle, Op, SetAttr, Statfs, MAX_EXTENTS,
@@ -609,12 +609,22 @@ impl<F: Forward> Client<F> {
         umask: u32,
         flags: i32,
     ) -> R<(FileAttr, Generation, u64)> {
-        let op = Op::Create {
-            parent: self.handle(parent)?,
-            name: name(n)?,
-            mode,
-            umask,
-            flags,
+        // "/": a FUSE_TMPFILE, passed to fuser as a CREATE (conn.rs)
+        let op = if n.as_bytes() == b"/" {
+            Op::Tmpfile {
+                parent: self.handle(parent)?,
+                mode,
+                umask,
+                flags: flags & !libc::O_TMPFILE,
+            }
+        } else {
+            Op::Create {
+                parent: self.handle(parent)?,
+                name: name(n)?,
+                mode,
+                umask,
+                flags,
+            }
         };
         match self.call(c, op) {
             FileReply::Created { handle, attr, fh } => {
@@ -816,6 +826,9 @@ impl<F: Forward> Client<F> {
     /// here, never forwarded as an xattr.
     pub fn getxattr(&self, c: &Creds, node: u64, n: Option<&OsStr>, size: u32) -> R<Xattr> {
         if let Some(n) = n.filter(|n| is_private(n)) {
+            if n.as_bytes() == MXFS_XATTR_BTIME.as_bytes() {
+                return self.btime_request(c, node, size);
+            }
             return match n.as_bytes().strip_prefix(MXFS_XATTR_FIEMAP.as_bytes()) {
                 Some(args) => self.fiemap_request(c, node, args, size),
                 None => Err(Errno::from_i32(libc::EOPNOTSUPP)),
@@ -893,6 +906,30 @@ impl<F: Forward> Client<F> {
         match r {
             FileReply::Extents(x) if x.len() <= max => Ok(Xattr::Data(fiemap_value(&x))),
             r => Err(unexpected("fiemap", &r)),
+        }
+    }
+
+    /// getxattr `mxfs.btime`: the owner's birth time of the node, in the
+    /// module's layout (seconds i64, nanoseconds u32, a zero u32).
+    fn btime_request(&self, c: &Creds, node: u64, size: u32) -> R<Xattr> {
+        if size == 0 {
+            return Ok(Xattr::Size(MXFS_BTIME_SIZE as u32));
+        }
+        if (size as usize) < MXFS_BTIME_SIZE {
+            return Err(Errno::from_i32(libc::ERANGE));
+        }
+        let op = Op::Birthtime {
+            handle: self.handle(node)?,
+        };
+        match self.call(c, op) {
+            FileReply::Birthtime(t) => {
+                let mut v = Vec::with_capacity(MXFS_BTIME_SIZE);
+                v.extend_from_slice(&t.sec.to_ne_bytes());
+                v.extend_from_slice(&t.nsec.to_ne_bytes());
+                v.extend_from_slice(&0u32.to_ne_bytes());
+                Ok(Xattr::Data(v))
+            }
+            r => Err(unexpected("birthtime", &r)),
         }
     }
 

@@ -43,6 +43,8 @@ const IN_HEADER: usize = 40;
 const OUT_HEADER: usize = 16;
 
 const FUSE_FORGET: u32 = 2;
+const FUSE_CREATE: u32 = 35;
+const FUSE_TMPFILE: u32 = 51;
 const FUSE_INTERRUPT: u32 = 36;
 const FUSE_DESTROY: u32 = 38;
 const FUSE_NOTIFY_REPLY: u32 = 41;
@@ -76,6 +78,17 @@ pub fn reply_unique(b: &[u8]) -> Option<u64> {
         return None;
     }
     Some(u64::from_ne_bytes(b[8..16].try_into().ok()?))
+}
+
+/// FUSE_TMPFILE (from 6.1) carries what FUSE_CREATE does, a
+/// `fuse_create_in` and a name ("/" for a tmpfile), and takes the same
+/// answer; fuser has no TMPFILE.  So fuser gets it as a CREATE of "/", a
+/// name no real CREATE can have, which the client makes an `O_TMPFILE`
+/// open (`Client::create`).
+fn tmpfile_as_create(msg: &mut [u8]) {
+    if request_header(msg).map(|(opcode, _)| opcode) == Some(FUSE_TMPFILE) {
+        msg[4..8].copy_from_slice(&FUSE_CREATE.to_ne_bytes());
+    }
 }
 
 /// Whether the kernel waits for an answer to this request.
@@ -371,6 +384,7 @@ fn pump_requests(dev: &File, keep: &Keep, ours: &OwnedFd, passed: &Passed, mut b
                 return;
             }
         };
+        tmpfile_as_create(&mut buf[..n]);
         let msg = &buf[..n];
         match request_header(msg) {
             Some((FUSE_INTERRUPT, _)) => {

@@ -57,6 +57,7 @@ pub fn reply_kind(r: &FileReply) -> &'static str {
         FileReply::XattrSize(_) => "XattrSize",
         FileReply::Offset(_) => "Offset",
         FileReply::Extents(_) => "Extents",
+        FileReply::Birthtime(_) => "Birthtime",
         FileReply::Errno(_) => "Errno",
     }
 }

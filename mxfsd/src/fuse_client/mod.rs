@@ -49,9 +49,14 @@
 //!   here, never forwarded as xattrs: through a file of the node open on
 //!   this mount (for writing, for fallocate), as the owner's
 //!   [`Op::Fiemap`](crate::wire::fileop::Op::Fiemap) or fallocate.
+//!   getxattr `mxfs.btime` is the birth time FUSE before 6.6 does not
+//!   carry ([`Op::Birthtime`](crate::wire::fileop::Op::Birthtime)).
 //!   Other `mxfs.` names are EOPNOTSUPP.  The mount lives in `/run/mxfs`,
 //!   which only root may enter, so that users reach it (and these names)
 //!   only through the mxfs mount above.
+//! - **O_TMPFILE**: fuser has no FUSE_TMPFILE, so the relay hands it over
+//!   as a CREATE of "/" (conn.rs), made an
+//!   [`Op::Tmpfile`](crate::wire::fileop::Op::Tmpfile) here.
 
 mod client;
 mod conn;

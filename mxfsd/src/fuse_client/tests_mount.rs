@@ -659,6 +659,23 @@ fn private_requests_through_the_mount() {
     }
     assert_eq!(set("mxfs.fallocate", &value[..23]), Err(libc::EINVAL));
     assert_eq!(set("mxfs.other", &value), Err(libc::EOPNOTSUPP));
+
+    // birth time: the owner's statx btime of the file
+    let mut bt = [0u8; 16];
+    match get("mxfs.btime", &mut bt) {
+        Ok(16) => {
+            let sec = i64::from_ne_bytes(bt[0..8].try_into().unwrap());
+            let nsec = u32::from_ne_bytes(bt[8..12].try_into().unwrap());
+            let mtime = fs::metadata(fx.b("f")).unwrap().mtime();
+            assert!(
+                sec > 0 && sec <= mtime && nsec < 1_000_000_000,
+                "btime {sec}.{nsec}, mtime {mtime}"
+            );
+        }
+        Err(libc::ENODATA) if on_tmpfs => {}
+        r => panic!("btime: {r:?}"),
+    }
+    assert_eq!(get("mxfs.btime", &mut bt[..15]), Err(libc::ERANGE));
     drop(f);
     fx.done();
 }
@@ -1056,4 +1073,55 @@ fn a_request_the_killed_daemon_never_kept_fails_on_a_signal() {
     fs::write(mnt.0.join("after"), b"ok").unwrap();
     assert_eq!(fs::read(back.0.join("after")).unwrap(), b"ok");
     resumed.unmount().unwrap();
+}
+
+/// O_TMPFILE through the kernel's FUSE_TMPFILE (6.1+), which the relay
+/// gives fuser as a CREATE of "/": a nameless file, written, then linked
+/// into the tree (linkat through /proc/self/fd); with O_EXCL it can
+/// never be linked.
+#[test]
+fn tmpfile_through_the_mount() {
+    let fx = Fx::new("tmpfile");
+    let dir = cpath(&fx.m(""));
+    let open_tmp = |extra: libc::c_int| {
+        // SAFETY: a NUL-terminated path; the mode is a plain integer.
+        let fd = unsafe { libc::open(dir.as_ptr(), libc::O_TMPFILE | libc::O_RDWR | extra, 0o640) };
+        assert!(fd >= 0, "open(O_TMPFILE): errno {}", last_errno());
+        // SAFETY: a fresh descriptor nobody else owns.
+        unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+    };
+    let link = |f: &File, name: &str| -> Result<(), i32> {
+        let from = CString::new(format!("/proc/self/fd/{}", f.as_raw_fd())).unwrap();
+        let to = cpath(&fx.m(name));
+        // SAFETY: NUL-terminated paths.
+        let r = unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        };
+        if r < 0 {
+            Err(last_errno())
+        } else {
+            Ok(())
+        }
+    };
+
+    let mut f = open_tmp(0);
+    f.write_all(b"nameless until linked").unwrap();
+    assert_eq!(f.metadata().unwrap().nlink(), 0);
+    assert!(fs::read_dir(fx.b("")).unwrap().next().is_none());
+    link(&f, "named").unwrap();
+    assert_eq!(fs::read(fx.b("named")).unwrap(), b"nameless until linked");
+    assert_eq!(f.metadata().unwrap().mode() & 0o7777, 0o640);
+    drop(f);
+
+    let f = open_tmp(libc::O_EXCL);
+    assert_eq!(link(&f, "never"), Err(libc::ENOENT));
+    assert!(!fx.b("never").exists());
+    drop(f);
+    fx.done();
 }

@@ -313,6 +313,12 @@ pub enum Op {
         /// At most [`MAX_EXTENTS`].
         max_extents: u32,
     },
+    /// A file's birth time (statx `STATX_BTIME`), which FUSE before 6.6
+    /// does not carry: the module asks through a private getxattr.
+    /// ENODATA when the owner's filesystem has none.
+    Birthtime {
+        handle: Handle,
+    },
 }
 
 /// What FUSE needs of an inode (and `generation`, from the handle, for
@@ -407,6 +413,8 @@ pub enum FileReply {
     /// fiemap: at most the `max_extents` asked for (and [`MAX_EXTENTS`]);
     /// fewer means there are no more.
     Extents(Vec<Extent>),
+    /// birthtime.
+    Birthtime(Timespec),
     /// A positive errno, carried in the container's `errno` field.
     Errno(i32),
 }
@@ -452,6 +460,8 @@ pub mod opcode {
     pub const ROOT: u32 = 36;
     /// Peer protocol version 5.
     pub const FIEMAP: u32 = 37;
+    /// Peer protocol version 5.
+    pub const BIRTHTIME: u32 = 38;
 
     /// Whether a request of this kind changes the filesystem, so that
     /// running it twice differs from running it once (an O_APPEND write
@@ -495,6 +505,7 @@ const R_XATTR_SIZE: u8 = 9;
 const R_OFFSET: u8 = 10;
 // 11 was a getlk's lock (peer protocol version 3 and earlier).
 const R_EXTENTS: u8 = 12;
+const R_BIRTHTIME: u8 = 13;
 
 /// Smallest encoded dirent (ino, next, kind, name length, one byte),
 /// for bounding a count before allocating.
@@ -793,6 +804,7 @@ impl Op {
             Op::CopyFileRange { .. } => COPY_FILE_RANGE,
             Op::Tmpfile { .. } => TMPFILE,
             Op::Fiemap { .. } => FIEMAP,
+            Op::Birthtime { .. } => BIRTHTIME,
         }
     }
 
@@ -1025,6 +1037,7 @@ impl Op {
                 w.u32(*flags);
                 w.u32(*max_extents);
             }
+            Op::Birthtime { handle } => w.handle(handle)?,
         }
         Ok(())
     }
@@ -1267,6 +1280,9 @@ impl Op {
                 }
                 op
             }
+            BIRTHTIME => Op::Birthtime {
+                handle: r.handle()?,
+            },
             _ => return Err(WireError::Invalid("file op opcode")),
         })
     }
@@ -1422,6 +1438,10 @@ impl FileReply {
                     w.u32(e.flags);
                 }
             }
+            FileReply::Birthtime(t) => {
+                w.u8(R_BIRTHTIME);
+                w.time(t)?;
+            }
         }
         Ok(w.0)
     }
@@ -1490,6 +1510,7 @@ impl FileReply {
                 }
                 FileReply::Extents(x)
             }
+            R_BIRTHTIME => FileReply::Birthtime(r.time()?),
             _ => return Err(WireError::Invalid("reply kind")),
         };
         r.end()?;
@@ -1774,6 +1795,7 @@ mod tests {
                     max_extents
                 }
             ),
+            handle().prop_map(|handle| Op::Birthtime { handle }),
         ];
         prop_oneof![a, b, c]
     }
@@ -1839,6 +1861,7 @@ mod tests {
             any::<u32>().prop_map(FileReply::XattrSize),
             any::<i64>().prop_map(FileReply::Offset),
             extents().prop_map(FileReply::Extents),
+            time().prop_map(FileReply::Birthtime),
             (1..=i32::MAX).prop_map(FileReply::Errno),
         ]
     }

@@ -28,9 +28,9 @@
 //! ([`PlockRequest`], [`PlockAnswer`], [`PlockRecover`]), version 4
 //! dropped the forwarded lock operations (GETLK, SETLK, the getlk reply
 //! and the lock owners of FLUSH and RELEASE: fcntl and flock locks go
-//! through the DLM only), version 5 added the FIEMAP file operation and
-//! its extents reply; a peer of another version is refused at the
-//! handshake.
+//! through the DLM only), version 5 added the FIEMAP and BIRTHTIME file
+//! operations and their replies; a peer of another version is refused at
+//! the handshake.
 
 pub mod announce;
 pub mod fileop;

@@ -58,7 +58,7 @@ fn the_file_op_format_is_pinned() {
     assert_eq!(b, expect);
     assert_eq!(Message::decode_frame(&b).unwrap(), Some((m, b.len())));
     // 2 added the origin, 3 the file-lock messages, 4 dropped the
-    // forwarded lock operations, 5 added FIEMAP
+    // forwarded lock operations, 5 added FIEMAP and BIRTHTIME
     assert_eq!(VERSION, 5);
 }
 
