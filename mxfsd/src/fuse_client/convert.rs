@@ -133,10 +133,26 @@ pub fn timespec(t: SystemTime) -> Timespec {
     }
 }
 
+/// A time that fuser parsed from a kernel request (setattr).  fuser 0.18
+/// turns the kernel's (sec, nsec) with a negative sec into the epoch less
+/// (-sec s + nsec ns), where the kernel means sec s plus nsec ns, so
+/// before 1970 it is undone here; the mount test
+/// `pre_1970_times_through_the_mount` checks the round trip through the
+/// kernel, so a fuser that fixes this is noticed.
+pub fn timespec_from_kernel(t: SystemTime) -> Timespec {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(_) => timespec(t),
+        Err(e) => Timespec {
+            sec: -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+            nsec: e.duration().subsec_nanos(),
+        },
+    }
+}
+
 pub fn time_set(t: TimeOrNow) -> TimeSet {
     match t {
         TimeOrNow::Now => TimeSet::Now,
-        TimeOrNow::SpecificTime(t) => TimeSet::At(timespec(t)),
+        TimeOrNow::SpecificTime(t) => TimeSet::At(timespec_from_kernel(t)),
     }
 }
 

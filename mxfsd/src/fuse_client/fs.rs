@@ -17,7 +17,7 @@ use fuser::{
 use tracing::{debug, warn};
 
 use super::client::{Client, Xattr};
-use super::convert::{time_set, timespec};
+use super::convert::{time_set, timespec_from_kernel};
 use super::Forward;
 use crate::wire::fileop::{Creds, SetAttr, MAX_IO};
 
@@ -142,7 +142,7 @@ impl<F: Forward> Filesystem for Client<F> {
             size,
             atime: atime.map(time_set),
             mtime: mtime.map(time_set),
-            ctime: ctime.map(timespec),
+            ctime: ctime.map(timespec_from_kernel),
         };
         let r = self.setattr(&self.creds_of(req), ino.0, fh.map(|f| f.0), set);
         reply_attr(reply, r);

@@ -1125,3 +1125,39 @@ fn tmpfile_through_the_mount() {
     drop(f);
     fx.done();
 }
+
+/// Times before 1970 with nanoseconds survive the trip through the
+/// kernel, fuser and the owner (fuser 0.18 misreads the kernel's negative
+/// times: `convert::timespec_from_kernel`).
+#[test]
+fn pre_1970_times_through_the_mount() {
+    let fx = Fx::new("pre1970");
+    File::create(fx.m("old")).unwrap();
+    let path = cpath(&fx.m("old"));
+    for (sec, nsec) in [(-1000i64, 5i64), (-86400, 0), (-1, 999_999_999), (1, 7)] {
+        let times = [
+            libc::timespec {
+                tv_sec: sec,
+                tv_nsec: nsec,
+            },
+            libc::timespec {
+                tv_sec: sec - 1,
+                tv_nsec: nsec,
+            },
+        ];
+        // SAFETY: a NUL-terminated path and two valid timespecs.
+        let r = unsafe { libc::utimensat(libc::AT_FDCWD, path.as_ptr(), times.as_ptr(), 0) };
+        assert_eq!(r, 0, "utimensat: errno {}", last_errno());
+        for st in [
+            fs::metadata(fx.b("old")).unwrap(),
+            fs::metadata(fx.m("old")).unwrap(),
+        ] {
+            assert_eq!(
+                (st.atime(), st.atime_nsec(), st.mtime(), st.mtime_nsec()),
+                (sec, nsec, sec - 1, nsec),
+                "set {sec}.{nsec}"
+            );
+        }
+    }
+    fx.done();
+}
