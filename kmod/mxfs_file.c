@@ -20,10 +20,15 @@
 /* Flags that fcntl(F_SETFL) may change after open. */
 #define MXFS_SETFL_MASK (O_APPEND | O_NONBLOCK | O_NDELAY | O_DIRECT | O_NOATIME)
 
-/* Creation and truncation happened on our file: the lower open does neither. */
+/*
+ * Creation and truncation happened on our file: the lower open does
+ * neither.  __O_TMPFILE stays in an O_TMPFILE file's f_flags; a client's
+ * FUSE OPEN must not carry it (the owner refuses it: EINVAL).
+ */
 static int mxfs_lower_flags(struct file *file)
 {
-	return READ_ONCE(file->f_flags) & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC);
+	return READ_ONCE(file->f_flags) &
+	       ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | __O_TMPFILE);
 }
 
 /* Open the lower file of @file as its opener (f_cred). */
