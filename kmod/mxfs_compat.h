@@ -197,18 +197,23 @@ static inline bool mxfs_can_odirect(struct file *lower)
 #endif
 }
 
-/* ---- mmap: hand the VMA to the lower file (vma_set_file from 5.11) */
+/*
+ * ---- mmap: hand the VMA to the lower file (vma_set_file from 5.11) and
+ * map it there with @mmap (the lower file's own, or a generic one).
+ */
 static inline int mxfs_mmap_lower(struct file *file, struct vm_area_struct *vma,
-				  struct file *lower)
+				  struct file *lower,
+				  int (*mmap)(struct file *,
+					      struct vm_area_struct *))
 {
 #if MXFS_KV(5, 11, 0)
 	vma_set_file(vma, lower);
-	return call_mmap(vma->vm_file, vma);
+	return mmap(vma->vm_file, vma);
 #else
 	int ret;
 
 	vma->vm_file = get_file(lower);
-	ret = call_mmap(vma->vm_file, vma);
+	ret = mmap(vma->vm_file, vma);
 	if (ret)
 		fput(lower);	/* the caller drops its reference on @file */
 	else

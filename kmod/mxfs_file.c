@@ -11,11 +11,18 @@
  *
  * flock() and fcntl() locks on regular files are the cluster's: see
  * mxfs_locks.c.  Directories' locks stay on our inode (node-local).
+ *
+ * A client's data goes to the owner uncached (FUSE direct I/O); only its
+ * read-only mappings and MAP_PRIVATE pages sit in the FUSE inode's page
+ * cache.  mxfs_client_drop_pages() keeps them current: after this node's
+ * writes, at mmap and when a lock is granted; FUSE drops them itself when
+ * an open or a getattr finds the file changed (AUTO_INVAL_DATA).
  */
 #include "mxfs_internal.h"	/* first: it defines pr_fmt */
 #include <linux/uio.h>
 #include <linux/fadvise.h>
 #include <linux/falloc.h>
+#include <linux/pagemap.h>
 
 /* Flags that fcntl(F_SETFL) may change after open. */
 #define MXFS_SETFL_MASK (O_APPEND | O_NONBLOCK | O_NDELAY | O_DIRECT | O_NOATIME)
@@ -250,6 +257,9 @@ static ssize_t mxfs_write_iter(struct kiocb *iocb, struct iov_iter *iter)
 				     mxfs_iocb_to_rwf(iocb->ki_flags));
 		file_end_write(lf);
 	}
+	if (ret > 0)
+		mxfs_client_drop_pages(inode, iocb->ki_pos - ret,
+				       iocb->ki_pos - 1);
 	/* size, times, and the mode if the write cleared set-id bits */
 	mxfs_copy_attr(inode);
 	inode_unlock(inode);
@@ -257,32 +267,65 @@ static ssize_t mxfs_write_iter(struct kiocb *iocb, struct iov_iter *iter)
 }
 
 /*
- * A client keeps no cache (every read and write goes to the owner), so a
- * shared writable mapping, whose stores other nodes must see, cannot be
- * made coherent until client caching exists: mmap gives ENODEV (what mmap
- * returns when a filesystem does not support the mapping, and what FUSE
- * itself returns for shared mappings of direct-I/O files), logged once per
- * mount.  A read-only shared mapping goes on to FUSE, made unable to
- * become writable (mprotect(PROT_WRITE) then gives EACCES).  Private
- * mappings are not affected.
+ * Drop a client's cached pages of @inode's file in [@start, @end] (bytes,
+ * inclusive), so that its mappings fault in the owner's current data.
+ * Nothing to do on the owner, whose page cache is XFS's own, nor when the
+ * FUSE inode caches nothing.  A page being read in is in the cache, locked,
+ * before its READ goes out: it is waited for and dropped too.  Only clean
+ * pages can be cached (nothing maps them writable), so the drop cannot
+ * fail but for a racing fault, whose page is then current anyway.
  */
-static int mxfs_client_mmap_check(struct file *file,
-				  struct vm_area_struct *vma)
+void mxfs_client_drop_pages(struct inode *inode, loff_t start, loff_t end)
 {
-	struct super_block *sb = file_inode(file)->i_sb;
-	struct mxfs_sb_info *sbi = MXFS_SB(sb);
+	struct inode *lower = mxfs_lower_inode(inode);
+	struct address_space *mapping;
 
-	if (!mxfs_is_client(sb) || !(vma->vm_flags & VM_SHARED))
+	if (!mxfs_is_client(inode->i_sb) || !lower || start > end)
+		return;
+	mapping = lower->i_mapping;
+	if (!READ_ONCE(mapping->nrpages))
+		return;
+	invalidate_inode_pages2_range(mapping, start >> PAGE_SHIFT,
+				      end >> PAGE_SHIFT);
+}
+
+/*
+ * A client's shared mappings.  Its writes go to the owner uncached, and
+ * stores through a shared writable mapping (which other nodes must see)
+ * would need client caching: mmap gives ENODEV (what mmap returns when a
+ * filesystem does not support the mapping, and what FUSE itself returns for
+ * shared mappings of direct-I/O files), logged once per mount.
+ *
+ * A read-only shared mapping is served from the FUSE inode's page cache
+ * (generic_file_readonly_mmap(); FUSE's own mmap refuses every shared
+ * mapping of a direct-I/O file before 6.6), made unable to become writable
+ * (mprotect(PROT_WRITE) then gives EACCES), and starts from the owner's
+ * current data.  It then follows this node's writes at once and other
+ * nodes' writes when this node next opens or stats the file or takes a lock
+ * on it: NFS's rule (README).  Private mappings are FUSE's.
+ *
+ * Returns 1 if the mapping was made here, 0 to pass it to the lower mmap.
+ */
+static int mxfs_client_mmap(struct file *file, struct vm_area_struct *vma,
+			    struct file *lf)
+{
+	struct inode *inode = file_inode(file);
+	struct mxfs_sb_info *sbi = MXFS_SB(inode->i_sb);
+	int err;
+
+	if (!mxfs_is_client(inode->i_sb) || !(vma->vm_flags & VM_MAYSHARE))
 		return 0;
-	if (!(vma->vm_flags & VM_WRITE)) {
-		mxfs_vma_clear_maywrite(vma);
-		return 0;
+	if (vma->vm_flags & VM_WRITE) {
+		if (!test_and_set_bit(MXFS_SBI_WARNED_SHARED_MMAP, &sbi->flags))
+			pr_warn_ratelimited("volume %pU: %s[%d]: shared writable mmap of %pD is not supported on a client until client caching exists; mmap returns ENODEV (logged once per mount)\n",
+					    sbi->uuid, current->comm,
+					    task_pid_nr(current), file);
+		return -ENODEV;
 	}
-	if (!test_and_set_bit(MXFS_SBI_WARNED_SHARED_MMAP, &sbi->flags))
-		pr_warn_ratelimited("volume %pU: %s[%d]: shared writable mmap of %pD is not supported on a client until client caching exists; mmap returns ENODEV (logged once per mount)\n",
-				    sbi->uuid, current->comm,
-				    task_pid_nr(current), file);
-	return -ENODEV;
+	mxfs_vma_clear_maywrite(vma);
+	mxfs_client_drop_pages(inode, 0, LLONG_MAX);
+	err = mxfs_mmap_lower(file, vma, lf, generic_file_readonly_mmap);
+	return err ? err : 1;
 }
 
 static int mxfs_mmap(struct file *file, struct vm_area_struct *vma)
@@ -296,10 +339,10 @@ static int mxfs_mmap(struct file *file, struct vm_area_struct *vma)
 		return -ENODEV;
 	if (WARN_ON(file != vma->vm_file))
 		return -EIO;
-	err = mxfs_client_mmap_check(file, vma);
+	err = mxfs_client_mmap(file, vma, lf);
 	if (err)
-		return err;
-	return mxfs_mmap_lower(file, vma, lf);
+		return err < 0 ? err : 0;
+	return mxfs_mmap_lower(file, vma, lf, lf->f_op->mmap);
 }
 
 int mxfs_fsync(struct file *file, loff_t start, loff_t end, int datasync)
@@ -350,6 +393,9 @@ static long mxfs_fallocate(struct file *file, int mode, loff_t offset,
 		ret = mxfs_client_fallocate(lf, mode, offset, len);
 	else
 		ret = vfs_fallocate(lf, mode, offset, len);
+	/* collapse and insert move all the data after @offset */
+	if (!ret)
+		mxfs_client_drop_pages(inode, offset, LLONG_MAX);
 	mxfs_copy_attr(inode);
 	inode_unlock(inode);
 	return ret;

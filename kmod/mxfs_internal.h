@@ -286,6 +286,7 @@ struct file *mxfs_live_lower_file(struct file *file);
 int mxfs_release(struct inode *inode, struct file *file);
 loff_t mxfs_llseek(struct file *file, loff_t offset, int whence);
 int mxfs_fsync(struct file *file, loff_t start, loff_t end, int datasync);
+void mxfs_client_drop_pages(struct inode *inode, loff_t start, loff_t end);
 
 /* mxfs_super.c */
 extern struct file_system_type mxfs_fs_type;

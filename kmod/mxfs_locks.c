@@ -234,8 +234,11 @@ int mxfs_posix_lock(struct file *file, int cmd, struct file_lock *fl)
 				    vol->uuid, file_inode(file)->i_ino, err);
 		msg.flags = 0;
 		mxfs_send_unlock(vol, &msg);
+		return err;
 	}
-	return err;
+	/* what other nodes wrote under their locks shows in our mappings */
+	mxfs_client_drop_pages(file_inode(file), fl->fl_start, fl->fl_end);
+	return 0;
 }
 
 /* Drop @file's flock record: what a refused flock conversion leaves. */
@@ -295,8 +298,10 @@ int mxfs_flock_lock(struct file *file, int cmd, struct file_lock *fl)
 				    vol->uuid, file_inode(file)->i_ino, err);
 		msg.flags = MXFS_FILE_LOCK_FLOCK;
 		mxfs_send_unlock(vol, &msg);
+		return err;
 	}
-	return err;
+	mxfs_client_drop_pages(file_inode(file), 0, LLONG_MAX);
+	return 0;
 }
 
 /* ---- reclaim: this node's locks, for a restarted daemon */

@@ -47,6 +47,9 @@
 //!   padding after each body, which the encoder writes as zeros;
 //! - SCSI READ KEYS / READ RESERVATION answers: as lockstate (value round
 //!   trip; READ RESERVATION ignores its reserved bytes);
+//! - the module's private requests (fiemap name, extents, birth time,
+//!   fallocate): an accepted value re-encodes to the same bytes, a fiemap
+//!   name to the same numbers (leading zeros parse);
 //! - the XFS reader, netlink and the peer record layer have no encoder
 //!   for what they decode (XFS is written by mkfs and the kernel, netlink
 //!   messages by the module, records are checked by their AEAD): there,
@@ -598,6 +601,12 @@ pub const TARGETS: &[Target] = &[
         max_len: 1024,
         seeds: device_seeds,
         exec: device_exec,
+    },
+    Target {
+        name: "private_requests",
+        max_len: 1024,
+        seeds: crate::fuse_client::private::fuzz_seeds,
+        exec: crate::fuse_client::private::fuzz_decode,
     },
 ];
 
@@ -1972,6 +1981,7 @@ fuzz_tests!(
     fuzz_device_answers,
     fuzz_client_keep,
     fuzz_reply_store,
+    fuzz_private_requests,
 );
 
 /// Found by `fuzz_xfs_superblock`: 64 KiB blocks with a directory block

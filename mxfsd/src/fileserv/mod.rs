@@ -44,8 +44,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::wire::fileop::{
-    Attr, Creds, Dirent, Extent, FileReply, FileRequest, Handle, Op, SetAttr, Statfs, TimeSet,
-    Timespec, MAX_EXTENTS, MAX_IO, MAX_XATTR,
+    Attr, Creds, Dirent, FileReply, FileRequest, Handle, Op, SetAttr, Statfs, TimeSet, Timespec,
+    MAX_EXTENTS, MAX_IO, MAX_XATTR,
 };
 use creds::{AsCaller, Umask};
 use sys::{cstr, proc_path, SysResult};
@@ -680,17 +680,13 @@ impl FileService {
                 let (f, _, _) = self.file(client, fh)?;
                 let max = (max_extents as usize).min(MAX_EXTENTS);
                 let _c = AsCaller::enter(creds)?;
-                let x = sys::fiemap(f.fd.as_fd(), start, length, flags, max)?;
-                Ok(R::Extents(
-                    x.into_iter()
-                        .map(|e| Extent {
-                            logical: e.logical,
-                            physical: e.physical,
-                            length: e.length,
-                            flags: e.flags,
-                        })
-                        .collect(),
-                ))
+                Ok(R::Extents(sys::fiemap(
+                    f.fd.as_fd(),
+                    start,
+                    length,
+                    flags,
+                    max,
+                )?))
             }
         }
     }

@@ -10,7 +10,7 @@
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use crate::wire::fileop::{Handle, MAX_HANDLE};
+use crate::wire::fileop::{Extent, Handle, MAX_HANDLE};
 
 /// A positive errno.
 pub type Errno = i32;
@@ -410,15 +410,6 @@ const FIEMAP_HEAD: usize = 8 + 8 + 4 + 4 + 4 + 4;
 /// `fe_reserved64[2]`, fe_flags, `fe_reserved[3]`.
 const FIEMAP_EXTENT: usize = 8 + 8 + 8 + 16 + 4 + 12;
 
-/// One extent `FS_IOC_FIEMAP` mapped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FiemapExtent {
-    pub logical: u64,
-    pub physical: u64,
-    pub length: u64,
-    pub flags: u32,
-}
-
 /// The extents of the file `fd` is open on from `start`, within
 /// `length` bytes, at most `max` of them (`FIEMAP_FLAG_*` `flags` passed
 /// on: the kernel answers EBADR for those the filesystem does not
@@ -429,7 +420,7 @@ pub fn fiemap(
     length: u64,
     flags: u32,
     max: usize,
-) -> SysResult<Vec<FiemapExtent>> {
+) -> SysResult<Vec<Extent>> {
     let count = u32::try_from(max).map_err(|_| libc::EINVAL)?;
     let size = max
         .checked_mul(FIEMAP_EXTENT)
@@ -458,7 +449,7 @@ pub fn fiemap(
     Ok((0..mapped)
         .map(|i| {
             let at = FIEMAP_HEAD + i * FIEMAP_EXTENT;
-            FiemapExtent {
+            Extent {
                 logical: u64_at(at),
                 physical: u64_at(at + 8),
                 length: u64_at(at + 16),

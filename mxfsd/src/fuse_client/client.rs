@@ -18,14 +18,15 @@ use super::convert::{self, check_handle, unexpected};
 use super::creds::Groups;
 use super::keep::{Keep, Kept, OpenRecord};
 use super::nodes::{Nodes, ROOT};
+use super::private::{self, FallocateRequest, FiemapRequest};
 use super::Forward;
 use crate::uapi::{
-    MXFS_BTIME_SIZE, MXFS_FALLOCATE_SIZE, MXFS_FIEMAP_EXTENT_SIZE, MXFS_PRIVATE_XATTR_PREFIX,
-    MXFS_XATTR_BTIME, MXFS_XATTR_FALLOCATE, MXFS_XATTR_FIEMAP,
+    MXFS_BTIME_SIZE, MXFS_FIEMAP_EXTENT_SIZE, MXFS_PRIVATE_XATTR_PREFIX, MXFS_XATTR_BTIME,
+    MXFS_XATTR_FALLOCATE, MXFS_XATTR_FIEMAP,
 };
 use crate::wire::fileop::{
-    opcode, Creds, Extent, FileReply, FileRequest, Handle, Op, SetAttr, Statfs, MAX_EXTENTS,
-    MAX_IO, MAX_NAME, MAX_SYMLINK, MAX_XATTR, MAX_XATTR_NAME, RENAME_FLAGS,
+    opcode, Creds, FileReply, FileRequest, Handle, Op, SetAttr, Statfs, MAX_EXTENTS, MAX_IO,
+    MAX_NAME, MAX_SYMLINK, MAX_XATTR, MAX_XATTR_NAME, RENAME_FLAGS,
 };
 use crate::wire::Origin;
 
@@ -130,50 +131,6 @@ fn xattr_name(n: &OsStr) -> R<Vec<u8>> {
 fn is_private(n: &OsStr) -> bool {
     n.as_bytes()
         .starts_with(MXFS_PRIVATE_XATTR_PREFIX.as_bytes())
-}
-
-/// `START.LENGTH.FLAGS` of a fiemap request's name: decimal, digits only.
-fn fiemap_args(args: &[u8]) -> Option<(u64, u64, u32)> {
-    fn num<T: std::str::FromStr>(b: &[u8]) -> Option<T> {
-        if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(b).ok()?.parse().ok()
-    }
-    let mut it = args.split(|&c| c == b'.');
-    let start = num(it.next()?)?;
-    let length = num(it.next()?)?;
-    let flags = num(it.next()?)?;
-    if it.next().is_some() {
-        return None;
-    }
-    Some((start, length, flags))
-}
-
-/// Extents in the module's layout: per extent, in host byte order,
-/// logical, physical, length (u64), flags (u32) and a zero u32.
-fn fiemap_value(x: &[Extent]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(x.len() * MXFS_FIEMAP_EXTENT_SIZE);
-    for e in x {
-        v.extend_from_slice(&e.logical.to_ne_bytes());
-        v.extend_from_slice(&e.physical.to_ne_bytes());
-        v.extend_from_slice(&e.length.to_ne_bytes());
-        v.extend_from_slice(&e.flags.to_ne_bytes());
-        v.extend_from_slice(&0u32.to_ne_bytes());
-    }
-    v
-}
-
-/// A fallocate request's value: offset, length, mode; the last u32 must
-/// be zero.
-fn fallocate_args(v: &[u8]) -> Option<(u64, u64, i32)> {
-    let v: &[u8; MXFS_FALLOCATE_SIZE] = v.try_into().ok()?;
-    let u64_at = |at: usize| u64::from_ne_bytes(v[at..at + 8].try_into().expect("8 bytes"));
-    let u32_at = |at: usize| u32::from_ne_bytes(v[at..at + 4].try_into().expect("4 bytes"));
-    if u32_at(20) != 0 {
-        return None;
-    }
-    Some((u64_at(0), u64_at(8), u32_at(16) as i32))
 }
 
 fn ok(op: &'static str, r: FileReply) -> R<()> {
@@ -885,7 +842,11 @@ impl<F: Forward> Client<F> {
     /// FIEMAP through an open file of the node.
     fn fiemap_request(&self, c: &Creds, node: u64, args: &[u8], size: u32) -> R<Xattr> {
         let einval = Errno::from_i32(libc::EINVAL);
-        let (start, length, flags) = fiemap_args(args).ok_or(einval)?;
+        let FiemapRequest {
+            start,
+            length,
+            flags,
+        } = FiemapRequest::parse(args).ok_or(einval)?;
         // The module always gives a buffer: the size alone means nothing.
         if size == 0 {
             return Err(einval);
@@ -904,13 +865,12 @@ impl<F: Forward> Client<F> {
             max_extents: max as u32,
         })?;
         match r {
-            FileReply::Extents(x) if x.len() <= max => Ok(Xattr::Data(fiemap_value(&x))),
+            FileReply::Extents(x) if x.len() <= max => Ok(Xattr::Data(private::encode_extents(&x))),
             r => Err(unexpected("fiemap", &r)),
         }
     }
 
-    /// getxattr `mxfs.btime`: the owner's birth time of the node, in the
-    /// module's layout (seconds i64, nanoseconds u32, a zero u32).
+    /// getxattr `mxfs.btime`: the owner's birth time of the node.
     fn btime_request(&self, c: &Creds, node: u64, size: u32) -> R<Xattr> {
         if size == 0 {
             return Ok(Xattr::Size(MXFS_BTIME_SIZE as u32));
@@ -922,13 +882,7 @@ impl<F: Forward> Client<F> {
             handle: self.handle(node)?,
         };
         match self.call(c, op) {
-            FileReply::Birthtime(t) => {
-                let mut v = Vec::with_capacity(MXFS_BTIME_SIZE);
-                v.extend_from_slice(&t.sec.to_ne_bytes());
-                v.extend_from_slice(&t.nsec.to_ne_bytes());
-                v.extend_from_slice(&0u32.to_ne_bytes());
-                Ok(Xattr::Data(v))
-            }
+            FileReply::Birthtime(t) => Ok(Xattr::Data(private::encode_btime(t))),
             r => Err(unexpected("birthtime", &r)),
         }
     }
@@ -936,7 +890,11 @@ impl<F: Forward> Client<F> {
     /// setxattr `mxfs.fallocate`: fallocate through an open file of the
     /// node that was opened for writing.
     fn fallocate_request(&self, c: &Creds, node: u64, value: &[u8]) -> R<()> {
-        let (offset, length, mode) = fallocate_args(value).ok_or(Errno::from_i32(libc::EINVAL))?;
+        let FallocateRequest {
+            offset,
+            length,
+            mode,
+        } = FallocateRequest::decode(value).ok_or(Errno::from_i32(libc::EINVAL))?;
         let fh = self.open_of(node, |f| {
             matches!(f.flags & libc::O_ACCMODE, libc::O_WRONLY | libc::O_RDWR)
         })?;

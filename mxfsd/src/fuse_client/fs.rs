@@ -32,8 +32,8 @@ const TTL: Duration = Duration::ZERO;
 /// FUSE kernel keeps any lock it is asked for locally), DO_READDIRPLUS
 /// and WRITEBACK_CACHE (they cache), POSIX_ACL (the owner's XFS checks
 /// ACLs; the kernel forwards their xattrs as they are), CACHE_SYMLINKS,
-/// DIRECT_IO_ALLOW_MMAP (shared mmap would cache).
-const WANTED: [(InitFlags, &str); 4] = [
+/// DIRECT_IO_ALLOW_MMAP (shared writable mmap would cache).
+const WANTED: [(InitFlags, &str); 5] = [
     // The owner applies the caller's umask itself, so a default ACL on
     // the parent wins over it as locally.
     (InitFlags::FUSE_DONT_MASK, "DONT_MASK"),
@@ -46,6 +46,11 @@ const WANTED: [(InitFlags, &str); 4] = [
     // Lookups and readdirs in one directory in parallel: the owner's XFS
     // does the locking.
     (InitFlags::FUSE_PARALLEL_DIROPS, "PARALLEL_DIROPS"),
+    // The only cached data, pages of read-only and private mappings
+    // (the module's), go when a getattr finds the file's mtime or size
+    // changed: other nodes' writes show in a mapping once this node
+    // stats the file, as on NFS.
+    (InitFlags::FUSE_AUTO_INVAL_DATA, "AUTO_INVAL_DATA"),
 ];
 
 impl<F: Forward> Client<F> {

@@ -15,7 +15,11 @@
 //! - **No caching.**  Entry and attribute timeouts are 0, every open file
 //!   is `FOPEN_DIRECT_IO`, no readdirplus, no writeback cache, no cached
 //!   symlinks or directories: the owner's XFS is the one truth and each
-//!   system call on a client reaches it.
+//!   system call on a client reaches it.  The one exception is mapped
+//!   pages (read-only shared and private mappings, which the module makes
+//!   on the FUSE inode's page cache): the module drops them after this
+//!   node's writes and when a lock is granted, and `AUTO_INVAL_DATA` has
+//!   the kernel drop them when an open or getattr finds the file changed.
 //! - **Permissions are the owner's.**  No `default_permissions`: the owner
 //!   runs each request as its caller (fsuid, fsgid, supplementary groups
 //!   read from `/proc/<pid>/status`, umask with `FUSE_DONT_MASK`), so XFS
@@ -65,6 +69,7 @@ mod creds;
 mod fs;
 pub mod keep;
 mod nodes;
+pub mod private;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -680,7 +680,8 @@ fn extents_of(v: &[u8]) -> Vec<(u64, u64, u64, u32)> {
         .collect()
 }
 
-fn ext(logical: u64, physical: u64, length: u64, flags: u32) -> Extent {
+/// An extent (also for the tests of `super::private`).
+pub(super) fn ext(logical: u64, physical: u64, length: u64, flags: u32) -> Extent {
     Extent {
         logical,
         physical,

@@ -1,4 +1,6 @@
-//! `mmap`: shared writable mappings, coherent with read/write.
+//! `mmap`: shared mappings, read-only and writable, coherent with
+//! read/write; private mappings.  Also `--map-follow`, a read-only shared
+//! mapping kept while another node writes the file.
 
 use super::*;
 
@@ -58,24 +60,13 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let fd = Fd::open(&f, libc::O_RDWR | libc::O_CREAT, 0o644)?;
     let init = pattern(SIZE, 21);
     fd.pwrite_all(&init, 0)?;
+    read_only_shared(ctx, &f, &fd, &init)?;
     crate::opcheck::attrs::set_times(
         &f,
         crate::opcheck::attrs::ts(1_000_000_000, 0),
         crate::opcheck::attrs::ts(1_000_000_000, 0),
         0,
     )?;
-    // ENODEV: a filesystem without shared mappings (an mxfs client until
-    // it caches, as FUSE for direct-I/O files before 6.6): noted, and the
-    // rest is checked.
-    match Map::try_new(&fd, 4 * PAGE, libc::PROT_READ, libc::MAP_SHARED) {
-        Ok(m) => same(
-            "read-only mapping shows the file",
-            &m.slice()[..SIZE],
-            &init,
-        )?,
-        Err(libc::ENODEV) => ctx.note("read-only shared mmap: ENODEV"),
-        Err(e) => bail!("read-only shared mmap: {}", ename(e)),
-    }
     // The mapping covers 4 pages; the file ends 100 bytes into the 4th.
     let mut model = init.clone();
     match Map::try_new(
@@ -92,6 +83,126 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         Err(e) => bail!("mmap: {}", ename(e)),
     }
     private_and_read_only(&f, &fd, &model)
+}
+
+/// Read-only shared mappings of `f` (content `init`, left so): through
+/// the O_RDWR `fd` and through an O_RDONLY descriptor, each showing the
+/// file, and a pwrite and a growing write through `fd` showing in them at
+/// once.  ENODEV (a filesystem without shared mappings, as FUSE for
+/// direct-I/O files before 6.6) is noted.
+fn read_only_shared(ctx: &Ctx, f: &Path, fd: &Fd, init: &[u8]) -> Result<()> {
+    let m = match Map::try_new(fd, 4 * PAGE, libc::PROT_READ, libc::MAP_SHARED) {
+        Ok(m) => m,
+        Err(libc::ENODEV) => {
+            ctx.note("read-only shared mmap: ENODEV");
+            return Ok(());
+        }
+        Err(e) => bail!("read-only shared mmap: {}", ename(e)),
+    };
+    same("read-only mapping shows the file", &m.slice()[..SIZE], init)?;
+    let ro = Fd::open(f, libc::O_RDONLY, 0)?;
+    let rm = Map::new(&ro, 4 * PAGE, libc::PROT_READ, libc::MAP_SHARED)?;
+    same(
+        "read-only mapping of an O_RDONLY descriptor shows the file",
+        &rm.slice()[..SIZE],
+        init,
+    )?;
+    // across the first page boundary, and past EOF in the last page
+    let mut model = init.to_vec();
+    let p = pattern(300, 25);
+    fd.pwrite_all(&p, 4000)?;
+    model[4000..4300].copy_from_slice(&p);
+    let tail = pattern(50, 26);
+    fd.pwrite_all(&tail, SIZE as u64)?;
+    model.extend_from_slice(&tail);
+    for (what, map) in [("O_RDWR", &m), ("O_RDONLY", &rm)] {
+        same(
+            format!("read-only shared mapping ({what} descriptor) sees pwrite at once"),
+            &map.slice()[..model.len()],
+            &model,
+        )?;
+    }
+    drop((m, rm));
+    fd.truncate(SIZE as u64)?;
+    fd.pwrite_all(init, 0)?;
+    same(
+        "file restored after the read-only mappings",
+        &read_file(f)?,
+        init,
+    )
+}
+
+/// `--map-follow FILE SIGDIR ROUNDS`: maps FILE read-only shared and
+/// creates SIGDIR/mapped; then for each round r waits for SIGDIR/go.r
+/// (another node has written FILE), prints `before r: TEXT` (the mapping
+/// up to its first newline), revalidates (round 1: fstat; 2: an fcntl
+/// read lock of the whole file; 3: flock LOCK_SH; then in turn), prints
+/// `round r: TEXT` and creates SIGDIR/done.r.  Exits 1 if a go file does not come in 300 s.
+pub fn follow_cli(file: &Path, sigdir: &Path, rounds: u32) -> i32 {
+    match follow(file, sigdir, rounds) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("mxfs-opcheck --map-follow: {e:#}");
+            1
+        }
+    }
+}
+
+fn follow(file: &Path, sigdir: &Path, rounds: u32) -> Result<()> {
+    let fd = Fd::open(file, libc::O_RDONLY, 0)?;
+    let len = usize::try_from(fd.size()?)?.max(1);
+    let m = Map::new(&fd, len, libc::PROT_READ, libc::MAP_SHARED)?;
+    let text = |m: &Map| {
+        let s = m.slice();
+        let end = s.iter().position(|b| *b == b'\n').unwrap_or(s.len());
+        String::from_utf8_lossy(&s[..end]).into_owned()
+    };
+    println!("mapped: {}", text(&m));
+    signal(&sigdir.join("mapped"))?;
+    for r in 1..=rounds {
+        let go = sigdir.join(format!("go.{r}"));
+        let t0 = std::time::Instant::now();
+        while !go.exists() {
+            ensure(
+                t0.elapsed() < std::time::Duration::from_secs(300),
+                format!("no {} after 300 s", go.display()),
+            )?;
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        println!("before {r}: {}", text(&m));
+        match r % 3 {
+            1 => {
+                fd.stat()?;
+            }
+            2 => {
+                let mut l = libc::flock {
+                    l_type: libc::F_RDLCK as libc::c_short,
+                    l_whence: libc::SEEK_SET as libc::c_short,
+                    l_start: 0,
+                    l_len: 0,
+                    l_pid: 0,
+                };
+                // SAFETY: a lock call on our fd with a valid struct.
+                chk(unsafe { libc::fcntl(fd.0, libc::F_SETLKW, &l) }, "F_SETLKW")?;
+                l.l_type = libc::F_UNLCK as libc::c_short;
+                // SAFETY: as above.
+                chk(unsafe { libc::fcntl(fd.0, libc::F_SETLK, &l) }, "F_UNLCK")?;
+            }
+            _ => {
+                // SAFETY: plain calls on our fd.
+                chk(unsafe { libc::flock(fd.0, libc::LOCK_SH) }, "flock")?;
+                // SAFETY: as above.
+                chk(unsafe { libc::flock(fd.0, libc::LOCK_UN) }, "flock")?;
+            }
+        }
+        println!("round {r}: {}", text(&m));
+        signal(&sigdir.join(format!("done.{r}")))?;
+    }
+    Ok(())
+}
+
+fn signal(p: &Path) -> Result<()> {
+    std::fs::write(p, b"").map_err(|e| anyhow!("create {}: {e}", p.display()))
 }
 
 /// Writes through shared mapping `m` of `fd` (file `f`, content `model`

@@ -133,7 +133,8 @@ const USAGE: &str = "usage: mxfs-opcheck DIR [GROUP...]\n       \
                      mxfs-opcheck --meta-bench DIR NFILES\n       \
                      mxfs-opcheck --lock-counter FILE flock|fcntl PROCS N\n       \
                      mxfs-opcheck --lock-hold FILE flock|fcntl SECS\n       \
-                     mxfs-opcheck --lock-test FILE";
+                     mxfs-opcheck --lock-test FILE\n       \
+                     mxfs-opcheck --map-follow FILE SIGDIR ROUNDS";
 
 /// The command line (without the program name); returns the exit status.
 pub fn main_cli(args: &[String]) -> i32 {
@@ -151,6 +152,15 @@ pub fn main_cli(args: &[String]) -> i32 {
         return match args {
             [_, dir, n] => match n.parse() {
                 Ok(n) => meta_bench::cli(Path::new(dir), n),
+                Err(_) => usage(),
+            },
+            _ => usage(),
+        };
+    }
+    if args.first().map(String::as_str) == Some("--map-follow") {
+        return match args {
+            [_, file, sigdir, rounds] => match rounds.parse() {
+                Ok(r) => mmap::follow_cli(Path::new(file), Path::new(sigdir), r),
                 Err(_) => usage(),
             },
             _ => usage(),
