@@ -303,18 +303,13 @@ void mxfs_client_drop_pages(struct inode *inode, loff_t start, loff_t end)
  * current data.  It then follows this node's writes at once and other
  * nodes' writes when this node next opens or stats the file or takes a lock
  * on it: NFS's rule (README).  Private mappings are FUSE's.
- *
- * Returns 1 if the mapping was made here, 0 to pass it to the lower mmap.
  */
-static int mxfs_client_mmap(struct file *file, struct vm_area_struct *vma,
-			    struct file *lf)
+static int mxfs_client_shared_mmap(struct file *file,
+				   struct vm_area_struct *vma, struct file *lf)
 {
 	struct inode *inode = file_inode(file);
 	struct mxfs_sb_info *sbi = MXFS_SB(inode->i_sb);
-	int err;
 
-	if (!mxfs_is_client(inode->i_sb) || !(vma->vm_flags & VM_MAYSHARE))
-		return 0;
 	if (vma->vm_flags & VM_WRITE) {
 		if (!test_and_set_bit(MXFS_SBI_WARNED_SHARED_MMAP, &sbi->flags))
 			pr_warn_ratelimited("volume %pU: %s[%d]: shared writable mmap of %pD is not supported on a client until client caching exists; mmap returns ENODEV (logged once per mount)\n",
@@ -324,14 +319,12 @@ static int mxfs_client_mmap(struct file *file, struct vm_area_struct *vma,
 	}
 	mxfs_vma_clear_maywrite(vma);
 	mxfs_client_drop_pages(inode, 0, LLONG_MAX);
-	err = mxfs_mmap_lower(file, vma, lf, generic_file_readonly_mmap);
-	return err ? err : 1;
+	return mxfs_mmap_lower(file, vma, lf, generic_file_readonly_mmap);
 }
 
 static int mxfs_mmap(struct file *file, struct vm_area_struct *vma)
 {
 	struct file *lf = mxfs_live_lower_file(file);
-	int err;
 
 	if (IS_ERR(lf))
 		return PTR_ERR(lf);
@@ -339,9 +332,9 @@ static int mxfs_mmap(struct file *file, struct vm_area_struct *vma)
 		return -ENODEV;
 	if (WARN_ON(file != vma->vm_file))
 		return -EIO;
-	err = mxfs_client_mmap(file, vma, lf);
-	if (err)
-		return err < 0 ? err : 0;
+	if (mxfs_is_client(file_inode(file)->i_sb) &&
+	    (vma->vm_flags & VM_MAYSHARE))
+		return mxfs_client_shared_mmap(file, vma, lf);
 	return mxfs_mmap_lower(file, vma, lf, lf->f_op->mmap);
 }
 
@@ -393,7 +386,7 @@ static long mxfs_fallocate(struct file *file, int mode, loff_t offset,
 		ret = mxfs_client_fallocate(lf, mode, offset, len);
 	else
 		ret = vfs_fallocate(lf, mode, offset, len);
-	/* collapse and insert move all the data after @offset */
+	/* to EOF: collapse and insert move all the data after @offset */
 	if (!ret)
 		mxfs_client_drop_pages(inode, offset, LLONG_MAX);
 	mxfs_copy_attr(inode);
