@@ -747,8 +747,13 @@ fn lock_views_agree(c: &mut Cluster, nodes: &[usize], object: &str) -> Result<(u
 /// A client's data and metadata rates as ratios to its owner's, on one
 /// volume in the same run: the same jobs on node 1 (owner) and node 2
 /// (client), `rounds` rounds that alternate which goes first, medians
-/// printed.  Asserts only that every figure was measured.
-pub fn client_benchmark(c: &mut Cluster, files: usize, rounds: usize) -> Result<Vec<bench::Row>> {
+/// and paired ratios printed (see [`bench::rows`]).  Asserts only that every figure was measured.
+pub fn client_benchmark(
+    c: &mut Cluster,
+    files: usize,
+    passes: usize,
+    rounds: usize,
+) -> Result<Vec<bench::Row>> {
     let mut owner_runs = Vec::new();
     let mut client_runs = Vec::new();
     for round in 0..rounds {
@@ -757,7 +762,7 @@ pub fn client_benchmark(c: &mut Cluster, files: usize, rounds: usize) -> Result<
                 let n = if on_client { 2 } else { 1 };
                 let dir = format!("{MNT}/bench.node{n}");
                 c.node(n).must(&format!("mkdir {dir}"))?;
-                let figures = bench::figures(c.node(n), &dir, files)?;
+                let figures = bench::figures(c.node(n), &dir, files, passes)?;
                 c.node(n).must(&format!("rmdir {dir}"))?;
                 if on_client {
                     client_runs.push(figures);

@@ -625,13 +625,20 @@ pub fn operation_groups(node: &mut Node) -> Result<()> {
 }
 
 /// Throughput and metadata rates on mxfs as ratios to raw XFS on the same
-/// LUN in the same guest, each the median of `rounds` rounds that
-/// alternate which filesystem goes first (the emulated machine's speed
-/// drifts; one pass each gave ratios from 0.5 to 0.9 for the same code).
+/// LUN in the same guest, each the median of `rounds` rounds' ratios.
+/// Rounds alternate which filesystem goes first, and a round's
+/// sequential and metadata figures are the medians of `passes` passes
+/// ([`bench::figures`]): the emulated machine's speed drifts, and one
+/// pass each gave ratios from 0.5 to 0.9 for the same code.
 /// Prints the figures; asserts only that every figure was measured
 /// (targets are reported, not enforced: the testbed is an emulated
 /// machine).
-pub fn bench(node: &mut Node, files: usize, rounds: usize) -> Result<Vec<bench::Row>> {
+pub fn bench(
+    node: &mut Node,
+    files: usize,
+    passes: usize,
+    rounds: usize,
+) -> Result<Vec<bench::Row>> {
     let mut xfs_runs: Vec<Vec<f64>> = Vec::new();
     let mut mxfs_runs: Vec<Vec<f64>> = Vec::new();
     for round in 0..rounds {
@@ -643,7 +650,7 @@ pub fn bench(node: &mut Node, files: usize, rounds: usize) -> Result<Vec<bench::
                 ("xfs", XFS_MNT)
             };
             node.must(&format!("mount -t {fstype} {dev} {dir}"))?;
-            let figures = bench::figures(node, dir, files);
+            let figures = bench::figures(node, dir, files, passes);
             node.must(&format!("umount {dir}"))?;
             if on_mxfs {
                 mxfs_runs.push(figures?);
