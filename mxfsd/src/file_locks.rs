@@ -13,22 +13,24 @@
 //!
 //! Order matters (an unlock and the lock after it, by one owner): calls
 //! are handed to the DLM one at a time in the order the kernel sent them
-//! ([`Dlm::plock`] hands its call over before it is awaited); only the
-//! waiting for answers runs side by side.  A CANCEL from the kernel (a
-//! signal reached a waiting caller) drops that call's wait: the DLM
-//! withdraws it, and a grant that crossed the withdrawal is unlocked.
-//! The answer to a cancelled call is EINTR (or the grant, if it came
-//! first).
+//! ([`Dlm::plock_withdrawable`] hands its call over before it is
+//! awaited); only the waiting for answers runs side by side.  A CANCEL
+//! from the kernel (a signal reached a waiting caller) asks the DLM to
+//! withdraw that call, and the call's last answer still goes back: EINTR
+//! if it was withdrawn, or the grant that crossed the withdrawal, which
+//! the module records as a grant that came first (undoing it instead
+//! would mean unlocking its range, dropping with it the locks the owner
+//! held there before).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::dlm::plock::{FileLockCall, Kind, Range};
-use crate::dlm::{Dlm, LockError};
+use crate::dlm::{Dlm, LockError, Withdraw};
 use crate::metrics::LockMetrics;
 use crate::netlink::{Attrs, Session, WireError};
 use crate::uapi::*;
@@ -160,15 +162,14 @@ pub fn dlm_call(c: &KernelLockCall) -> FileLockCall {
     }
 }
 
-/// What the kernel is told of the DLM's answer to `op` (None: the wait
-/// was cancelled).
-pub fn answer_of(op: CallOp, r: Option<Result<PlockResult, LockError>>) -> KernelLockAnswer {
+/// What the kernel is told of the DLM's answer to `op`.
+pub fn answer_of(op: CallOp, r: Result<PlockResult, LockError>) -> KernelLockAnswer {
     use KernelLockAnswer as A;
     match r {
-        None | Some(Ok(PlockResult::Cancelled)) => A::Errno(libc::EINTR),
-        Some(Ok(PlockResult::Granted | PlockResult::Free)) => A::Done,
-        Some(Ok(PlockResult::Deadlock)) => A::Errno(libc::EDEADLK),
-        Some(Ok(PlockResult::Conflict(h))) => match op {
+        Ok(PlockResult::Cancelled) => A::Errno(libc::EINTR),
+        Ok(PlockResult::Granted | PlockResult::Free) => A::Done,
+        Ok(PlockResult::Deadlock) => A::Errno(libc::EDEADLK),
+        Ok(PlockResult::Conflict(h)) => match op {
             CallOp::Test { .. } => {
                 // what the module takes: a range within OFFSET_MAX, a pid
                 // that is positive as an i32
@@ -186,7 +187,7 @@ pub fn answer_of(op: CallOp, r: Option<Result<PlockResult, LockError>>) -> Kerne
             }
             _ => A::Errno(libc::EAGAIN),
         },
-        Some(Err(e)) => {
+        Err(e) => {
             warn!("a file lock call failed in the DLM: {e}");
             A::Errno(libc::ENOLCK)
         }
@@ -269,12 +270,14 @@ async fn serve(
     answers: Answers,
     metrics: Arc<LockMetrics>,
 ) {
-    let waiting: Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>> = Arc::default();
+    let waiting: Arc<Mutex<HashMap<u64, Withdraw>>> = Arc::default();
     while let Some(call) = calls.recv().await {
         if call.op == CallOp::Cancel {
-            let cancel = waiting.lock().ok().and_then(|mut w| w.remove(&call.id));
-            if let Some(cancel) = cancel {
-                let _ = cancel.send(());
+            // The call's task still answers: cancelled, or the grant
+            // that came first (which the module then records).
+            let withdraw = waiting.lock().ok().and_then(|mut w| w.remove(&call.id));
+            if let Some(withdraw) = withdraw {
+                withdraw.withdraw();
             }
             continue;
         }
@@ -286,19 +289,15 @@ async fn serve(
         metrics.request();
         debug!(call = ?call, "file lock call");
         let asked = Instant::now();
-        let answer = dlm.plock(dlm_call(&call));
-        let (cancel_tx, mut cancelled) = oneshot::channel();
+        let (answer, withdraw) = dlm.plock_withdrawable(dlm_call(&call));
         if let Ok(mut w) = waiting.lock() {
-            w.insert(call.id, cancel_tx);
+            w.insert(call.id, withdraw);
         }
         let waiting = waiting.clone();
         let answers = answers.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let r = tokio::select! {
-                r = answer => Some(r),
-                Ok(()) = &mut cancelled => None,
-            };
+            let r = answer.await;
             if let Ok(mut w) = waiting.lock() {
                 w.remove(&call.id);
             }
@@ -439,15 +438,15 @@ mod tests {
             end: u64::MAX,
         };
         assert_eq!(
-            answer_of(lock, Some(Ok(PlockResult::Granted))),
+            answer_of(lock, Ok(PlockResult::Granted)),
             KernelLockAnswer::Done
         );
         assert_eq!(
-            answer_of(lock, Some(Ok(PlockResult::Conflict(holder)))),
+            answer_of(lock, Ok(PlockResult::Conflict(holder))),
             KernelLockAnswer::Errno(libc::EAGAIN)
         );
         assert_eq!(
-            answer_of(test, Some(Ok(PlockResult::Conflict(holder)))),
+            answer_of(test, Ok(PlockResult::Conflict(holder))),
             KernelLockAnswer::Conflict {
                 typ: F_WRLCK,
                 start: 0,
@@ -457,16 +456,19 @@ mod tests {
             }
         );
         assert_eq!(
-            answer_of(test, Some(Ok(PlockResult::Free))),
+            answer_of(test, Ok(PlockResult::Free)),
             KernelLockAnswer::Done
         );
         assert_eq!(
-            answer_of(lock, Some(Ok(PlockResult::Deadlock))),
+            answer_of(lock, Ok(PlockResult::Deadlock)),
             KernelLockAnswer::Errno(libc::EDEADLK)
         );
-        assert_eq!(answer_of(lock, None), KernelLockAnswer::Errno(libc::EINTR));
         assert_eq!(
-            answer_of(lock, Some(Err(LockError::Shutdown))),
+            answer_of(lock, Ok(PlockResult::Cancelled)),
+            KernelLockAnswer::Errno(libc::EINTR)
+        );
+        assert_eq!(
+            answer_of(lock, Err(LockError::Shutdown)),
             KernelLockAnswer::Errno(libc::ENOLCK)
         );
     }

@@ -41,7 +41,7 @@ mod tests_runtime;
 pub use election::{OwnerElection, Role, OWNER_RESOURCE};
 pub use engine::{DlmError, Event, LockSpace, LockState, RequestFlags};
 pub use node::{Completion, DlmMsg, DlmNode, OpError, Output, RecordedLock, Refusal, View};
-pub use runtime::{Bast, Dlm, LinkTransport, LockError, LockHandle, Transport};
+pub use runtime::{Bast, Dlm, LinkTransport, LockError, LockHandle, Transport, Withdraw};
 
 use crate::identity::fnv1a64;
 

@@ -35,7 +35,8 @@
 //!   cancel that crosses a view change ends as cancelled (the request is
 //!   not sent again).
 //! - A grant that crosses a cancel is still a grant: the caller gets it
-//!   and decides (the runtime unlocks the range when nobody waits).
+//!   and decides (the module's calls keep it; the runtime unlocks the
+//!   range only when nobody is left to take it).
 
 use std::collections::BTreeMap;
 

@@ -10,9 +10,11 @@
 //! layer that watches heartbeats decides who is in.
 //!
 //! Cancellation: dropping a [`Dlm::lock`] future or a conversion future
-//! withdraws the request; dropping a [`LockHandle`] releases the lock;
-//! [`Dlm::shutdown`] releases every lock of this node, fails every
-//! pending call with [`LockError::Shutdown`] and ends the task.
+//! withdraws the request; a file lock call is withdrawn by dropping its
+//! future or, keeping its last answer, with [`Withdraw`]; dropping a
+//! [`LockHandle`] releases the lock; [`Dlm::shutdown`] releases every
+//! lock of this node, fails every pending call with
+//! [`LockError::Shutdown`] and ends the task.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -385,7 +387,9 @@ impl Dlm {
     /// A file lock call ([`DlmNode::plock`]): the master's answer (an
     /// unlock or a release is done at once: `Granted`).  Dropping the
     /// future while a lock waits withdraws it; a grant that comes anyway
-    /// is unlocked over its range.
+    /// is unlocked over its range (nobody is left to take it).  A caller
+    /// that can still take an answer withdraws with
+    /// [`Dlm::plock_withdrawable`] instead.
     ///
     /// The call is handed to the driver now, before the future is first
     /// polled: calls made one after the other reach their masters in
@@ -393,6 +397,38 @@ impl Dlm {
     pub fn plock(
         &self,
         call: FileLockCall,
+    ) -> impl std::future::Future<Output = Result<PlockResult, LockError>> + Send + 'static {
+        self.plock_until(call, std::future::pending())
+    }
+
+    /// [`Dlm::plock`], and a [`Withdraw`] that asks the master to drop
+    /// the call if it still waits.  The future then ends with the call's
+    /// last answer: `Cancelled`, or the grant (or refusal) that came
+    /// first, which stands.  A waiting fcntl lock interrupted by a
+    /// signal needs this: its grant may already be on its way, and
+    /// undoing one by unlocking its range would also drop the locks the
+    /// owner held there before (a read lock it was upgrading).
+    pub fn plock_withdrawable(
+        &self,
+        call: FileLockCall,
+    ) -> (
+        impl std::future::Future<Output = Result<PlockResult, LockError>> + Send + 'static,
+        Withdraw,
+    ) {
+        let (tx, rx) = oneshot::channel();
+        let asked = async move {
+            // a Withdraw dropped unused never asks
+            if rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        (self.plock_until(call, asked), Withdraw(tx))
+    }
+
+    fn plock_until(
+        &self,
+        call: FileLockCall,
+        withdraw: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> impl std::future::Future<Output = Result<PlockResult, LockError>> + Send + 'static {
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let (reply, rx) = oneshot::channel();
@@ -411,8 +447,19 @@ impl Dlm {
                 dlm: &dlm,
                 cmd: Some(Cmd::PlockCancel(id)),
             };
+            tokio::pin!(withdraw);
+            let mut withdrawn = false;
             loop {
-                match events.recv().await {
+                let event = tokio::select! {
+                    e = events.recv() => e,
+                    () = &mut withdraw, if !withdrawn => {
+                        // keep waiting: the last answer still comes here
+                        withdrawn = true;
+                        dlm.cmd(Cmd::PlockCancel(id))?;
+                        continue;
+                    }
+                };
+                match event {
                     None => return Err(LockError::Shutdown),
                     Some(Completion::Plock { result, .. }) => {
                         guard.cmd = None;
@@ -435,6 +482,17 @@ impl Dlm {
 
     fn cmd(&self, c: Cmd) -> Result<(), LockError> {
         self.tx.send(c).map_err(|_| LockError::Shutdown)
+    }
+}
+
+/// Asks for a waiting file lock call to be withdrawn
+/// ([`Dlm::plock_withdrawable`]).
+#[derive(Debug)]
+pub struct Withdraw(oneshot::Sender<()>);
+
+impl Withdraw {
+    pub fn withdraw(self) {
+        let _ = self.0.send(());
     }
 }
 

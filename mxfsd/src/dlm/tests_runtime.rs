@@ -21,11 +21,14 @@ const NOQ: RequestFlags = RequestFlags { noqueue: true };
 const T: Duration = Duration::from_secs(10);
 
 type Routes = Arc<Mutex<HashMap<NodeId, Dlm>>>;
+/// Messages to a node held back (in order) until it is let through.
+type Held = Arc<Mutex<HashMap<NodeId, Vec<(NodeId, DlmMsg)>>>>;
 
 /// Delivers straight into the destination's driver: FIFO per pair.
 struct Chan {
     me: NodeId,
     routes: Routes,
+    held: Held,
 }
 
 impl Transport for Chan {
@@ -37,6 +40,10 @@ impl Transport for Chan {
         }
         let dst = routes.get(&to).cloned();
         drop(routes);
+        if let Some(queue) = self.held.lock().unwrap().get_mut(&to) {
+            queue.push((self.me, msg));
+            return;
+        }
         if let Some(d) = dst {
             d.deliver(self.me, msg);
         }
@@ -45,6 +52,7 @@ impl Transport for Chan {
 
 struct Cluster {
     routes: Routes,
+    held: Held,
     dlms: Vec<Dlm>,
     tasks: Vec<JoinHandle<()>>,
     view: View,
@@ -53,6 +61,7 @@ struct Cluster {
 impl Cluster {
     async fn new(ids: &[NodeId]) -> Cluster {
         let routes: Routes = Arc::default();
+        let held: Held = Arc::default();
         let mut dlms = Vec::new();
         let mut tasks = Vec::new();
         for &id in ids {
@@ -61,6 +70,7 @@ impl Cluster {
                 Chan {
                     me: id,
                     routes: routes.clone(),
+                    held: held.clone(),
                 },
             );
             routes.lock().unwrap().insert(id, d.clone());
@@ -69,6 +79,7 @@ impl Cluster {
         }
         let mut c = Cluster {
             routes,
+            held,
             dlms,
             tasks,
             view: 0,
@@ -83,6 +94,22 @@ impl Cluster {
             if ids.contains(&d.node_id()) {
                 d.set_members(self.view, ids).await.unwrap();
             }
+        }
+    }
+
+    /// Messages to node `i` wait until [`Cluster::let_through`].
+    fn hold_back(&self, i: usize) {
+        let id = self.dlms[i].node_id();
+        self.held.lock().unwrap().insert(id, Vec::new());
+    }
+
+    /// Deliver what was held back for node `i`, in order, and stop
+    /// holding.
+    fn let_through(&self, i: usize) {
+        let id = self.dlms[i].node_id();
+        let queue = self.held.lock().unwrap().remove(&id).unwrap_or_default();
+        for (from, msg) in queue {
+            self.dlms[i].deliver(from, msg);
         }
     }
 
@@ -485,4 +512,112 @@ async fn a_dropped_wait_for_a_file_lock_is_withdrawn() {
         matches!(t, PlockResult::Conflict(h) if h.node == IDS[2] && h.owner == 3),
         "{t:?}"
     );
+}
+
+/// A file resource mastered by node 2 (`IDS[2]`, C), so that what
+/// node 0 (A) sends and receives about it crosses the transport.
+fn resource_mastered_by_c(tag: &str) -> Vec<u8> {
+    (0..)
+        .map(|i| format!("plock:{tag}{i}").into_bytes())
+        .find(|r| master_of(r, &IDS) == Some(IDS[2]))
+        .unwrap()
+}
+
+/// What a test from node C sees of `resource` over `range`: a holder of
+/// anything that blocks `kind`.
+async fn seen_from_c(c: &Cluster, resource: &[u8], kind: Kind, range: Range) -> PlockResult {
+    let test = file_call(resource, false, 99, PlockOp::Test { kind }, range);
+    c.dlms[2].plock(test).await.unwrap()
+}
+
+fn held_by_a(p: &PlockResult, kind: Kind) -> bool {
+    matches!(p, PlockResult::Conflict(h) if h.node == IDS[0] && h.owner == 1 && h.kind == kind)
+}
+
+/// A's owner 1 holds a read lock on 0..=99 and B's owner 2 a write lock
+/// on 150..=199; the returned call is owner 1's upgrade to a write lock
+/// on 0..=199, which must wait for B.
+async fn a_reads_b_writes(c: &Cluster, resource: &[u8]) -> FileLockCall {
+    let lock = |kind| PlockOp::Lock { kind, wait: false };
+    let read = file_call(
+        resource,
+        false,
+        1,
+        lock(Kind::Read),
+        Range::new(0, 99).unwrap(),
+    );
+    assert_eq!(c.dlms[0].plock(read).await, Ok(PlockResult::Granted));
+    let write = file_call(
+        resource,
+        false,
+        2,
+        lock(Kind::Write),
+        Range::new(150, 199).unwrap(),
+    );
+    assert_eq!(c.dlms[1].plock(write).await, Ok(PlockResult::Granted));
+    let op = PlockOp::Lock {
+        kind: Kind::Write,
+        wait: true,
+    };
+    file_call(resource, false, 1, op, Range::new(0, 199).unwrap())
+}
+
+#[tokio::test]
+async fn a_withdrawn_upgrade_ends_cancelled_and_keeps_the_read_lock() {
+    let c = Cluster::new(&IDS).await;
+    let r = resource_mastered_by_c("w");
+    let upgrade = a_reads_b_writes(&c, &r).await;
+    let (waiting, withdraw) = c.dlms[0].plock_withdrawable(upgrade);
+    let waiting = tokio::spawn(waiting);
+    withdraw.withdraw();
+    let got = timeout(T, waiting).await.unwrap().unwrap();
+    assert_eq!(got, Ok(PlockResult::Cancelled));
+    // A still holds its read lock at the master, and nothing more
+    let low = Range::new(0, 99).unwrap();
+    let seen = seen_from_c(&c, &r, Kind::Write, low).await;
+    assert!(held_by_a(&seen, Kind::Read), "{seen:?}");
+    let seen = seen_from_c(&c, &r, Kind::Read, low).await;
+    assert_eq!(seen, PlockResult::Free);
+}
+
+#[tokio::test]
+async fn a_grant_that_crosses_a_withdrawal_stands() {
+    let c = Cluster::new(&IDS).await;
+    let r = resource_mastered_by_c("x");
+    let upgrade = a_reads_b_writes(&c, &r).await;
+    let (waiting, withdraw) = c.dlms[0].plock_withdrawable(upgrade);
+    let waiting = tokio::spawn(waiting);
+    // The master grants the upgrade when B lets go, but the grant is held
+    // on its way to A while A withdraws: the two cross.
+    let whole = Range::new(0, 199).unwrap();
+    assert!(held_by_a(
+        &seen_from_c(&c, &r, Kind::Write, whole).await,
+        Kind::Read
+    ));
+    c.hold_back(0);
+    let unlock = file_call(&r, false, 2, PlockOp::Unlock, Range::new(150, 199).unwrap());
+    c.dlms[1].plock(unlock).await.unwrap();
+    let mut granted = false;
+    for _ in 0..200 {
+        if held_by_a(&seen_from_c(&c, &r, Kind::Read, whole).await, Kind::Write) {
+            granted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(granted, "the master never granted the upgrade");
+    withdraw.withdraw();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished(), "answered before the grant arrived");
+    c.let_through(0);
+    // the call's answer is the grant, and the lock is held over the
+    // whole range (undoing the grant by unlocking its range would have
+    // taken the read lock on 0..=99 with it)
+    let got = timeout(T, waiting).await.unwrap().unwrap();
+    assert_eq!(got, Ok(PlockResult::Granted));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for range in [Range::new(0, 99).unwrap(), Range::new(100, 199).unwrap()] {
+        let seen = seen_from_c(&c, &r, Kind::Read, range).await;
+        assert!(held_by_a(&seen, Kind::Write), "{range:?}: {seen:?}");
+    }
 }

@@ -40,6 +40,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     write_file(&f, &[0u8; 4096])?;
     flocks(&f)?;
     posix(&f)?;
+    interrupted_upgrade(&f)?;
     ofd(ctx, &f)?;
     Ok(())
 }
@@ -116,6 +117,99 @@ fn flocks(f: &Path) -> Result<()> {
     chk(
         flock(&fd1, libc::LOCK_EX | libc::LOCK_NB),
         "flock after the holder closed",
+    )?;
+    Ok(())
+}
+
+extern "C" fn on_alarm(_: libc::c_int) {}
+
+/// SIGALRM every `every_ms` (0: never) with a handler that does not
+/// restart system calls (`SIG_DFL` again when stopped).
+fn alarms(every_ms: i64) -> Result<()> {
+    // SAFETY: plain data, then plain syscalls with valid pointers.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = if every_ms > 0 {
+            on_alarm as extern "C" fn(libc::c_int) as libc::sighandler_t
+        } else {
+            libc::SIG_DFL
+        };
+        sa.sa_flags = 0; // no SA_RESTART: F_SETLKW gives EINTR
+        chk(
+            libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut()),
+            "sigaction(SIGALRM)",
+        )?;
+        let tv = libc::timeval {
+            tv_sec: every_ms / 1000,
+            tv_usec: (every_ms % 1000) * 1000,
+        };
+        let it = libc::itimerval {
+            it_interval: tv,
+            it_value: tv,
+        };
+        chk(
+            libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()),
+            "setitimer",
+        )?;
+    }
+    Ok(())
+}
+
+/// A waiting F_SETLKW interrupted by a signal gives EINTR and leaves the
+/// caller's locks as they were: here a read lock it was upgrading to a
+/// write lock over a wider range.  (On mxfs the wait is withdrawn from
+/// the cluster's lock manager, and a grant that crossed the withdrawal
+/// would stand; it must never take the read lock away.)
+fn interrupted_upgrade(f: &Path) -> Result<()> {
+    let fd = Fd::open(f, libc::O_RDWR, 0)?;
+    chk(
+        setlk(&fd, libc::F_SETLK, libc::F_RDLCK, 0, 100),
+        "F_SETLK F_RDLCK [0,100)",
+    )?;
+    // SAFETY: plain syscall.
+    let me = unsafe { libc::getpid() };
+    let fp = f.to_path_buf();
+    let mut child = Child::spawn(move |side| {
+        let c = Fd::open(&fp, libc::O_RDWR, 0)?;
+        chk(
+            setlk(&c, libc::F_SETLK, libc::F_WRLCK, 150, 50),
+            "child's F_SETLK F_WRLCK [150,200)",
+        )?;
+        side.signal();
+        // The parent's upgrade waits for us and is interrupted.
+        side.wait()?;
+        let l = getlk(&c, libc::F_GETLK, libc::F_WRLCK, 0, 100)?;
+        ensure(
+            l.l_type == libc::F_RDLCK as i16 && l.l_pid == me,
+            format!(
+                "after an interrupted upgrade F_GETLK [0,100) gives type {} pid {}, expected the parent's read lock (pid {me})",
+                l.l_type, l.l_pid
+            ),
+        )?;
+        let l = getlk(&c, libc::F_GETLK, libc::F_WRLCK, 100, 50)?;
+        ensure(
+            l.l_type == libc::F_UNLCK as i16,
+            format!(
+                "after an interrupted upgrade [100,150) is locked (type {} pid {})",
+                l.l_type, l.l_pid
+            ),
+        )?;
+        Ok(())
+    })?;
+    child.wait()?;
+    alarms(300)?;
+    let r = setlk(&fd, libc::F_SETLKW, libc::F_WRLCK, 0, 200);
+    let err = errno();
+    alarms(0)?;
+    ensure(
+        r < 0 && err == libc::EINTR,
+        format!("F_SETLKW upgrade blocked by another process and interrupted: returned {r} errno {err}, expected EINTR"),
+    )?;
+    child.signal();
+    child.finish()?;
+    chk(
+        setlk(&fd, libc::F_SETLK, libc::F_UNLCK, 0, 0),
+        "F_UNLCK of the whole file",
     )?;
     Ok(())
 }
