@@ -1190,7 +1190,7 @@ fn record_session() -> Option<&'static (Arc<StatelessTransportState>, Arc<Statel
 fn record_exec(b: &[u8]) -> bool {
     use crate::peer::record::{Opener, Sealer};
     if fnv1a64(b).is_multiple_of(128) {
-        crate::peer::fuzz_decode(b);
+        crate::peer::record::fuzz_decode(b);
     }
     let Some((tx, rx)) = record_session() else {
         return false;
@@ -1926,7 +1926,7 @@ fn seeds_are_accepted() {
             assert!(s.len() <= t.max_len, "{} seed {i} is over max_len", t.name);
             assert!((t.exec)(s), "{} seed {i} refused: {}", t.name, hex(s));
             if t.name == "peer_record" {
-                crate::peer::fuzz_decode(s);
+                crate::peer::record::fuzz_decode(s);
             }
         }
     }

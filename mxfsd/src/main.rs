@@ -17,46 +17,32 @@
 //! manager), [`dbus`], [`supervision`] (systemd), [`netlink`] and
 //! [`uapi`] (the kernel).
 
-// Every module below is in use.  The allows cover what only the tests
-// use (the fuzz entry points, the DLM's convert and cancel, some
-// accessors) and re-exports kept for a module's whole API: about 60
-// items when they are removed, not cleaned up yet.
 mod cluster;
 mod dbus;
-#[allow(dead_code)]
 mod discovery;
 mod disk_liveness;
-#[allow(dead_code, unused_imports)]
 mod dlm;
 mod fence;
 mod file_locks;
-#[allow(dead_code)]
 mod fileserv;
-#[allow(dead_code)]
 mod fuse_client;
 #[cfg(test)]
 mod fuzz;
 mod join;
 mod le;
-#[allow(dead_code, unused_imports)]
 mod lockstate;
 mod logging;
 mod metrics;
 mod netlink;
-#[allow(dead_code)]
 mod peer;
 mod recovery;
 mod supervision;
 #[cfg(test)]
 mod test_support;
 mod uapi;
-#[allow(dead_code)]
 mod volume_keys;
-#[allow(dead_code, unused_imports)]
 mod wire;
-#[allow(dead_code, unused_imports)]
 mod xfs;
-#[allow(dead_code)]
 mod xfs_view;
 
 // The node identity lives in mxfs-core (shared with mount.mxfs); this

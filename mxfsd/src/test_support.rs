@@ -58,6 +58,6 @@ pub fn have_xfsprogs() -> bool {
 /// A DLM alone in its view sends nothing.
 pub struct Nowhere;
 
-impl crate::dlm::Transport for Nowhere {
-    fn send(&mut self, _to: u64, _msg: crate::dlm::DlmMsg) {}
+impl crate::dlm::runtime::Transport for Nowhere {
+    fn send(&mut self, _to: u64, _msg: crate::dlm::node::DlmMsg) {}
 }

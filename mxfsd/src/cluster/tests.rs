@@ -25,7 +25,7 @@ fn config(node: Uuid, volume: Uuid, secret: [u8; 32], role: Role, disc_port: u16
         role,
     );
     c.discovery = discovery::Config {
-        group: SocketAddrV4::new(*discovery::DEFAULT_GROUP.ip(), disc_port),
+        group: SocketAddrV4::new(*discovery::runtime::DEFAULT_GROUP.ip(), disc_port),
         interface: Some(Ipv4Addr::LOCALHOST),
         timeout: Duration::from_secs(2),
         ..discovery::Config::with_interval(Duration::from_millis(100))

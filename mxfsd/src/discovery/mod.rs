@@ -17,13 +17,8 @@ mod ratelimit;
 pub mod runtime;
 pub mod table;
 
-// The membership layer, not written yet, is the user of these.
-#[allow(unused_imports)]
-pub use runtime::{
-    start, Config, Discovery, Local, Stats, StatsSnapshot, DEFAULT_GROUP, DEFAULT_INTERVAL,
-};
-#[allow(unused_imports)]
-pub use table::{Event, Ignored, LocalNode, Outcome, PeerInfo, PeerTable, Refusal};
+pub use runtime::{start, Config, Discovery, Local};
+pub use table::Event;
 
 #[cfg(test)]
 mod tests;

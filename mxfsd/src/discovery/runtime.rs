@@ -136,6 +136,7 @@ pub struct Stats {
 }
 
 /// The counters at one moment.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
     pub sent: u64,
@@ -151,6 +152,7 @@ pub struct StatsSnapshot {
     pub replayed: u64,
 }
 
+#[cfg(test)]
 impl Stats {
     pub fn snapshot(&self) -> StatsSnapshot {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -178,33 +180,37 @@ fn bump(c: &AtomicU64) {
 /// wake-up); [`Discovery::shutdown`] also waits for it.
 #[derive(Debug)]
 pub struct Discovery {
+    #[cfg(test)]
     stats: Arc<Stats>,
+    #[cfg(test)]
     node_id: u64,
+    #[cfg(test)]
     incarnation: u64,
+    // Held so the task's role channel stays open (dropping it stops the task).
+    #[allow(dead_code)]
     role: watch::Sender<(AnnouncedRole, u64)>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
 impl Discovery {
+    #[cfg(test)]
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot()
     }
 
-    /// The counters themselves, for a metrics exporter to hold.
-    pub fn stats_handle(&self) -> Arc<Stats> {
-        Arc::clone(&self.stats)
-    }
-
+    #[cfg(test)]
     pub fn node_id(&self) -> u64 {
         self.node_id
     }
 
+    #[cfg(test)]
     pub fn incarnation(&self) -> u64 {
         self.incarnation
     }
 
     /// Announce a new role and owner epoch (at once, then every interval).
+    #[cfg(test)]
     pub fn set_role(&self, role: AnnouncedRole, owner_epoch: u64) {
         self.role.send_replace((role, owner_epoch));
     }
@@ -325,8 +331,11 @@ pub async fn start(
     );
     let task = tokio::spawn(runner.run(role_rx));
     Ok(Discovery {
+        #[cfg(test)]
         stats,
+        #[cfg(test)]
         node_id,
+        #[cfg(test)]
         incarnation,
         role: role_tx,
         shutdown: shutdown_tx,

@@ -245,18 +245,22 @@ impl PeerTable {
     }
 
     /// The known peers (not us), sorted by node id.
+    #[cfg(test)]
     pub fn peers(&self) -> impl Iterator<Item = &PeerInfo> {
         self.peers.values().map(|p| &p.info)
     }
 
+    #[cfg(test)]
     pub fn get(&self, node_id: u64) -> Option<&PeerInfo> {
         self.peers.get(&node_id).map(|p| &p.info)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.peers.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.peers.is_empty()
     }

@@ -13,6 +13,8 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout, Instant};
 use uuid::Uuid;
 
+use super::runtime::DEFAULT_GROUP;
+use super::table::PeerInfo;
 use super::*;
 use crate::volume_keys::{KeyPurpose, VolumeSecret};
 use crate::wire::announce::{self, AnnouncedRole, Announcement};

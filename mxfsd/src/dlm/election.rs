@@ -18,9 +18,10 @@
 //! releases it or departs (its locks are purged at the view that drops
 //! it), in the deterministic order of the rebuild (the lowest node id
 //! first), so exactly one survivor wins.  The winner takes the volume
-//! over and then [`OwnerElection::adopt`]s the grant.  The owner learns
-//! of queued clients by BAST ([`OwnerElection::contested`]) and decides
-//! itself whether to hand over (at unmount it does).
+//! over and then [`OwnerElection::adopt`]s the grant.  The owner hands
+//! over at unmount; the BASTs that tell it of queued clients
+//! (`OwnerElection::contested`) are not acted on yet, and only tests
+//! read them.
 
 use super::runtime::{Dlm, LockError, LockHandle};
 use super::{Mode, NodeId, RequestFlags};
@@ -32,6 +33,7 @@ pub fn owner_marker(node: NodeId) -> Vec<u8> {
     format!("owner-node:{node:016x}").into_bytes()
 }
 
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// This node is the owner; write `epoch` to the lockstate header.
@@ -61,12 +63,14 @@ impl OwnerElection {
     }
 
     /// The epoch while this node is the owner.
+    #[cfg(test)]
     pub fn epoch(&self) -> Option<u64> {
         self.epoch.filter(|_| self.owner.is_some())
     }
 
     /// Try for `owner` EX without queueing.  `header_epoch` reads the
     /// epoch in the lockstate header; it is called only if we win.
+    #[cfg(test)]
     pub async fn try_acquire(
         &mut self,
         header_epoch: impl FnOnce() -> u64,
@@ -91,6 +95,7 @@ impl OwnerElection {
 
     /// Queue for `owner` EX and wait until this node is the owner; the new
     /// epoch.  Dropping the future leaves the queue.
+    #[cfg(test)]
     pub async fn wait_for_ownership(
         &mut self,
         header_epoch: impl FnOnce() -> u64,
@@ -105,6 +110,7 @@ impl OwnerElection {
         self.won(h, header_epoch).await
     }
 
+    #[cfg(test)]
     async fn won(
         &mut self,
         owner: LockHandle,
@@ -141,6 +147,7 @@ impl OwnerElection {
     }
 
     /// Who holds `owner`, by probing the members' markers.
+    #[cfg(test)]
     pub async fn find_owner(&self) -> Result<Option<NodeId>, LockError> {
         if self.owner.is_some() {
             return Ok(Some(self.dlm.node_id()));
@@ -167,6 +174,7 @@ impl OwnerElection {
 
     /// As owner: wait until someone queues for `owner`; the mode asked
     /// for.  None if this node is not the owner (or the DLM stopped).
+    #[cfg(test)]
     pub async fn contested(&mut self) -> Option<Mode> {
         let h = self.owner.as_mut()?;
         h.blocked().await.map(|b| b.requested)

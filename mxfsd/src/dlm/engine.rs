@@ -36,7 +36,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{LockId, Mode, NodeId, MAX_RESOURCE_NAME};
+#[cfg(test)]
+use super::NodeId;
+use super::{LockId, Mode, MAX_RESOURCE_NAME};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RequestFlags {
@@ -363,6 +365,7 @@ impl LockSpace {
     }
 
     /// Drop every lock of a departed node, granting what that unblocks.
+    #[cfg(test)]
     pub fn purge_node(&mut self, node: NodeId) -> Vec<Event> {
         let mut events = Vec::new();
         self.index.retain(|id, _| id.node != node);
@@ -385,12 +388,14 @@ impl LockSpace {
         export(res).into_iter().find(|l| l.id == lock)
     }
 
+    #[cfg(test)]
     pub fn resource_names(&self) -> impl Iterator<Item = &[u8]> {
         self.resources.keys().map(|k| k.as_slice())
     }
 
     /// Remove a resource to hand it to its new master: its locks in queue
     /// order (granted, converting, waiting).
+    #[cfg(test)]
     pub fn export_resource(&mut self, name: &[u8]) -> Option<Vec<LockState>> {
         let res = self.resources.remove(name)?;
         let locks = export(&res);

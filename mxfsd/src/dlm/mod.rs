@@ -19,18 +19,14 @@
 //! File locks (fcntl with byte ranges, flock) do not fit the six modes:
 //! [`plock`] is the table a master keeps for one file, and
 //! `plock_node` carries them between nodes inside [`node`], mastered
-//! and rebuilt at view changes like the locks ([`Dlm::plock`]).
+//! and rebuilt at view changes like the locks ([`Dlm::plock_withdrawable`]).
 
 pub mod election;
 mod engine;
 pub mod node;
 // File locks (fcntl, flock) through the DLM: the tables, and the
-// protocol.  Not wired to applications yet (no caller of Dlm::plock
-// outside the tests): fcntl and flock are still arbitrated by the
-// owner's kernel (`fileserv::locks`).
-#[cfg_attr(not(test), allow(dead_code))]
+// protocol.
 pub mod plock;
-#[cfg_attr(not(test), allow(dead_code))]
 mod plock_node;
 pub mod runtime;
 #[cfg(test)]
@@ -38,10 +34,9 @@ mod tests_node;
 #[cfg(test)]
 mod tests_runtime;
 
-pub use election::{OwnerElection, Role, OWNER_RESOURCE};
+pub use election::{OwnerElection, OWNER_RESOURCE};
 pub use engine::{DlmError, Event, LockSpace, LockState, RequestFlags};
-pub use node::{Completion, DlmMsg, DlmNode, OpError, Output, RecordedLock, Refusal, View};
-pub use runtime::{Bast, Dlm, LinkTransport, LockError, LockHandle, Transport, Withdraw};
+pub use runtime::{Dlm, LinkTransport, LockError, LockHandle, Withdraw};
 
 use crate::identity::fnv1a64;
 
@@ -135,6 +130,7 @@ pub fn master_of(resource: &[u8], members: &[NodeId]) -> Option<NodeId> {
 
 /// The resources whose master changes when the members go from `old` to
 /// `new`: `(name, old master, new master)`.
+#[cfg(test)]
 pub fn remaster_moves<'a>(
     names: impl IntoIterator<Item = &'a [u8]>,
     old: &[NodeId],

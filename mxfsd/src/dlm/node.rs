@@ -5,8 +5,8 @@
 //! master does with it (it runs the pure [`LockSpace`] for the resources it
 //! masters), what a requester remembers about its own locks, and how the
 //! cluster rebuilds its lock state when the members change.  It does no
-//! I/O: inputs are local calls ([`DlmNode::lock`], [`DlmNode::convert`],
-//! [`DlmNode::cancel`], [`DlmNode::unlock`], [`DlmNode::set_members`]) and
+//! I/O: inputs are local calls ([`DlmNode::lock`], `DlmNode::convert`,
+//! `DlmNode::cancel`, [`DlmNode::unlock`], [`DlmNode::set_members`]) and
 //! peer messages ([`DlmNode::receive`]); outputs ([`DlmNode::poll_output`])
 //! are messages to send to a node and local completions (AST, BAST,
 //! cancel, refusal).  The async facade in [`super::runtime`] and the tests
@@ -50,7 +50,7 @@
 //! its master has granted.  It raises its granted mode only when a grant
 //! arrives, and lowers it (unlock, down-conversion) *before* telling the
 //! master; while a conversion is in flight it claims only the strongest
-//! mode both the old and the new mode cover ([`glb`]: the old mode for an
+//! mode both the old and the new mode cover (`glb`: the old mode for an
 //! up-conversion, CR for PR↔CW), because the master may grant the new mode
 //! at any time.  Records taken at each node's own view change are then
 //! pairwise compatible (each is covered by what the old master last
@@ -304,10 +304,13 @@ pub enum OpError {
     NotMember,
     #[error("no lock {0:?} here")]
     NoSuchLock(LockId),
+    #[cfg(test)]
     #[error("lock {0:?} has a request pending")]
     Busy(LockId),
+    #[cfg(test)]
     #[error("lock {0:?} is not granted yet")]
     NotGranted(LockId),
+    #[cfg(test)]
     #[error("lock {0:?} has nothing to cancel")]
     NothingToCancel(LockId),
     #[error("view {got} is not newer than view {have}")]
@@ -317,6 +320,7 @@ pub enum OpError {
 }
 
 /// How a local conversion started.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Started {
     /// Already done (same mode, or a down-conversion): no completion follows.
@@ -399,6 +403,7 @@ pub struct DlmNode {
 
 /// `a` protects at least what `b` protects: every mode compatible with
 /// `a` is compatible with `b`.
+#[cfg(test)]
 pub fn covers(a: Mode, b: Mode) -> bool {
     Mode::ALL
         .into_iter()
@@ -407,6 +412,7 @@ pub fn covers(a: Mode, b: Mode) -> bool {
 
 /// The strongest mode that both `a` and `b` cover: what a holder may rely
 /// on while converting between them.
+#[cfg(test)]
 pub fn glb(a: Mode, b: Mode) -> Mode {
     let strength = |m: Mode| Mode::ALL.into_iter().filter(|o| !m.compatible(*o)).count();
     Mode::ALL
@@ -453,19 +459,12 @@ impl DlmNode {
         }
     }
 
-    pub fn node_id(&self) -> NodeId {
-        self.me
-    }
-
-    pub fn view(&self) -> View {
-        self.view
-    }
-
     pub fn members(&self) -> &[NodeId] {
         &self.members
     }
 
     /// Still waiting for members' records of the current view.
+    #[cfg(test)]
     pub fn is_recovering(&self) -> bool {
         self.recovery.is_some()
     }
@@ -490,10 +489,12 @@ impl DlmNode {
     }
 
     /// The master's view of a lock on a resource this node masters.
+    #[cfg(test)]
     pub fn mastered_lock(&self, lock: LockId) -> Option<LockState> {
         self.space.lock_state(lock)
     }
 
+    #[cfg(test)]
     pub fn mastered_resources(&self) -> Vec<Vec<u8>> {
         self.space.resource_names().map(|n| n.to_vec()).collect()
     }
@@ -507,7 +508,7 @@ impl DlmNode {
     }
 
     /// Ask for a new lock.  A `Granted` or `Refused` completion follows
-    /// (or `Cancelled`, after [`DlmNode::cancel`]).
+    /// (or `Cancelled`, after `DlmNode::cancel`).
     pub fn lock(
         &mut self,
         resource: &[u8],
@@ -551,6 +552,7 @@ impl DlmNode {
     }
 
     /// Change the mode of a granted lock with nothing pending.
+    #[cfg(test)]
     pub fn convert(
         &mut self,
         lock: LockId,
@@ -599,6 +601,7 @@ impl DlmNode {
     }
 
     /// Withdraw the pending request or conversion of a lock.
+    #[cfg(test)]
     pub fn cancel(&mut self, lock: LockId) -> Result<(), OpError> {
         self.check_member()?;
         let own = self.own.get_mut(&lock).ok_or(OpError::NoSuchLock(lock))?;
@@ -691,11 +694,13 @@ impl DlmNode {
     }
 
     /// This node's own file locks on `resource`, as it records them.
+    #[cfg(test)]
     pub fn own_plocks(&self, resource: &[u8]) -> Vec<super::plock::Held> {
         self.plocks.own_locks(resource)
     }
 
     /// The file locks on `resource` if this node masters it.
+    #[cfg(test)]
     pub fn mastered_plocks(&self, resource: &[u8]) -> Vec<super::plock::Held> {
         self.plocks.mastered_locks(resource)
     }

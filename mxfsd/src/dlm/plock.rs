@@ -34,7 +34,7 @@
 //!   Cycles through several files are not detected.
 //! - **Departures**: closing a file releases its owner's locks
 //!   ([`FileLocks::release_owner`]); a dead node's locks and waiters go
-//!   at once ([`FileLocks::purge_node`]).
+//!   at once (`FileLocks::purge_node`).
 
 use std::collections::VecDeque;
 
@@ -87,7 +87,7 @@ impl Range {
 }
 
 /// A file-lock call of one of this node's lock owners, as the daemon
-/// makes it ([`super::Dlm::plock`]).
+/// makes it ([`super::Dlm::plock_withdrawable`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileLockCall {
     /// The file's resource (one per file for record locks, another for
@@ -180,6 +180,7 @@ impl FileLocks {
         &self.held
     }
 
+    #[cfg(test)]
     pub fn waiting(&self) -> impl Iterator<Item = &Request> {
         self.waiting.iter()
     }
@@ -278,6 +279,7 @@ impl FileLocks {
     }
 
     /// Drop every lock and waiting request of `node` (it died, or left).
+    #[cfg(test)]
     pub fn purge_node(&mut self, node: NodeId) -> Vec<Request> {
         self.remove_where(|o| o.node == node)
     }

@@ -163,11 +163,6 @@ fn lower_at_send(t: &mut FileLocks, owner: LockOwner, req: &PlockRequest) -> Vec
 }
 
 impl PlockNode {
-    /// Files with a lock of this node (for inspection).
-    pub fn own_files(&self) -> usize {
-        self.own.len()
-    }
-
     /// A local request (not a cancel: [`PlockNode::cancel`]); returns
     /// whether an answer will come (a lock or a test).  An unlock or a
     /// release takes effect here at once.
@@ -525,6 +520,7 @@ impl PlockNode {
     }
 
     /// The locks of this node's copy on `resource` (for inspection).
+    #[cfg(test)]
     pub fn own_locks(&self, resource: &[u8]) -> Vec<Held> {
         self.own
             .get(resource)
@@ -534,6 +530,7 @@ impl PlockNode {
 
     /// The master's table of `resource`, if this node masters it and it
     /// is not empty (for inspection).
+    #[cfg(test)]
     pub fn mastered_locks(&self, resource: &[u8]) -> Vec<Held> {
         self.mastered
             .get(resource)

@@ -6,7 +6,7 @@
 //! locks around it), the commands callers send it, the delivery of
 //! completions to the right waiter, and the [`Transport`] that carries
 //! the node's messages (real peer links with [`LinkTransport`], channels
-//! in tests).  Membership comes from outside ([`Dlm::set_members`]): the
+//! in tests).  Membership comes from outside ([`Dlm::enter_view`]): the
 //! layer that watches heartbeats decides who is in.
 //!
 //! Cancellation: dropping a [`Dlm::lock`] future or a conversion future
@@ -22,7 +22,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use super::node::{Completion, DlmMsg, DlmNode, OpError, Output, Refusal, Started, View};
+#[cfg(test)]
+use super::node::Started;
+use super::node::{Completion, DlmMsg, DlmNode, OpError, Output, Refusal, View};
 use super::plock::{FileLockCall, Range};
 use super::{LockId, Mode, NodeId, RequestFlags};
 use crate::lockstate::{Recorder, RecorderState};
@@ -138,12 +140,14 @@ enum Cmd {
         events: mpsc::UnboundedSender<Completion>,
         reply: oneshot::Sender<Result<LockId, OpError>>,
     },
+    #[cfg(test)]
     Convert {
         lock: LockId,
         mode: Mode,
         flags: RequestFlags,
         reply: oneshot::Sender<Result<Started, OpError>>,
     },
+    #[cfg(test)]
     Cancel(LockId),
     Unlock(LockId),
     Plock {
@@ -185,7 +189,7 @@ impl std::fmt::Debug for Dlm {
 
 impl Dlm {
     /// Start the driver task for node `me` (not a member until
-    /// [`Dlm::set_members`]), keeping no lock records.
+    /// [`Dlm::enter_view`]), keeping no lock records.
     pub fn spawn(me: NodeId, transport: impl Transport) -> (Dlm, JoinHandle<()>) {
         Self::spawn_recorded(me, transport, watch::channel(RecorderState::Off).1)
     }
@@ -227,6 +231,7 @@ impl Dlm {
     }
 
     /// Enter a new membership view.
+    #[cfg(test)]
     pub async fn set_members(&self, view: View, members: &[NodeId]) -> Result<(), LockError> {
         let (reply, rx) = oneshot::channel();
         self.cmd(Cmd::Members {
@@ -361,6 +366,7 @@ impl Dlm {
                         resource: resource.to_vec(),
                         mode,
                         events,
+                        #[cfg(test)]
                         basts,
                         released: false,
                         recorder,
@@ -394,6 +400,7 @@ impl Dlm {
     /// The call is handed to the driver now, before the future is first
     /// polled: calls made one after the other reach their masters in
     /// that order, however their futures are then awaited.
+    #[cfg(test)]
     pub fn plock(
         &self,
         call: FileLockCall,
@@ -401,7 +408,7 @@ impl Dlm {
         self.plock_until(call, std::future::pending())
     }
 
-    /// [`Dlm::plock`], and a [`Withdraw`] that asks the master to drop
+    /// `Dlm::plock`, and a [`Withdraw`] that asks the master to drop
     /// the call if it still waits.  The future then ends with the call's
     /// last answer: `Cancelled`, or the grant (or refusal) that came
     /// first, which stands.  A waiting fcntl lock interrupted by a
@@ -517,23 +524,24 @@ pub struct LockHandle {
     id: LockId,
     resource: Vec<u8>,
     mode: Mode,
+    // Held even where unread: dropping it tells the driver the lock's owner is gone.
+    #[allow(dead_code)]
     events: mpsc::UnboundedReceiver<Completion>,
+    #[cfg(test)]
     basts: VecDeque<Bast>,
     released: bool,
     recorder: Option<Recorder>,
 }
 
 impl LockHandle {
+    #[cfg(test)]
     pub fn id(&self) -> LockId {
         self.id
     }
 
-    pub fn resource(&self) -> &[u8] {
-        &self.resource
-    }
-
     /// The mode held (during a PR↔CW conversion rely on CR only: see
     /// [`super::node`]).
+    #[cfg(test)]
     pub fn mode(&self) -> Mode {
         self.mode
     }
@@ -543,6 +551,7 @@ impl LockHandle {
     /// (unless it is [`LockError::Lost`]).  Dropping the future cancels
     /// the conversion.  The lock record is rewritten with the new mode
     /// before this returns.
+    #[cfg(test)]
     pub async fn convert(&mut self, mode: Mode, flags: RequestFlags) -> Result<Mode, LockError> {
         let before = self.mode;
         let r = self.convert_in_dlm(mode, flags).await;
@@ -567,6 +576,7 @@ impl LockHandle {
         .map_err(|e| LockError::Record(e.to_string()))
     }
 
+    #[cfg(test)]
     async fn convert_in_dlm(&mut self, mode: Mode, flags: RequestFlags) -> Result<Mode, LockError> {
         self.absorb_ready();
         let (reply, rx) = oneshot::channel();
@@ -604,6 +614,7 @@ impl LockHandle {
     /// The next blocking AST for this lock; None once the DLM is gone.
     /// BASTs about a mode the lock no longer holds are skipped: they
     /// were about a request that the mode change has already served.
+    #[cfg(test)]
     pub async fn blocked(&mut self) -> Option<Bast> {
         self.absorb_ready();
         loop {
@@ -633,6 +644,7 @@ impl LockHandle {
         }
     }
 
+    #[cfg(test)]
     fn absorb_ready(&mut self) {
         while let Ok(c) = self.events.try_recv() {
             let _ = self.absorb(c);
@@ -640,6 +652,7 @@ impl LockHandle {
     }
 
     /// Apply a completion; Some(result) if it ends a conversion.
+    #[cfg(test)]
     fn absorb(&mut self, c: Completion) -> Option<Result<Mode, LockError>> {
         match c {
             Completion::Blocking {
@@ -701,6 +714,7 @@ impl<T: Transport> Driver<T> {
                     }
                     let _ = reply.send(r);
                 }
+                #[cfg(test)]
                 Cmd::Convert {
                     lock,
                     mode,
@@ -709,6 +723,7 @@ impl<T: Transport> Driver<T> {
                 } => {
                     let _ = reply.send(self.node.convert(lock, mode, flags));
                 }
+                #[cfg(test)]
                 Cmd::Cancel(lock) => {
                     // nothing pending any more: the conversion ended meanwhile
                     let _ = self.node.cancel(lock);

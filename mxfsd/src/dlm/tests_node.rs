@@ -6,7 +6,10 @@ use std::collections::{BTreeMap, VecDeque};
 
 use proptest::prelude::*;
 
-use super::node::{covers, glb, OwnLock, Started, RECOVER_CHUNK};
+use super::node::{
+    covers, glb, Completion, DlmMsg, DlmNode, OpError, Output, OwnLock, RecordedLock, Refusal,
+    Started, View, RECOVER_CHUNK,
+};
 use super::plock::{FileLockCall, Kind};
 use super::*;
 use crate::wire::{

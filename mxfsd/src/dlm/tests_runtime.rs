@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 use super::election::{OwnerElection, Role};
+use super::node::{DlmMsg, View};
 use super::plock::{FileLockCall, Kind, Range};
 use super::runtime::{Dlm, LinkTransport, LockError, Transport};
 use super::*;

@@ -28,7 +28,7 @@
 //!   one of ours: it gets EBADF and the client reopens.
 //! - Errors are positive errnos in the reply, never a panic.
 //!
-//! [`FileService::handle`] is synchronous: the runtime calls it from a
+//! [`FileService::handle_from`] is synchronous: the runtime calls it from a
 //! blocking thread pool, one request per call.
 
 mod creds;
@@ -37,9 +37,12 @@ mod sys;
 mod tests;
 
 use std::collections::HashMap;
+#[cfg(test)]
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+#[cfg(test)]
 use std::os::unix::ffi::OsStrExt;
+#[cfg(test)]
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -54,6 +57,7 @@ use sys::{cstr, proc_path, SysResult};
 pub const MXFS_DIR: &[u8] = b".mxfs";
 /// The client of requests made through [`FileService::handle`] (the
 /// owner's own, and tests).
+#[cfg(test)]
 pub const LOCAL_CLIENT: u64 = 0;
 /// Largest copy_file_range done in one request (the reply is a u32).
 const MAX_COPY: usize = 1 << 30;
@@ -108,6 +112,7 @@ fn io_err(e: sys::Errno) -> std::io::Error {
 
 impl FileService {
     /// Serve the filesystem whose root directory is `root`.
+    #[cfg(test)]
     pub fn open(root: &Path) -> std::io::Result<Self> {
         let path = CString::new(root.as_os_str().as_bytes())?;
         let fd = sys::open_path(&path, libc::O_RDONLY | libc::O_DIRECTORY).map_err(io_err)?;
@@ -148,11 +153,13 @@ impl FileService {
     }
 
     /// The handle of the volume root: the client's FUSE root inode.
+    #[cfg(test)]
     pub fn root_handle(&self) -> &Handle {
         &self.root_handle
     }
 
     /// Run one request of the owner's own (client [`LOCAL_CLIENT`]).
+    #[cfg(test)]
     pub fn handle(&self, req: FileRequest) -> FileReply {
         self.handle_from(LOCAL_CLIENT, req)
     }
@@ -177,6 +184,7 @@ impl FileService {
     }
 
     /// How many files and directories clients have open.
+    #[cfg(test)]
     pub fn open_count(&self) -> usize {
         lock(&self.table).files.len()
     }

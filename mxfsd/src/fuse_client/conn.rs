@@ -267,10 +267,6 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn is_finished(&self) -> bool {
-        self.pumps.iter().all(|p| p.is_finished())
-    }
-
     pub fn join(self) {
         for p in self.pumps {
             let _ = p.join();

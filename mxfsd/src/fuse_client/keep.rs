@@ -593,6 +593,7 @@ impl Keep {
     }
 
     /// Requests kept and not answered yet.
+    #[cfg(test)]
     pub fn requests_in_flight(&self) -> usize {
         self.lock().req_of.len()
     }
@@ -662,6 +663,7 @@ impl Region {
 }
 
 /// Fuzzing: every decoder of a kept slot, on any bytes.
+#[cfg(test)]
 pub fn fuzz_decode(b: &[u8]) -> bool {
     let h = decode_header(b).is_ok();
     let n = decode_node(b).is_ok();
@@ -671,6 +673,7 @@ pub fn fuzz_decode(b: &[u8]) -> bool {
 }
 
 /// Seeds for the fuzzer: one slot of each kind, and a header.
+#[cfg(test)]
 pub fn fuzz_seeds() -> Vec<Vec<u8>> {
     let handle = Handle {
         handle_type: 0x81,

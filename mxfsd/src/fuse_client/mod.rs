@@ -261,10 +261,6 @@ fn umount2(path: &Path, flags: libc::c_int) -> io::Result<()> {
 }
 
 impl FuseMount {
-    pub fn mountpoint(&self) -> &Path {
-        &self.mountpoint
-    }
-
     /// What systemd should keep for a restarted daemon: the `/dev/fuse`
     /// descriptor and the kept state.
     pub fn kept(&self) -> (BorrowedFd<'_>, BorrowedFd<'_>) {
@@ -273,6 +269,7 @@ impl FuseMount {
 
     /// Whether the server still runs (it stops when the mount goes away,
     /// also by someone else's umount).
+    #[cfg(test)]
     pub fn is_serving(&self) -> bool {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }

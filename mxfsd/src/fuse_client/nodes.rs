@@ -49,6 +49,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Nodes {
+    #[cfg(test)]
     pub fn new(root: Handle, root_ino: u64) -> Nodes {
         Nodes::with_keep(root, root_ino, None)
     }
@@ -140,6 +141,7 @@ impl Nodes {
     }
 
     /// Nodes known besides the root.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         lock(&self.map).len()
     }

@@ -4,12 +4,13 @@
 //! there in host byte order (the module and the daemon share the host).
 //!
 //! The decoders refuse, and never panic on, any bytes the module would
-//! not send.  [`decode_extents`] and [`decode_btime`] read what we send,
+//! not send.  `decode_extents` and `decode_btime` read what we send,
 //! as the module does: for the tests and the fuzzer.
 
 use crate::uapi::{MXFS_BTIME_SIZE, MXFS_FALLOCATE_SIZE, MXFS_FIEMAP_EXTENT_SIZE};
 use crate::wire::fileop::{Extent, Timespec};
 
+#[cfg(test)]
 const NSEC_PER_SEC: u32 = 1_000_000_000;
 
 /// The arguments of getxattr `mxfs.fiemap.START.LENGTH.FLAGS`.
@@ -63,6 +64,7 @@ pub fn encode_extents(x: &[Extent]) -> Vec<u8> {
 
 /// The extents of a fiemap value; None for a length that is not whole
 /// extents or a non-zero reserved u32.
+#[cfg(test)]
 pub fn decode_extents(v: &[u8]) -> Option<Vec<Extent>> {
     if !v.len().is_multiple_of(MXFS_FIEMAP_EXTENT_SIZE) {
         return None;
@@ -94,6 +96,7 @@ pub fn encode_btime(t: Timespec) -> Vec<u8> {
 
 /// The birth time of a value, as the module takes it: None also for
 /// nanoseconds of a second or more.
+#[cfg(test)]
 pub fn decode_btime(v: &[u8]) -> Option<Timespec> {
     if v.len() != MXFS_BTIME_SIZE {
         return None;
@@ -137,6 +140,7 @@ impl FallocateRequest {
         })
     }
 
+    #[cfg(test)]
     pub fn encode(&self) -> [u8; MXFS_FALLOCATE_SIZE] {
         let mut v = Vec::with_capacity(MXFS_FALLOCATE_SIZE);
         v.extend_from_slice(&self.offset.to_ne_bytes());
@@ -168,6 +172,7 @@ impl Fields<'_> {
         self.take().map(u64::from_ne_bytes)
     }
 
+    #[cfg(test)]
     fn i64(&mut self) -> Option<i64> {
         self.take().map(i64::from_ne_bytes)
     }

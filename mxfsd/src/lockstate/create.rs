@@ -81,6 +81,7 @@ pub enum FreezeError {
 impl FreezeError {
     /// The filesystem cannot be frozen at all (not the caller's fault):
     /// no freeze support, or not permitted.
+    #[cfg(test)]
     pub fn unsupported(&self) -> bool {
         matches!(self, FreezeError::Freeze(e)
             if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::ENOTTY)

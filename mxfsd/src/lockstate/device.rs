@@ -20,7 +20,7 @@
 //! the file, the on-disk directories change only at its freeze/thaw.
 //!
 //! Image files stand in for block devices in tests and tools, but only
-//! through [`LockstateDevice::open_image`], which takes the logical block
+//! through `LockstateDevice::open_image`, which takes the logical block
 //! size explicitly: [`LockstateDevice::open`] refuses anything that is not
 //! a block device, so a path mix-up in production fails loudly.
 //!
@@ -116,10 +116,10 @@ pub type SlotReads = Vec<(SlotId, Result<Slot, LockstateError>)>;
 #[derive(Debug)]
 pub struct LockstateDevice {
     file: File,
-    path: PathBuf,
     block_size: u32,
     volume: [u8; 16],
     map: DeviceMap,
+    #[cfg(test)]
     extents: Vec<Extent>,
     header: Header,
     /// Fault injection for tests: an errno every I/O fails with when set.
@@ -211,6 +211,7 @@ impl LockstateDevice {
     /// Open the lockstate of an XFS image in a regular file, treating it
     /// as a device with logical block size `block_size` (tests, tools).
     /// The file must be on a filesystem that supports `O_DIRECT`.
+    #[cfg(test)]
     pub fn open_image(path: &Path, block_size: u32) -> Result<Opened, DeviceError> {
         let file = open_direct(path)?;
         Self::from_file(file, path, block_size)
@@ -292,10 +293,10 @@ impl LockstateDevice {
         };
         Ok(Opened::Ready(LockstateDevice {
             file,
-            path: path.to_path_buf(),
             block_size,
             volume,
             map,
+            #[cfg(test)]
             extents,
             header,
             #[cfg(test)]
@@ -303,40 +304,37 @@ impl LockstateDevice {
         }))
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The device's logical block size, which is the slot size.
+    #[cfg(test)]
     pub fn block_size(&self) -> u32 {
         self.block_size
     }
 
-    pub fn layout(&self) -> Layout {
-        self.map.layout()
-    }
-
+    #[cfg(test)]
     pub fn map(&self) -> &DeviceMap {
         &self.map
     }
 
     /// The XFS extents of the file, as walked at open.
+    #[cfg(test)]
     pub fn extents(&self) -> &[Extent] {
         &self.extents
     }
 
     /// The volume UUID (XFS `sb_uuid`), checked against the header.
+    #[cfg(test)]
     pub fn volume(&self) -> [u8; 16] {
         self.volume
     }
 
     /// The header as read at open (the secret does not change; the owner
-    /// epoch does: [`Self::read_header`] for the current one).
+    /// epoch does: `Self::read_header` for the current one).
     pub fn header(&self) -> &Header {
         &self.header
     }
 
     /// Read and check the header now.
+    #[cfg(test)]
     pub fn read_header(&self) -> Result<Header, LockstateError> {
         match self.read_slot(SlotId::Header)? {
             Slot::Header(h) => Ok(h),

@@ -142,6 +142,7 @@ pub enum Pick {
     Spread,
     /// Lowest first: nodes joining together collide (tests use this to
     /// exercise the race).
+    #[cfg(test)]
     Lowest,
 }
 
@@ -218,6 +219,7 @@ pub fn claim_slot(
             .filter_map(|v| classify(v, me, now, params.dead_after).map(|c| (c, v.index)))
             .collect();
         let start = match params.pick {
+            #[cfg(test)]
             Pick::Lowest => 0,
             Pick::Spread => random_u32() % HEARTBEAT_SLOTS,
         };
@@ -365,7 +367,6 @@ pub enum LeaveError {
 /// thread and leaves the slot as it is (as a crash would); [`Self::leave`]
 /// clears it.
 pub struct HeartbeatWriter {
-    slot: u32,
     shared: Arc<Shared>,
     ctl: mpsc::Sender<Ctl>,
     thread: Option<thread::JoinHandle<()>>,
@@ -403,23 +404,20 @@ impl HeartbeatWriter {
             .name(format!("mxfs-hb{slot}"))
             .spawn(move || beat_loop(&dev, claimed, interval, &sh, &ctl_rx, &events))?;
         Ok(HeartbeatWriter {
-            slot,
             shared,
             ctl,
             thread: Some(thread),
         })
     }
 
-    pub fn slot(&self) -> u32 {
-        self.slot
-    }
-
     /// The counter of the last beat written.
+    #[cfg(test)]
     pub fn counter(&self) -> u64 {
         self.shared.counter.load(Ordering::SeqCst)
     }
 
     /// Carried in the next beats.
+    #[cfg(test)]
     pub fn set_owner_epoch(&self, epoch: u64) {
         self.shared.owner_epoch.store(epoch, Ordering::SeqCst);
     }
@@ -595,6 +593,7 @@ pub struct SlotView {
 }
 
 impl SlotView {
+    #[cfg(test)]
     pub fn node_id(&self) -> Option<u64> {
         match &self.content {
             SlotContent::Node(h) => Some(h.node_id),
@@ -602,6 +601,7 @@ impl SlotView {
         }
     }
 
+    #[cfg(test)]
     pub fn counter(&self) -> Option<u64> {
         match &self.content {
             SlotContent::Node(h) => Some(h.counter),
@@ -616,6 +616,7 @@ impl SlotView {
 
     /// A node's slot (not one that left cleanly) that has not changed for
     /// `dead_after`: its node is dead or cut off from the disk.
+    #[cfg(test)]
     pub fn is_stale(&self, now: Instant, dead_after: Duration) -> bool {
         matches!(&self.content, SlotContent::Node(h) if h.state != HeartbeatState::Left)
             && self.unchanged_for(now) >= dead_after

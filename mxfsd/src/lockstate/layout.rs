@@ -1,6 +1,7 @@
 //! Where slots are: in the file ([`Layout`]) and on the device
 //! ([`DeviceMap`], from the file's XFS extents).
 
+#[cfg(test)]
 use std::io;
 
 use super::{LockstateError, Result, HEARTBEAT_SLOTS, LOCK_SLOTS, TOTAL_SLOTS};
@@ -40,6 +41,7 @@ impl SlotId {
 /// Lock slots to try, in order, for a resource whose FNV-1a 64 hash is
 /// `hash`: linear probing from `hash mod 65536`, so a reader finds a
 /// resource's record without scanning all slots in the common case.
+#[cfg(test)]
 pub fn probe_sequence(hash: u64) -> impl Iterator<Item = SlotId> {
     let start = (hash % u64::from(LOCK_SLOTS)) as u32;
     (0..LOCK_SLOTS).map(move |i| SlotId::Lock((start + i) % LOCK_SLOTS))
@@ -156,6 +158,7 @@ impl DeviceMap {
         Ok(DeviceMap { layout, pieces })
     }
 
+    #[cfg(test)]
     pub fn layout(&self) -> Layout {
         self.layout
     }
@@ -178,9 +181,10 @@ impl DeviceMap {
     }
 }
 
-/// Block reads and writes of whole slots at device byte offsets.  The
-/// daemon's implementation opens the device `O_DIRECT | O_SYNC` and uses
-/// aligned buffers; tests use memory.
+/// Block reads and writes of whole slots at device byte offsets, for
+/// tests of the slot helpers over memory (the daemon's own device I/O,
+/// `O_DIRECT | O_SYNC` with aligned buffers, does not go through it).
+#[cfg(test)]
 pub trait BlockIo {
     fn read_block(&mut self, dev_offset: u64, buf: &mut [u8]) -> io::Result<()>;
     fn write_block(&mut self, dev_offset: u64, buf: &[u8]) -> io::Result<()>;

@@ -50,15 +50,16 @@ pub mod records;
 #[cfg(test)]
 mod rt_tests;
 
-pub use create::{create, freeze_thaw, CreateError, CreateParams, FreezeError};
-pub use device::{io_failure, Absent, DeviceError, IoFailure, LockstateDevice, Opened};
+pub use create::{create, freeze_thaw, CreateParams};
+pub use device::{IoFailure, LockstateDevice, Opened};
 pub use heartbeat::{
-    claim_slot, ClaimError, Claimed, HeartbeatEvent, HeartbeatMonitor, HeartbeatParams,
-    HeartbeatWriter, LeaveError, Pick, SlotContent, SlotView,
+    claim_slot, HeartbeatEvent, HeartbeatMonitor, HeartbeatParams, HeartbeatWriter, SlotContent,
 };
-pub use layout::{probe_sequence, BlockIo, DeviceMap, Layout, SlotId};
-pub use recorder::{RecordFailed, Recorder, RecorderState, RecorderThread};
-pub use records::{partition, purge, PurgeReport, RecordBook, RecordError, RECORDS_PER_NODE};
+#[cfg(test)]
+use layout::BlockIo;
+pub use layout::{DeviceMap, Layout, SlotId};
+pub use recorder::{Recorder, RecorderState, RecorderThread};
+pub use records::{purge, RecordBook};
 pub use slot::{decode, encode, Header, Heartbeat, HeartbeatState, LockRecord, Slot};
 
 pub const MAGIC: [u8; 4] = *b"MXLS";
@@ -106,6 +107,7 @@ pub enum LockstateError {
 pub type Result<T> = std::result::Result<T, LockstateError>;
 
 /// Read and decode one slot from the device.
+#[cfg(test)]
 pub fn read_slot<D: BlockIo + ?Sized>(
     dev: &mut D,
     map: &DeviceMap,
@@ -120,6 +122,7 @@ pub fn read_slot<D: BlockIo + ?Sized>(
 }
 
 /// Encode and write one slot to the device.
+#[cfg(test)]
 pub fn write_slot<D: BlockIo + ?Sized>(
     dev: &mut D,
     map: &DeviceMap,

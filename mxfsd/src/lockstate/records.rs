@@ -13,7 +13,7 @@
 //!   ([`partition`]).  The claim protocol gives each live node a distinct
 //!   heartbeat slot, so no two live nodes ever write the same lock slot,
 //!   with no locking and no read-before-write.  A hash over all 65536
-//!   slots with probing (what [`super::probe_sequence`] offers) would let
+//!   slots with probing (what `probe_sequence` offers) would let
 //!   two nodes probe into the same free slot at once and lose a record;
 //!   the price of partitions is a limit of 1024 records per node.
 //! - **Within its partition a node allocates in memory**: first free slot
@@ -134,11 +134,13 @@ impl RecordBook {
         ))
     }
 
+    #[cfg(test)]
     pub fn partition(&self) -> std::ops::Range<u32> {
         self.range.clone()
     }
 
     /// Records in use (ours and leftovers).
+    #[cfg(test)]
     pub fn in_use(&self) -> usize {
         self.used.len()
     }

@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use super::create::{CreateError, FreezeError};
+use super::device::{Absent, DeviceError};
+use super::heartbeat::{ClaimError, Claimed, LeaveError, Pick};
+use super::records::{partition, RecordError};
 use super::*;
 use crate::dlm::Mode;
 use crate::identity::{fnv1a64, NodeIdentity};

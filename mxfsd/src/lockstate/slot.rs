@@ -75,7 +75,7 @@ pub struct Heartbeat {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockRecord {
     /// Resource name (1..=MAX_NAME bytes); its FNV-1a 64 hash is stored
-    /// too and checked, and chooses the slot ([`super::probe_sequence`]).
+    /// too and checked, and chooses the slot (`probe_sequence`).
     pub name: Vec<u8>,
     pub holder: u64,
     /// The holder's own id for the lock.

@@ -79,11 +79,13 @@ impl PeerLink {
         &self.peer
     }
 
+    #[cfg(test)]
     pub async fn send(&mut self, m: &Message) -> Result<(), PeerError> {
         self.tx.send(m).await
     }
 
     /// See [`LinkReceiver::recv`].
+    #[cfg(test)]
     pub async fn recv(&mut self) -> Result<Message, PeerError> {
         self.rx.recv().await
     }

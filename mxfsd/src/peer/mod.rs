@@ -53,15 +53,17 @@
 //!
 //! # API
 //!
-//! - [`PeerLink`], made by [`connect_link`] / [`accept_link`]: one
-//!   established link, with `send`/`recv`, or [`PeerLink::split`] into a
-//!   [`LinkSender`] and a [`LinkReceiver`] for two tasks.
+//! - [`PeerLink`](link::PeerLink), made by [`connect_link`](link::connect_link)
+//!   / [`accept_link`](link::accept_link): one established link, with
+//!   `send`/`recv`, or [`PeerLink::split`](link::PeerLink::split) into a
+//!   [`LinkSender`](link::LinkSender) and a
+//!   [`LinkReceiver`](link::LinkReceiver) for two tasks.
 //! - [`Listener`] and [`Connector`]: the accepting and the dialling
 //!   services, which run links and report [`LinkEvent`]s (`Up` with a
 //!   [`LinkHandle`] to send, `Message`, `Down` with the reason) on one
-//!   channel; the connector redials with [`Backoff`].  Both stop when a
+//!   channel; the connector redials with [`Backoff`](backoff::Backoff).  Both stop when a
 //!   `watch<bool>` shutdown flag becomes true (or its sender is dropped).
-//! - [`fuzz_decode`]: the receive path of an established session, for a
+//! - `record::fuzz_decode`: the receive path of an established session, for a
 //!   fuzzer.
 
 mod backoff;
@@ -80,15 +82,7 @@ use crate::identity;
 use crate::volume_keys::{KeyPurpose, VolumeSecret};
 use crate::wire::{self, WireError};
 
-// The API the cluster runtime will use; until it exists (and in a binary
-// crate) nothing outside this module names these paths.
-#[allow(unused_imports)]
-pub use backoff::Backoff;
-#[allow(unused_imports)]
-pub use link::{accept_link, connect_link, LinkReceiver, LinkSender, PeerInfo, PeerLink};
-#[allow(unused_imports)]
-pub use record::{fuzz_decode, RecordError};
-#[allow(unused_imports)]
+pub use record::RecordError;
 pub use service::{Connector, LinkEvent, LinkHandle, Listener};
 
 /// Deadline for the handshake and identity exchange of a new link: long
@@ -199,9 +193,6 @@ impl LocalNode {
             tcp_port,
         })
     }
-    pub fn uuid(&self) -> Uuid {
-        self.uuid
-    }
     pub fn node_id(&self) -> u64 {
         self.node_id
     }
@@ -222,9 +213,6 @@ pub struct LinkConfig {
     pub setup_timeout: Duration,
     /// Frames queued per link behind a [`LinkHandle`] before `send` waits.
     pub send_queue: usize,
-    /// Events a link may have outstanding before its reader waits (and
-    /// TCP pushes back on the peer).
-    pub event_queue: usize,
 }
 
 impl LinkConfig {
@@ -235,7 +223,6 @@ impl LinkConfig {
             psk,
             setup_timeout: SETUP_TIMEOUT,
             send_queue: 256,
-            event_queue: 1024,
         }
     }
     pub fn local(&self) -> &LocalNode {

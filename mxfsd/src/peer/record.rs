@@ -111,6 +111,7 @@ pub fn finish(
 
 /// Both ends of a session, handshaken in memory: for tests and the fuzz
 /// entry.  Fixed ephemeral keys make it deterministic when asked.
+#[cfg(test)]
 pub fn session_pair(
     psk: &[u8; 32],
     volume: &[u8; 16],
@@ -302,6 +303,7 @@ fn record_len(header: &[u8]) -> usize {
 /// exercise partial records.  Otherwise the bytes are fed raw, as a
 /// hostile peer without the key would send them.  Keys are fixed, so
 /// every input replays the same way.
+#[cfg(test)]
 pub fn fuzz_decode(bytes: &[u8]) {
     let Ok((tx, rx)) = session_pair(&[0x42; 32], &[0x17; 16], true) else {
         return;

@@ -90,10 +90,6 @@ impl LinkHandle {
     pub async fn close(&self, reason: &str) {
         let _ = self.tx.send(Outbound::Close(reason.to_string())).await;
     }
-
-    pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
-    }
 }
 
 /// Resolves once `rx` says stop, or its sender is gone (nobody can ever
@@ -248,6 +244,7 @@ impl Listener {
         })
     }
 
+    #[cfg(test)]
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.tcp.local_addr()
     }
@@ -339,6 +336,7 @@ impl Connector {
     }
 
     /// Use other backoff delays (tests, or a runtime that knows better).
+    #[cfg(test)]
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self

@@ -9,6 +9,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
+use super::backoff::Backoff;
+use super::link::{accept_link, connect_link, PeerLink};
 use super::*;
 use crate::volume_keys::VolumeSecret;
 use crate::wire::{FileOp, FileOpReply, Heartbeat, Hello, Message, MAX_FRAME};

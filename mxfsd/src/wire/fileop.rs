@@ -1536,6 +1536,7 @@ impl FileReply {
 /// Decoding never panics; a decoded request must encode back to the
 /// same bytes (the encoding is canonical), else this panics so the fuzz
 /// runner reports it.
+#[cfg(test)]
 pub fn fuzz_decode_request(bytes: &[u8]) -> Option<FileRequest> {
     let (op, payload) = split_u32(bytes)?;
     let req = FileRequest::decode(op, payload).ok()?;
@@ -1546,6 +1547,7 @@ pub fn fuzz_decode_request(bytes: &[u8]) -> Option<FileRequest> {
 
 /// Fuzz entry point: `bytes` = errno (u32, big-endian) + payload; as
 /// [`fuzz_decode_request`] for replies.
+#[cfg(test)]
 pub fn fuzz_decode_reply(bytes: &[u8]) -> Option<FileReply> {
     let (errno, payload) = split_u32(bytes)?;
     let reply = FileReply::decode(i32::try_from(errno).ok()?, payload).ok()?;
@@ -1554,6 +1556,7 @@ pub fn fuzz_decode_reply(bytes: &[u8]) -> Option<FileReply> {
     Some(reply)
 }
 
+#[cfg(test)]
 fn split_u32(bytes: &[u8]) -> Option<(u32, &[u8])> {
     let head = bytes.get(..4)?;
     Some((

@@ -894,11 +894,13 @@ impl Message {
 }
 
 /// Accumulates bytes from a stream and hands out whole messages.
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub struct FrameBuffer {
     buf: Vec<u8>,
 }
 
+#[cfg(test)]
 impl FrameBuffer {
     pub fn new() -> Self {
         Self::default()

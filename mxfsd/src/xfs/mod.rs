@@ -33,8 +33,11 @@ mod sb;
 #[cfg(test)]
 mod image_tests;
 
+#[cfg(test)]
 use std::cell::RefCell;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
+#[cfg(test)]
+use std::io::{Read, Seek, SeekFrom};
 
 pub use dir::DirEntry;
 pub use inode::{Extent, Format, Inode};
@@ -150,14 +153,17 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
 }
 
 /// Adapts any `Read + Seek` (seek, then read) to [`ReadAt`].
+#[cfg(test)]
 pub struct SeekReader<R>(RefCell<R>);
 
+#[cfg(test)]
 impl<R: Read + Seek> SeekReader<R> {
     pub fn new(inner: R) -> Self {
         SeekReader(RefCell::new(inner))
     }
 }
 
+#[cfg(test)]
 impl<R: Read + Seek> ReadAt for SeekReader<R> {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let mut r = self.0.borrow_mut();
@@ -245,6 +251,7 @@ impl<D: ReadAt> Volume<D> {
         Ok(Volume { dev, sb })
     }
 
+    #[cfg(test)]
     pub fn superblock(&self) -> &Superblock {
         &self.sb
     }

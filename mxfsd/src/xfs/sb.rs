@@ -9,8 +9,6 @@ use super::{be16, be32, be64, corrupt, XfsError};
 
 /// "XFSB".
 pub const XFS_SB_MAGIC: u32 = 0x5846_5342;
-/// Bytes of the v5 superblock structure (all fields we may read).
-pub const SB_STRUCT_LEN: usize = 264;
 /// Offset of `sb_crc` (little-endian, unlike everything else).
 const SB_CRC_OFF: usize = 224;
 
