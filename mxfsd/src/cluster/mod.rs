@@ -88,7 +88,7 @@ use crate::dlm::{
 use crate::fileserv::FileService;
 use crate::lockstate::RecorderState;
 use crate::metrics::LockMetrics;
-use crate::peer::{self, LinkConfig, LinkEvent, LinkHandle, Listener};
+use crate::peer::{self, LinkConfig, LinkEvent, LinkHandle, Listener, PeerError};
 use crate::volume_keys::VolumeSecret;
 use crate::wire::announce::AnnouncedRole;
 use crate::wire::fileop::{FileReply, FileRequest};
@@ -1753,10 +1753,21 @@ impl Runtime {
             self.waiting.push_back(out);
             return;
         };
-        if let Err(e) = link.send(&Message::FileOp(op)).await {
-            debug!("cluster: request not sent: {e}");
-            let _ = out.reply.send(FileReply::Errno(libc::EIO));
-            return;
+        match link.send(&Message::FileOp(op)).await {
+            Ok(()) => {}
+            Err(PeerError::Closed) => {
+                // The link is going and link_lost() has not run yet: the
+                // request never left, so it waits for the next owner as
+                // those in flight do (its deadline still holds).
+                debug!("cluster: the owner's link closed before a request was sent: queued");
+                self.waiting.push_back(out);
+                return;
+            }
+            Err(e) => {
+                debug!("cluster: request not sent: {e}");
+                let _ = out.reply.send(FileReply::Errno(libc::EIO));
+                return;
+            }
         }
         self.count_forwarded();
         self.pending.insert(id, out);
