@@ -93,7 +93,8 @@ const BENCH_ROUNDS_VAR: &str = "MXFS_BENCH_ROUNDS";
 /// of a client is a round trip to the owner), two rounds.
 const CLIENT_BENCH_FILES: usize = 300;
 const CLIENT_BENCH_ROUNDS: usize = 2;
-/// One metadata pass per round on a client: a pass takes a minute there.
+/// One pass per round on a client, of the sequential and the metadata
+/// jobs alike: a pass takes minutes there.
 const CLIENT_BENCH_PASSES: usize = 1;
 
 /// fsx operations per run in the default tier; the long tier

@@ -746,8 +746,10 @@ fn lock_views_agree(c: &mut Cluster, nodes: &[usize], object: &str) -> Result<(u
 
 /// A client's data and metadata rates as ratios to its owner's, on one
 /// volume in the same run: the same jobs on node 1 (owner) and node 2
-/// (client), `rounds` rounds that alternate which goes first, medians
-/// and paired ratios printed (see [`bench::rows`]).  Asserts only that every figure was measured.
+/// (client), `rounds` rounds that alternate which goes first, each of
+/// `passes` passes (see [`bench::figures`]); medians and paired ratios
+/// printed (see [`bench::rows`]).  Asserts only that every figure was
+/// measured.
 pub fn client_benchmark(
     c: &mut Cluster,
     files: usize,

@@ -61,8 +61,9 @@
 //! - [`Listener`] and [`Connector`]: the accepting and the dialling
 //!   services, which run links and report [`LinkEvent`]s (`Up` with a
 //!   [`LinkHandle`] to send, `Message`, `Down` with the reason) on one
-//!   channel; the connector redials with [`Backoff`](backoff::Backoff).  Both stop when a
-//!   `watch<bool>` shutdown flag becomes true (or its sender is dropped).
+//!   channel; the connector redials with [`Backoff`](backoff::Backoff).
+//!   Both stop when a `watch<bool>` shutdown flag becomes true (or its
+//!   sender is dropped).
 //! - `record::fuzz_decode`: the receive path of an established session, for a
 //!   fuzzer.
 
