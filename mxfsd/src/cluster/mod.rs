@@ -418,6 +418,14 @@ impl Cluster {
     }
 }
 
+/// What discovery announces for `role`: the role and its owner epoch.
+fn announced(role: Role) -> (AnnouncedRole, u64) {
+    match role {
+        Role::Owner { epoch } => (AnnouncedRole::Owner, epoch),
+        Role::Client { epoch, .. } => (AnnouncedRole::Client, epoch),
+    }
+}
+
 /// Bind the peer listener on the first free port, start discovery and
 /// run the cluster in a task of the current runtime.  `service` is the
 /// owner's file service (None on a client).
@@ -426,10 +434,7 @@ pub async fn start(cfg: Config, service: Option<Arc<FileService>>) -> anyhow::Re
     let port = link_cfg.local().tcp_port();
     let node_id = link_cfg.local().node_id();
     let (disc_tx, disc_rx) = mpsc::channel(256);
-    let (announced_role, epoch) = match cfg.role {
-        Role::Owner { epoch } => (AnnouncedRole::Owner, epoch),
-        Role::Client { epoch, .. } => (AnnouncedRole::Client, epoch),
-    };
+    let (announced_role, epoch) = announced(cfg.role);
     let disc = discovery::start(
         cfg.discovery.clone(),
         discovery::Local {
@@ -758,7 +763,15 @@ impl Runtime {
         let mut ping = tokio::time::interval(PING_INTERVAL);
         let mut stop_rx = self.stop_rx.clone();
         let mut stopping = false;
+        let mut announcing = announced(self.role);
         loop {
+            // A take-over or a new owner followed changes the role or the
+            // epoch: the announcements say so from the next one on.
+            let now = announced(self.role);
+            if now != announcing {
+                disc.set_role(now.0, now.1);
+                announcing = now;
+            }
             tokio::select! {
                 _ = stop_rx.changed(), if !stopping => {
                     stopping = true;

@@ -754,6 +754,33 @@ async fn the_owner_lock_decides_which_client_takes_over_and_the_other_follows() 
     let (oh, ah, bh) = (owner.handle(), clients[0].1.handle(), clients[1].1.handle());
     let (_, _, lock_owner) = wait_lock_view(&[&oh, &ah, &bh], 3).await;
     assert_eq!(lock_owner, owner_id);
+    // hears the volume's announcements, as a node that is joining does
+    let (heard_tx, mut heard) = mpsc::channel(256);
+    let listener_cfg = config(
+        node_uuid(),
+        volume,
+        secret,
+        Role::Client {
+            owner: owner_id,
+            epoch: 7,
+        },
+        disc_port,
+    );
+    let listener = discovery::start(
+        listener_cfg.discovery.clone(),
+        discovery::Local {
+            node_uuid: listener_cfg.node_uuid,
+            volume_uuid: *volume.as_bytes(),
+            tcp_port: 9,
+            hostname: "listener".to_string(),
+            role: AnnouncedRole::Joining,
+            owner_epoch: 0,
+        },
+        &listener_cfg.secret,
+        heard_tx,
+    )
+    .await
+    .unwrap();
     // both clients queue for `owner` behind the owner
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -809,6 +836,28 @@ async fn the_owner_lock_decides_which_client_takes_over_and_the_other_follows() 
     )
     .await;
     assert!(matches!(r, FileReply::Entry { .. }), "lookup: {r:?}");
+    // the new owner announces itself as owner at its epoch
+    let announced_owner = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = heard.recv().await {
+            if let discovery::Event::Joined(p)
+            | discovery::Event::Restarted(p)
+            | discovery::Event::Changed(p) = ev
+            {
+                if p.node_id == clients[n].0 && p.role == AnnouncedRole::Owner && p.owner_epoch == 8
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        announced_owner,
+        Ok(true),
+        "no announcement of the new owner as owner at epoch 8"
+    );
+    listener.shutdown().await;
     // nobody else took over meanwhile
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(device.takeovers.lock().unwrap().len(), 1);

@@ -210,7 +210,6 @@ impl Discovery {
     }
 
     /// Announce a new role and owner epoch (at once, then every interval).
-    #[cfg(test)]
     pub fn set_role(&self, role: AnnouncedRole, owner_epoch: u64) {
         self.role.send_replace((role, owner_epoch));
     }
