@@ -90,28 +90,12 @@ static int mxfs_inode_set(struct inode *inode, void *data)
 	return 0;
 }
 
-/*
- * The mxfs inode of @lower, made on first use.  Inode numbers are the
- * lower ones, so they are stable across remounts.
- */
-struct inode *mxfs_get_inode(struct super_block *sb, struct inode *lower)
+/* Give a new (I_NEW) mxfs inode its type and operations from @lower. */
+static struct inode *mxfs_fill_new_inode(struct inode *inode,
+					 struct inode *lower)
 {
-	struct inode *inode;
-	umode_t mode;
+	umode_t mode = lower->i_mode;
 
-	if (!lower)
-		return ERR_PTR(-ESTALE);
-	if (lower->i_sb != mxfs_lower_mnt(sb)->mnt_sb)
-		return ERR_PTR(-EXDEV);
-
-	inode = iget5_locked(sb, lower->i_ino, mxfs_inode_test,
-			     mxfs_inode_set, lower);
-	if (!inode)
-		return ERR_PTR(-ENOMEM);
-	if (!(inode->i_state & I_NEW))
-		return inode;
-
-	mode = lower->i_mode;
 	inode->i_mode = mode;
 	inode->i_generation = lower->i_generation;
 	inode->i_mapping->a_ops = &mxfs_aops;
@@ -145,6 +129,65 @@ struct inode *mxfs_get_inode(struct super_block *sb, struct inode *lower)
 	mxfs_copy_attr(inode);
 	unlock_new_inode(inode);
 	return inode;
+}
+
+static int mxfs_check_lower_inode(struct super_block *sb, struct inode *lower)
+{
+	if (!lower)
+		return -ESTALE;
+	if (lower->i_sb != mxfs_lower_mnt(sb)->mnt_sb)
+		return -EXDEV;
+	return 0;
+}
+
+/*
+ * The mxfs inode of @lower, made on first use.  Inode numbers are the
+ * lower ones, so they are stable across remounts.
+ */
+struct inode *mxfs_get_inode(struct super_block *sb, struct inode *lower)
+{
+	struct inode *inode;
+	int err;
+
+	err = mxfs_check_lower_inode(sb, lower);
+	if (err)
+		return ERR_PTR(err);
+	inode = iget5_locked(sb, lower->i_ino, mxfs_inode_test,
+			     mxfs_inode_set, lower);
+	if (!inode)
+		return ERR_PTR(-ENOMEM);
+	if (!(inode->i_state & I_NEW))
+		return inode;
+	return mxfs_fill_new_inode(inode, lower);
+}
+
+/*
+ * mxfs_get_inode() for a @lower that this node has just created below.
+ * No mxfs inode can have it yet (each holds a reference on its lower, so
+ * the lower could not have been freed and made again), so insert a new
+ * one at once instead of searching the hash first, as iget5_locked()
+ * does: one pass over the hash per create instead of two.
+ */
+struct inode *mxfs_get_created_inode(struct super_block *sb,
+				     struct inode *lower)
+{
+	struct inode *inode, *found;
+	int err;
+
+	err = mxfs_check_lower_inode(sb, lower);
+	if (err)
+		return ERR_PTR(err);
+	inode = new_inode(sb);
+	if (!inode)
+		return ERR_PTR(-ENOMEM);
+	found = inode_insert5(inode, lower->i_ino, mxfs_inode_test,
+			      mxfs_inode_set, lower);
+	if (unlikely(found != inode)) {
+		/* not expected (see above); then the hashed one is it */
+		iput(inode);
+		return found ? found : ERR_PTR(-ENOMEM);
+	}
+	return mxfs_fill_new_inode(inode, lower);
 }
 
 /*

@@ -137,7 +137,11 @@ static int mxfs_instantiate(struct inode *dir, struct dentry *dentry,
 		d_drop(dentry);
 		return -EIO;
 	}
-	inode = mxfs_get_inode(dir->i_sb, d_inode(lower));
+	/* a client's FUSE may have found an inode it had: look ours up */
+	if (mxfs_is_client(dir->i_sb))
+		inode = mxfs_get_inode(dir->i_sb, d_inode(lower));
+	else
+		inode = mxfs_get_created_inode(dir->i_sb, d_inode(lower));
 	if (IS_ERR(inode))
 		return PTR_ERR(inode);
 	d_instantiate(dentry, inode);
@@ -248,7 +252,10 @@ static int mxfs_owner_create_open(struct inode *dir, struct dentry *dentry,
 			goto out_unlock;
 		}
 	}
-	inode = mxfs_get_inode(dir->i_sb, d_inode(lower));
+	if (created)
+		inode = mxfs_get_created_inode(dir->i_sb, d_inode(lower));
+	else
+		inode = mxfs_get_inode(dir->i_sb, d_inode(lower));
 	if (IS_ERR(inode))
 		err = PTR_ERR(inode);
 out_unlock:

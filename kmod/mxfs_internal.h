@@ -258,6 +258,8 @@ struct inode *mxfs_alloc_inode(struct super_block *sb);
 void mxfs_free_inode(struct inode *inode);
 void mxfs_evict_inode(struct inode *inode);
 struct inode *mxfs_get_inode(struct super_block *sb, struct inode *lower);
+struct inode *mxfs_get_created_inode(struct super_block *sb,
+				     struct inode *lower);
 void mxfs_copy_attr(struct inode *inode);
 struct dentry *mxfs_obtain_alias(struct super_block *sb, struct dentry *lower);
 
