@@ -143,113 +143,184 @@ pub fn figures(node: &mut Node, dir: &str, files: usize, passes: usize) -> Resul
 /// metadata pass after the benchmark's rounds.
 pub const PROFILE_VAR: &str = "MXFS_BENCH_PROFILE";
 
-/// The functions a profiled pass times, and only these: the create,
-/// stat and unlink system calls, the VFS steps they share, each layer's
-/// operation (mxfs's and XFS's) and what the stacking layer adds
-/// (the lower lookup, permission checks, its inode cache).  Tracing
-/// only these, each with all it calls (untraced, at full speed), keeps
-/// the times close to untraced ones; tracing every call below the
-/// system calls made a call of a few microseconds cost tens.
-/// Names that are not there (mxfs's, on the XFS pass; inlined ones)
-/// are skipped.
-const PROFILED_FUNCTIONS: &[&str] = &[
-    "__x64_sys_openat",
-    "__x64_sys_close",
-    "__x64_sys_unlink",
-    "__x64_sys_newstat",
-    "__x64_sys_newfstatat",
-    "task_work_run",
-    "path_openat",
-    "d_alloc_parallel",
-    "d_splice_alias",
-    "d_instantiate",
-    "vfs_create",
-    "vfs_unlink",
-    "do_dentry_open",
-    "__fput",
-    "dput",
-    "evict",
-    "inode_permission",
-    "security_inode_alloc",
-    "lookup_one_len_unlocked",
-    "iget5_locked",
-    "mxfs_lookup",
-    "mxfs_create",
-    "mxfs_get_inode",
-    "mxfs_open",
-    "mxfs_release",
-    "mxfs_flush",
-    "mxfs_unlink",
-    "mxfs_permission",
-    "mxfs_getattr",
-    "mxfs_d_revalidate",
-    "mxfs_d_release",
-    "mxfs_evict_inode",
-    "mxfs_alloc_inode",
-    "mxfs_copy_attr",
-    "xfs_vn_lookup",
-    "xfs_vn_create",
-    "xfs_vn_unlink",
-    "xfs_vn_getattr",
-    "xfs_file_open",
-    "xfs_file_release",
-    "xfs_fs_destroy_inode",
+/// Files in a profiled pass: as many as in the benchmark's.
+const PROFILE_FILES: usize = 4000;
+/// perf's sampling rate in a profiled pass (Hz).
+const PROFILE_HZ: u64 = 2999;
+
+/// The kernel functions a profile is split by, with how many calls of
+/// each a pass makes per file: the work of open(O_CREAT), of the close
+/// after it, of stat (ten passes) and of unlink.
+const PROFILE_ROOTS: &[(&str, usize)] = &[
+    ("path_openat", 1),
+    ("__fput", 1),
+    ("vfs_statx", 10),
+    ("do_unlinkat", 1),
 ];
 
-/// Files in a profiled pass: fewer than the benchmark's, so that the
-/// trace fits its buffer.
-const PROFILE_FILES: usize = 1000;
+/// Functions shown per root in a profile comparison.
+const PROFILE_TOP: usize = 25;
 
-/// One metadata pass on `dir` under the kernel's function-graph tracer
-/// (Debian's kernels have no function profiler), limited to the
-/// `PROFILED_FUNCTIONS`; prints them by inclusive time (calls, total and
-/// mean microseconds), and the CPU time mxfsd used meanwhile (when one
-/// runs).  For finding where a filesystem spends its time; the rates of
-/// a profiled pass are not compared.
-pub fn profile_meta(node: &mut Node, dir: &str, label: &str) -> Result<()> {
+/// The sampled kernel call stacks of one profiled metadata pass: those
+/// of the benchmark's own process from the outermost `PROFILE_ROOTS`
+/// function down (";"-joined, outermost first) with their sample
+/// counts, and every process's samples (mxfsd's threads among them).
+#[derive(Debug, Default)]
+pub struct Profile {
+    pub label: String,
+    pub rates: String,
+    pub stacks: Vec<(String, u64)>,
+    pub by_process: Vec<(String, u64)>,
+}
+
+/// One metadata pass on `dir` under `perf record -a -g` (sampling, so a
+/// small function costs what it costs; the function-graph tracer this
+/// replaced inflated them): the stacks, folded in the guest.  For
+/// finding where a filesystem spends its time; perf slows the guest
+/// down, so the pass's rates are not comparable with the benchmark's.
+pub fn profile_meta(node: &mut Node, dir: &str, label: &str) -> Result<Profile> {
+    let roots: Vec<String> = PROFILE_ROOTS
+        .iter()
+        .map(|(r, _)| format!("s[i] == \"{r}\""))
+        .collect();
     let script = format!(
         r#"set -e
-T=/sys/kernel/tracing
-[ -e $T/current_tracer ] || mount -t tracefs nodev $T
-echo 0 > $T/tracing_on
-echo > $T/set_ftrace_filter
-for f in {functions}; do echo $f >> $T/set_ftrace_filter 2>/dev/null || true; done
-echo "functions traced: $(grep -c . $T/set_ftrace_filter)"
-echo function_graph > $T/current_tracer
-echo funcgraph-tail > $T/trace_options
-echo nofuncgraph-irqs > $T/trace_options
-echo 65536 > $T/buffer_size_kb
-echo > $T/trace
-ticks() {{ p=$(pidof mxfsd || true); [ -n "$p" ] && awk '{{print $14+$15}}' /proc/$p/stat || echo 0; }}
-t0=$(ticks)
-echo 1 > $T/tracing_on
-{GUEST_ARTIFACTS}/mxfs-opcheck --meta-bench {dir}/meta {files}
-echo 0 > $T/tracing_on
-echo "mxfsd cpu ticks during the pass: $(( $(ticks) - t0 )) (of $(getconf CLK_TCK)/s)"
-echo "trace entries lost: $(grep -h 'overrun' $T/per_cpu/cpu*/stats | awk '{{s+=$2}} END {{print s+0}}')"
-awk -F'|' '
-  $1 ~ /us/ {{
-    d = $1; sub(/ *us.*/, "", d); sub(/.*[^0-9.]/, "", d)
-    f = $2; gsub(/^ +| +$/, "", f)
-    if (f ~ /^\}}/) {{ sub(/^\}} \/\* /, "", f); sub(/ \*\/$/, "", f) }}
-    else {{ sub(/\(\);$/, "", f) }}
-    t[f] += d; n[f]++
+echo -1 > /proc/sys/kernel/perf_event_paranoid
+echo 0 > /proc/sys/kernel/kptr_restrict
+sync
+perf record -q -F {hz} -a -g -o /tmp/perf.data -- {GUEST_ARTIFACTS}/mxfs-opcheck --meta-bench {dir}/meta {files} 2>&1
+perf script -i /tmp/perf.data -F comm,ip,sym 2>/dev/null | awk '
+  /^\t/ {{ n++; s[n] = ($1 ~ /^[0-9a-f]+$/) ? $2 : $1; next }}
+  /^ *[^ \t]/ {{ n = 0; comm = $1; next }}
+  /^$/ {{
+    procs[comm]++
+    if (comm == "mxfs-opcheck") {{
+      st = ""; on = 0
+      for (i = n; i >= 1; i--) {{
+        if (!on && ({roots})) on = 1
+        if (on) st = st (st == "" ? "" : ";") s[i]
+      }}
+      if (st != "") c[st]++
+    }}
+    n = 0
   }}
-  END {{ for (f in t) printf "%12.0f us %8d calls %9.2f us/call  %s\n", t[f], n[f], t[f]/n[f], f }}
-' $T/trace | sort -rn | head -45
-echo 0 > $T/tracing_on
-echo nop > $T/current_tracer
-echo > $T/set_ftrace_filter
-echo > $T/trace
+  END {{
+    for (k in c) print "stack", c[k], k
+    for (p in procs) print "process", procs[p], p
+  }}'
+rm -f /tmp/perf.data
 "#,
-        functions = PROFILED_FUNCTIONS.join(" "),
+        hz = PROFILE_HZ,
         files = PROFILE_FILES,
+        roots = roots.join(" || "),
     );
     let out = node.must_within(&script, JOB_TIMEOUT)?;
-    for line in out.lines().filter(|l| !l.trim().is_empty()) {
-        say(format!("profile {label}: {line}"));
+    parse_profile(label, &out)
+}
+
+/// [`profile_meta`]'s guest output: the pass's rates line, then
+/// `stack N a;b;c` and `process N name` lines.
+fn parse_profile(label: &str, out: &str) -> Result<Profile> {
+    let mut p = Profile {
+        label: label.to_string(),
+        ..Profile::default()
+    };
+    for line in out.lines() {
+        if line.starts_with("meta ") {
+            p.rates = line.trim().to_string();
+            continue;
+        }
+        let mut w = line.splitn(3, ' ');
+        let (Some(kind), Some(n), Some(what)) = (w.next(), w.next(), w.next()) else {
+            continue;
+        };
+        let Ok(n) = n.parse::<u64>() else { continue };
+        match kind {
+            "stack" => p.stacks.push((what.trim().to_string(), n)),
+            "process" => p.by_process.push((what.trim().to_string(), n)),
+            _ => {}
+        }
     }
-    Ok(())
+    anyhow::ensure!(
+        !p.rates.is_empty() && !p.stacks.is_empty(),
+        "profile {label}: no rates or no samples in:\n{out}"
+    );
+    p.by_process
+        .sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    Ok(p)
+}
+
+/// Samples of each function in the stacks under `root` (each stack
+/// counts once per function in it, recursion or not), `root` included.
+fn inclusive<'a>(stacks: &'a [(String, u64)], root: &str) -> Vec<(&'a str, u64)> {
+    let mut counts: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    for (stack, n) in stacks {
+        let mut frames: Vec<&str> = stack.split(';').collect();
+        if frames.first() != Some(&root) {
+            continue;
+        }
+        frames.sort_unstable();
+        frames.dedup();
+        for f in frames {
+            *counts.entry(f).or_default() += n;
+        }
+    }
+    let mut v: Vec<(&str, u64)> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    v
+}
+
+/// Prints two profiles side by side: per root, its samples and mean
+/// time per call on each side, then the functions under it with the
+/// most samples on either side (inclusive), with the difference; and
+/// each side's samples per process.
+pub fn print_profiles(base: &Profile, measured: &Profile) {
+    for p in [base, measured] {
+        say(format!("profile {}: {}", p.label, p.rates));
+    }
+    for (root, calls_per_file) in PROFILE_ROOTS {
+        let b = inclusive(&base.stacks, root);
+        let m = inclusive(&measured.stacks, root);
+        let of = |v: &[(&str, u64)], f: &str| v.iter().find(|(g, _)| *g == f).map_or(0, |x| x.1);
+        let per_call =
+            |n: u64| n as f64 * 1e6 / PROFILE_HZ as f64 / (PROFILE_FILES * calls_per_file) as f64;
+        let (bn, mn) = (of(&b, root), of(&m, root));
+        say(format!(
+            "profile {root}: {} {bn} samples ({:.1} us/call), {} {mn} ({:.1} us/call), {:+.1}%",
+            base.label,
+            per_call(bn),
+            measured.label,
+            per_call(mn),
+            if bn > 0 {
+                (mn as f64 / bn as f64 - 1.0) * 100.0
+            } else {
+                f64::NAN
+            },
+        ));
+        let mut names: Vec<&str> = b.iter().chain(&m).map(|(f, _)| *f).collect();
+        names.sort_unstable();
+        names.dedup();
+        names.sort_by_key(|f| std::cmp::Reverse(of(&b, f).max(of(&m, f))));
+        for f in names.into_iter().take(PROFILE_TOP) {
+            let (x, y) = (of(&b, f), of(&m, f));
+            say(format!(
+                "profile {root}:   {x:6} {y:6} {:+6}  {f}",
+                y as i64 - x as i64
+            ));
+        }
+    }
+    for p in [base, measured] {
+        let procs: Vec<String> = p
+            .by_process
+            .iter()
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        say(format!(
+            "profile {} samples by process: {}",
+            p.label,
+            procs.join(", ")
+        ));
+    }
 }
 
 /// The median of some figures (the mean of the middle two for an even
@@ -358,6 +429,35 @@ pub fn print(rows: &[Row], base_label: &str, measured_label: &str, rounds: usize
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_profile_is_parsed_and_counted_inclusively_per_root() {
+        let out = "noise\nmeta create=10 stat=20 unlink=30\n\
+                   stack 5 do_unlinkat;vfs_unlink;xfs_remove\n\
+                   stack 2 do_unlinkat;dput;dput;__dentry_kill\n\
+                   stack 7 path_openat;xfs_create\n\
+                   stack x not;a;count\n\
+                   process 3 mxfsd\nprocess 14 mxfs-opcheck\n";
+        let p = parse_profile("mxfs", out).unwrap();
+        assert_eq!(p.rates, "meta create=10 stat=20 unlink=30");
+        assert_eq!(p.stacks.len(), 3);
+        assert_eq!(
+            p.by_process,
+            vec![("mxfs-opcheck".to_string(), 14), ("mxfsd".to_string(), 3)]
+        );
+        let unlink = inclusive(&p.stacks, "do_unlinkat");
+        assert_eq!(unlink[0], ("do_unlinkat", 7));
+        // a function twice in one stack counts that stack once
+        assert!(unlink.contains(&("dput", 2)));
+        assert!(unlink.contains(&("xfs_remove", 5)));
+        assert!(!unlink.iter().any(|(f, _)| *f == "xfs_create"));
+        assert_eq!(inclusive(&p.stacks, "path_openat").len(), 2);
+        assert!(parse_profile("xfs", "stack 1 a;b\n").is_err(), "no rates");
+        assert!(
+            parse_profile("xfs", "meta create=1\n").is_err(),
+            "no samples"
+        );
+    }
 
     #[test]
     fn medians() {

@@ -29,6 +29,8 @@ pub const GUEST_PACKAGES: &[&str] = &[
     // kernel's headers come from the testbed's own kernel download.
     "dkms",
     "linux-compiler-gcc-12-x86",
+    // perf, for the benchmark's profiled pass (MXFS_BENCH_PROFILE)
+    "linux-perf",
 ];
 
 /// Addresses of the testbed's private network (inside its own network

@@ -663,13 +663,15 @@ pub fn bench(
     let rows = bench::rows(&xfs_runs, &mxfs_runs, true);
     bench::print(&rows, "xfs", "mxfs", rounds);
     if std::env::var_os(bench::PROFILE_VAR).is_some() {
+        let mut profiles = Vec::new();
         for (fstype, dir) in [("xfs", XFS_MNT), ("mxfs", MNT)] {
             let dev = fresh_volume(node)?;
             node.must(&format!("mount -t {fstype} {dev} {dir}"))?;
             let profiled = bench::profile_meta(node, dir, fstype);
             node.must(&format!("umount {dir}"))?;
-            profiled?;
+            profiles.push(profiled?);
         }
+        bench::print_profiles(&profiles[0], &profiles[1]);
     }
     Ok(rows)
 }

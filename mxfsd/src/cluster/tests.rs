@@ -756,14 +756,12 @@ async fn the_owner_lock_decides_which_client_takes_over_and_the_other_follows() 
     assert_eq!(lock_owner, owner_id);
     // hears the volume's announcements, as a node that is joining does
     let (heard_tx, mut heard) = mpsc::channel(256);
+    // (only its discovery settings and secret are used)
     let listener_cfg = config(
         node_uuid(),
         volume,
         secret,
-        Role::Client {
-            owner: owner_id,
-            epoch: 7,
-        },
+        Role::Owner { epoch: 0 },
         disc_port,
     );
     let listener = discovery::start(
