@@ -8,8 +8,10 @@
 
 use crate::host::say;
 use crate::node::Node;
+use crate::opcheck::meta_bench::STAT_PASSES;
 use crate::rootfs::GUEST_ARTIFACTS;
 use anyhow::{Context, Result};
+use std::collections::HashMap;
 
 /// One figure in both runs.
 #[derive(Debug, Clone)]
@@ -150,11 +152,11 @@ const PROFILE_HZ: u64 = 2999;
 
 /// The kernel functions a profile is split by, with how many calls of
 /// each a pass makes per file: the work of open(O_CREAT), of the close
-/// after it, of stat (ten passes) and of unlink.
+/// after it, of stat (`STAT_PASSES` passes) and of unlink.
 const PROFILE_ROOTS: &[(&str, usize)] = &[
     ("path_openat", 1),
     ("__fput", 1),
-    ("vfs_statx", 10),
+    ("vfs_statx", STAT_PASSES),
     ("do_unlinkat", 1),
 ];
 
@@ -252,8 +254,8 @@ fn parse_profile(label: &str, out: &str) -> Result<Profile> {
 
 /// Samples of each function in the stacks under `root` (each stack
 /// counts once per function in it, recursion or not), `root` included.
-fn inclusive<'a>(stacks: &'a [(String, u64)], root: &str) -> Vec<(&'a str, u64)> {
-    let mut counts: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+fn inclusive<'a>(stacks: &'a [(String, u64)], root: &str) -> HashMap<&'a str, u64> {
+    let mut counts = HashMap::new();
     for (stack, n) in stacks {
         let mut frames: Vec<&str> = stack.split(';').collect();
         if frames.first() != Some(&root) {
@@ -265,9 +267,7 @@ fn inclusive<'a>(stacks: &'a [(String, u64)], root: &str) -> Vec<(&'a str, u64)>
             *counts.entry(f).or_default() += n;
         }
     }
-    let mut v: Vec<(&str, u64)> = counts.into_iter().collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    v
+    counts
 }
 
 /// Prints two profiles side by side: per root, its samples and mean
@@ -281,7 +281,7 @@ pub fn print_profiles(base: &Profile, measured: &Profile) {
     for (root, calls_per_file) in PROFILE_ROOTS {
         let b = inclusive(&base.stacks, root);
         let m = inclusive(&measured.stacks, root);
-        let of = |v: &[(&str, u64)], f: &str| v.iter().find(|(g, _)| *g == f).map_or(0, |x| x.1);
+        let of = |v: &HashMap<&str, u64>, f: &str| v.get(f).copied().unwrap_or(0);
         let per_call =
             |n: u64| n as f64 * 1e6 / PROFILE_HZ as f64 / (PROFILE_FILES * calls_per_file) as f64;
         let (bn, mn) = (of(&b, root), of(&m, root));
@@ -297,7 +297,7 @@ pub fn print_profiles(base: &Profile, measured: &Profile) {
                 f64::NAN
             },
         ));
-        let mut names: Vec<&str> = b.iter().chain(&m).map(|(f, _)| *f).collect();
+        let mut names: Vec<&str> = b.keys().chain(m.keys()).copied().collect();
         names.sort_unstable();
         names.dedup();
         names.sort_by_key(|f| std::cmp::Reverse(of(&b, f).max(of(&m, f))));
@@ -446,11 +446,12 @@ mod tests {
             vec![("mxfs-opcheck".to_string(), 14), ("mxfsd".to_string(), 3)]
         );
         let unlink = inclusive(&p.stacks, "do_unlinkat");
-        assert_eq!(unlink[0], ("do_unlinkat", 7));
+        assert_eq!(unlink.get("do_unlinkat"), Some(&7));
+        assert_eq!(unlink.values().max(), Some(&7), "the root has them all");
         // a function twice in one stack counts that stack once
-        assert!(unlink.contains(&("dput", 2)));
-        assert!(unlink.contains(&("xfs_remove", 5)));
-        assert!(!unlink.iter().any(|(f, _)| *f == "xfs_create"));
+        assert_eq!(unlink.get("dput"), Some(&2));
+        assert_eq!(unlink.get("xfs_remove"), Some(&5));
+        assert!(!unlink.contains_key("xfs_create"));
         assert_eq!(inclusive(&p.stacks, "path_openat").len(), 2);
         assert!(parse_profile("xfs", "stack 1 a;b\n").is_err(), "no rates");
         assert!(

@@ -763,15 +763,11 @@ impl Runtime {
         let mut ping = tokio::time::interval(PING_INTERVAL);
         let mut stop_rx = self.stop_rx.clone();
         let mut stopping = false;
-        let mut announcing = announced(self.role);
         loop {
             // A take-over or a new owner followed changes the role or the
             // epoch: the announcements say so from the next one on.
-            let now = announced(self.role);
-            if now != announcing {
-                disc.set_role(now.0, now.1);
-                announcing = now;
-            }
+            let (role, epoch) = announced(self.role);
+            disc.set_role(role, epoch);
             tokio::select! {
                 _ = stop_rx.changed(), if !stopping => {
                     stopping = true;

@@ -186,8 +186,6 @@ pub struct Discovery {
     node_id: u64,
     #[cfg(test)]
     incarnation: u64,
-    // Held so the task's role channel stays open (dropping it stops the task).
-    #[allow(dead_code)]
     role: watch::Sender<(AnnouncedRole, u64)>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -209,9 +207,14 @@ impl Discovery {
         self.incarnation
     }
 
-    /// Announce a new role and owner epoch (at once, then every interval).
+    /// Announce this role and owner epoch from now on; when they are new,
+    /// also at once.  The same ones again change nothing.
     pub fn set_role(&self, role: AnnouncedRole, owner_epoch: u64) {
-        self.role.send_replace((role, owner_epoch));
+        self.role.send_if_modified(|now| {
+            let changed = *now != (role, owner_epoch);
+            *now = (role, owner_epoch);
+            changed
+        });
     }
 
     /// Stop announcing and receiving, and wait for the task to end.

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 /// Passes of the stat phase over the N files.
-const STAT_PASSES: usize = 10;
+pub const STAT_PASSES: usize = 10;
 
 fn rate(n: usize, f: impl FnMut(usize) -> std::io::Result<()>) -> std::io::Result<f64> {
     let t = Instant::now();
